@@ -1,0 +1,1075 @@
+"""The replicated presence state: a port of ``Phoenix.Tracker.State``. Pure.
+
+Theory of operation
+-------------------
+A State is a delta-state ORSWOT (an observed-remove set without tombstones) of presences
+``(topic, owner, key, meta)``. Every add is tagged with a *dot* ``(replica, clock)``: the
+local replica bumps its own clock for each join, leave and update, so dots are unique.
+What a replica has observed is its *causal context* (replica -> highest contiguous clock)
+plus its *clouds* (replica -> clocks seen beyond that prefix). A tag that is seen but
+whose value is not held was removed, which is how removes travel without tombstones.
+
+Local writes (join, leave, leave_owner, leave_join) act only on the local replica's own
+presences and are also recorded in a pending :class:`Delta`: the values added and every
+dot produced or removed in the window, plus the window's range of clocks. The tracker
+sends that delta in its heartbeat and resets it; peers merge it. A peer that missed a
+delta has a gap in its cloud, its context stalls behind the sender's clock, and it asks
+for a transfer: a :class:`Snapshot` of the full state (:meth:`State.extract`) or a larger
+delta kept by :class:`~crdt_state.delta_generation.DeltaGenerations`.
+
+:meth:`State.merge` takes either. A remote value is admitted when its replica is known
+(``replica_up`` was called for it), it is not the local replica, and its tag was never
+seen. A held remote value is removed when the remote has seen its tag and does not hold
+it. Where this differs from Phoenix (see DESIGN.md):
+
+* Per (tag replica, owner, topic, key) there is at most one value; the larger clock wins.
+  A stale transfer therefore never rolls back a newer value (phoenix_pubsub#148).
+* A tag once seen stays seen (in the context, or in the clouds until compaction folds it
+  into the context). Phoenix forgets an observed-removed tag, so a duplicated or late
+  delta resurrects the value and replicas diverge.
+* Merges cost time in proportion to what they carry: values are indexed by tag, per
+  replica, so observing a delta's removes looks tags up instead of scanning every remote
+  value as Phoenix's ``observe_removes`` does.
+* ``remove_down_replicas`` forgets a replica entirely, its status included, so state stays
+  bounded however many replicas come and go (phoenix_pubsub#179).
+* Diffs report changes in what is visible only: values of a down replica come and go
+  silently, and marking a replica up or down twice reports nothing the second time.
+
+Storage. Values are stored once, as flat tuples (see :data:`~crdt_state._types.Record`),
+and indexed three ways: by replica then clock (merges), by topic then key (lists and the
+duplicate check) and by owner. An index slot holds the record itself while there is one
+and a list when there are several, which keeps the common case small. Records, metas
+and the records of pending deltas are shared, never copied: they are immutable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TypeAlias
+
+from crdt_state import clock as _clock
+from crdt_state._types import (
+    Context,
+    Entry,
+    Key,
+    Meta,
+    Owner,
+    Record,
+    Replica,
+    Tag,
+    Topic,
+    entry_of,
+    is_id,
+    is_replica,
+)
+from crdt_state.errors import DuplicatePresence, PresenceNotFound, StateError
+
+__all__ = ["Delta", "Snapshot", "State", "merge_deltas"]
+
+_Values: TypeAlias = "dict[Replica, dict[int, Record]]"
+_Clouds: TypeAlias = "dict[Replica, set[int]]"
+_Slot: TypeAlias = "Record | list[Record]"
+
+_EMPTY_SET: frozenset[int] = frozenset()
+_EMPTY_DICT: Mapping[int, Record] = {}
+
+
+def _check_replica(replica: object) -> None:
+    if not is_replica(replica):
+        raise TypeError(
+            f"a replica must be a str, an int or a non-empty tuple of them, not {replica!r}"
+        )
+
+
+def _check_presence(owner: object, topic: object, key: object) -> None:
+    for name, value in (("owner", owner), ("topic", topic), ("key", key)):
+        if not is_id(value):
+            raise TypeError(f"{name} must be a str or an int, not {type(value).__name__}")
+
+
+def _tags_view(clouds: _Clouds) -> dict[Replica, set[Tag]]:
+    return {r: {(r, c) for c in cl} for r, cl in clouds.items() if cl}
+
+
+def _values_view(values: _Values) -> dict[Tag, Entry]:
+    return {(r, c): entry_of(rec) for r, vals in values.items() for c, rec in vals.items()}
+
+
+def _normal_values(values: _Values) -> dict[Replica, dict[int, Record]]:
+    return {r: vals for r, vals in values.items() if vals}
+
+
+def _normal_clouds(clouds: _Clouds) -> dict[Replica, set[int]]:
+    return {r: cl for r, cl in clouds.items() if cl}
+
+
+def _copy_values(values: _Values) -> _Values:
+    return {r: dict(vals) for r, vals in values.items() if vals}
+
+
+def _copy_clouds(clouds: _Clouds) -> _Clouds:
+    return {r: set(cl) for r, cl in clouds.items() if cl}
+
+
+def _values_size(values: _Values) -> int:
+    return sum(map(len, values.values()))
+
+
+def _clouds_size(clouds: _Clouds) -> int:
+    return sum(map(len, clouds.values()))
+
+
+class Delta:
+    """The changes of a window: values added and every dot produced or removed in it.
+
+    A Delta is what a heartbeat carries, what :class:`DeltaGenerations` keep, and one of
+    the two kinds of transfer. It has no context of its own: its clouds are its causal
+    information (a tag in the clouds and not in the values was removed), and its range
+    says which clocks the window covers.
+
+    Deltas come from :attr:`State.delta`, :meth:`State.take_delta`, :func:`merge_deltas`,
+    :meth:`Delta.extract` and :meth:`Delta.from_wire`; ``Delta(replica)`` is an empty one.
+    Treat a Delta as a value: methods never mutate it (a State mutates only its own
+    pending delta, before handing it over with :meth:`State.take_delta`).
+
+    Attributes:
+        replica: The replica whose window this is.
+    """
+
+    __slots__ = ("_clouds", "_end", "_start", "_values", "replica")
+
+    def __init__(self, replica: Replica) -> None:
+        _check_replica(replica)
+        self.replica: Replica = replica
+        self._values: _Values = {}
+        self._clouds: _Clouds = {}
+        self._start: Context = {}
+        self._end: Context = {}
+
+    @classmethod
+    def _make(
+        cls, replica: Replica, values: _Values, clouds: _Clouds, start: Context, end: Context
+    ) -> Delta:
+        delta = cls.__new__(cls)
+        delta.replica = replica
+        delta._values = values
+        delta._clouds = clouds
+        delta._start = start
+        delta._end = end
+        return delta
+
+    @property
+    def values(self) -> dict[Tag, Entry]:
+        """The values added in the window, tag -> Entry (a new dict on each access)."""
+        return _values_view(self._values)
+
+    @property
+    def clouds(self) -> dict[Replica, set[Tag]]:
+        """Every dot produced or observed removed in the window, replica -> set of tags."""
+        return _tags_view(self._clouds)
+
+    @property
+    def range(self) -> tuple[Context, Context]:
+        """``(start, end)``: the contexts the window starts after and ends at."""
+        return dict(self._start), dict(self._end)
+
+    def size(self) -> int:
+        """The number of values plus the number of cloud tags (Phoenix's delta_size)."""
+        return _values_size(self._values) + _clouds_size(self._clouds)
+
+    def copy(self) -> Delta:
+        """A copy that shares nothing mutable with this delta (records are shared)."""
+        return Delta._make(
+            self.replica,
+            _copy_values(self._values),
+            _copy_clouds(self._clouds),
+            dict(self._start),
+            dict(self._end),
+        )
+
+    def extract(self, remote_replica: Replica, remote_context: Mapping[Replica, int]) -> Delta:
+        """This delta as a transfer for a remote: pruned to the replicas it knows.
+
+        Values, clouds and both range ends keep only replicas in ``remote_context``; the
+        remote's own values are left out.
+
+        Args:
+            remote_replica: The requester's replica.
+            remote_context: The requester's context (its :meth:`State.clocks`).
+
+        Returns:
+            A new Delta.
+        """
+        known = remote_context
+        return Delta._make(
+            self.replica,
+            {
+                r: dict(vals)
+                for r, vals in self._values.items()
+                if vals and r in known and r != remote_replica
+            },
+            {r: set(cl) for r, cl in self._clouds.items() if cl and r in known},
+            {r: c for r, c in self._start.items() if r in known},
+            {r: c for r, c in self._end.items() if r in known},
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """This delta as plain lists, dicts, str, int and None (see :mod:`crdt_state.wire`)."""
+        from crdt_state.wire import delta_to_wire
+
+        return delta_to_wire(self)
+
+    @classmethod
+    def from_wire(
+        cls,
+        data: object,
+        *,
+        max_size: int | None = None,
+        max_replicas: int | None = None,
+    ) -> Delta:
+        """Read a delta written by :meth:`to_wire` and check its invariants.
+
+        Args:
+            data: The decoded payload.
+            max_size: Most values plus cloud tags accepted; None for no cap.
+            max_replicas: Most distinct replicas accepted; None for no cap.
+
+        Returns:
+            The Delta.
+
+        Raises:
+            WireError: For any malformed input.
+        """
+        from crdt_state.wire import delta_from_wire
+
+        return delta_from_wire(data, max_size=max_size, max_replicas=max_replicas)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Delta):
+            return NotImplemented
+        return (
+            self.replica == other.replica
+            and _normal_values(self._values) == _normal_values(other._values)
+            and _normal_clouds(self._clouds) == _normal_clouds(other._clouds)
+            and self._start == other._start
+            and self._end == other._end
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Delta(replica={self.replica!r}, range={self._start!r}->{self._end!r}, "
+            f"values={_values_size(self._values)}, cloud_tags={_clouds_size(self._clouds)})"
+        )
+
+
+class Snapshot:
+    """A full state as extracted for one remote: its context, clouds and values.
+
+    Built by :meth:`State.extract` and :meth:`Snapshot.from_wire`; merged with
+    :meth:`State.merge`. It shares nothing mutable with the State it came from.
+
+    Attributes:
+        replica: The replica it was extracted from.
+    """
+
+    __slots__ = ("_clouds", "_context", "_values", "replica")
+
+    def __init__(self, replica: Replica) -> None:
+        _check_replica(replica)
+        self.replica: Replica = replica
+        self._context: Context = {}
+        self._clouds: _Clouds = {}
+        self._values: _Values = {}
+
+    @classmethod
+    def _make(
+        cls, replica: Replica, context: Context, clouds: _Clouds, values: _Values
+    ) -> Snapshot:
+        snap = cls.__new__(cls)
+        snap.replica = replica
+        snap._context = context
+        snap._clouds = clouds
+        snap._values = values
+        return snap
+
+    @property
+    def context(self) -> Context:
+        """The extracted context, restricted to the replicas the remote knows."""
+        return dict(self._context)
+
+    @property
+    def clouds(self) -> dict[Replica, set[Tag]]:
+        """The extracted clouds, replica -> set of tags."""
+        return _tags_view(self._clouds)
+
+    @property
+    def values(self) -> dict[Tag, Entry]:
+        """The extracted values, tag -> Entry (a new dict on each access)."""
+        return _values_view(self._values)
+
+    def size(self) -> int:
+        """The number of values plus the number of cloud tags."""
+        return _values_size(self._values) + _clouds_size(self._clouds)
+
+    def to_wire(self) -> dict[str, Any]:
+        """This snapshot as plain lists, dicts, str, int and None."""
+        from crdt_state.wire import snapshot_to_wire
+
+        return snapshot_to_wire(self)
+
+    @classmethod
+    def from_wire(
+        cls,
+        data: object,
+        *,
+        max_size: int | None = None,
+        max_replicas: int | None = None,
+    ) -> Snapshot:
+        """Read a snapshot written by :meth:`to_wire` and check its invariants.
+
+        Args:
+            data: The decoded payload.
+            max_size: Most values plus cloud tags accepted; None for no cap.
+            max_replicas: Most distinct replicas accepted; None for no cap.
+
+        Returns:
+            The Snapshot.
+
+        Raises:
+            WireError: For any malformed input.
+        """
+        from crdt_state.wire import snapshot_from_wire
+
+        return snapshot_from_wire(data, max_size=max_size, max_replicas=max_replicas)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        return (
+            self.replica == other.replica
+            and self._context == other._context
+            and _normal_clouds(self._clouds) == _normal_clouds(other._clouds)
+            and _normal_values(self._values) == _normal_values(other._values)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Snapshot(replica={self.replica!r}, context={self._context!r}, "
+            f"values={_values_size(self._values)}, cloud_tags={_clouds_size(self._clouds)})"
+        )
+
+
+def merge_deltas(local: Delta, remote: Delta) -> Delta | None:
+    """Merge two deltas whose ranges touch or overlap, as Phoenix's ``merge_deltas``.
+
+    The ranges are contiguous when each one's end reaches the other's start
+    (:func:`~crdt_state.clock.dominates_or_equal` both ways). The result spans both
+    windows (lower bound of the starts, upper bound of the ends), unions the clouds and
+    keeps the values neither side has seen removed: a local value the remote observed
+    removed is dropped, and a remote value the local side removed is never resurrected.
+    Per (tag replica, owner, topic, key) only the value with the larger clock stays.
+
+    Args:
+        local: The older window (its replica names the result).
+        remote: The newer window.
+
+    Returns:
+        The merged delta, or None when the ranges are not contiguous.
+    """
+    if not (
+        _clock.dominates_or_equal(remote._end, local._start)
+        and _clock.dominates_or_equal(local._end, remote._start)
+    ):
+        return None
+    lclouds, rclouds = local._clouds, remote._clouds
+    lvalues, rvalues = local._values, remote._values
+    values: _Values = {}
+    for r in {*lvalues, *rvalues}:
+        lv = lvalues.get(r, _EMPTY_DICT)
+        rv = rvalues.get(r, _EMPTY_DICT)
+        rcl = rclouds.get(r, _EMPTY_SET)
+        lcl = lclouds.get(r, _EMPTY_SET)
+        out = {c: rec for c, rec in lv.items() if c in rv or c not in rcl}
+        added = False
+        for c, rec in rv.items():
+            if c not in lv and c not in lcl:
+                out[c] = rec
+                added = True
+        if added and out:
+            out = _latest_per_presence(out)
+        if out:
+            values[r] = out
+    clouds: _Clouds = {}
+    for r in {*lclouds, *rclouds}:
+        merged = lclouds.get(r, _EMPTY_SET) | rclouds.get(r, _EMPTY_SET)
+        if merged:
+            clouds[r] = set(merged)
+    return Delta._make(
+        local.replica,
+        values,
+        clouds,
+        _clock.lowerbound(local._start, remote._start),
+        _clock.upperbound(local._end, remote._end),
+    )
+
+
+def _latest_per_presence(values: dict[int, Record]) -> dict[int, Record]:
+    """Keep, per (owner, topic, key) of one replica, only the value with the largest clock."""
+    newest: dict[tuple[Owner, Topic, Key], int] = {}
+    drop: list[int] = []
+    for c, rec in values.items():
+        ident = (rec[1], rec[0], rec[2])
+        seen = newest.get(ident)
+        if seen is None:
+            newest[ident] = c
+        elif seen < c:
+            drop.append(seen)
+            newest[ident] = c
+        else:
+            drop.append(c)
+    if not drop:
+        return values
+    for c in drop:
+        del values[c]
+    return values
+
+
+ReplicaStatus: TypeAlias = Literal["up", "down"]
+
+
+class State:
+    """The replicated set of presences of one replica (one tracker shard).
+
+    ``State(replica)`` starts empty with the local replica up and its clock at 0. Other
+    replicas are admitted with :meth:`replica_up`; merges ignore replicas not admitted.
+
+    A State is a mutable object with pure semantics: no I/O, no clock, no randomness, no
+    global state. Methods mutate only the State they are called on and never their
+    arguments; results are new lists in no specified order.
+
+    Args:
+        replica: The local replica's name (a str, an int or a flat tuple such as
+            ``("node-a", vsn)``). Refs must never be reused for a new incarnation.
+
+    Raises:
+        TypeError: For a replica of another type.
+    """
+
+    __slots__ = (
+        "_by_owner",
+        "_by_topic",
+        "_clouds",
+        "_context",
+        "_delta",
+        "_down",
+        "_own",
+        "_replica",
+        "_status",
+        "_values",
+    )
+
+    def __init__(self, replica: Replica) -> None:
+        _check_replica(replica)
+        self._replica: Replica = replica
+        self._context: Context = {replica: 0}
+        self._clouds: _Clouds = {}
+        self._status: dict[Replica, bool] = {replica: True}
+        self._down: set[Replica] = set()
+        self._own: dict[int, Record] = {}
+        self._values: _Values = {replica: self._own}
+        self._by_topic: dict[Topic, dict[Key, _Slot]] = {}
+        self._by_owner: dict[Owner, _Slot] = {}
+        self._delta: Delta = self._empty_delta()
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def replica(self) -> Replica:
+        """The local replica's name."""
+        return self._replica
+
+    @property
+    def context(self) -> Context:
+        """A copy of the causal context, replica -> clock (down replicas included)."""
+        return dict(self._context)
+
+    @property
+    def clouds(self) -> dict[Replica, set[Tag]]:
+        """A copy of the non-empty clouds, replica -> set of tags seen beyond the context."""
+        return _tags_view(self._clouds)
+
+    @property
+    def replicas(self) -> dict[Replica, ReplicaStatus]:
+        """Every known replica, the local one included, and whether it is up or down."""
+        return {r: "up" if up else "down" for r, up in self._status.items()}
+
+    @property
+    def delta(self) -> Delta:
+        """A copy of the pending delta: later changes to this State don't show in it."""
+        return self._delta.copy()
+
+    def __len__(self) -> int:
+        """The number of values held, of every replica, down ones included."""
+        return sum(map(len, self._values.values()))
+
+    def __repr__(self) -> str:
+        return f"State(replica={self._replica!r}, context={self._context!r}, values={len(self)})"
+
+    # ----------------------------------------------------------- local writes
+
+    def join(self, owner: Owner, topic: Topic, key: Key, meta: Meta) -> Entry:
+        """Add a presence of the local replica, tagged with a new dot.
+
+        Args:
+            owner: What holds the presence.
+            topic: Where it is.
+            key: Who is present.
+            meta: Its metadata, a JSON-able dict; stored as is, so don't mutate it after.
+
+        Returns:
+            The new Entry.
+
+        Raises:
+            DuplicatePresence: The local replica already holds (owner, topic, key).
+            TypeError: For an owner, topic or key that is not a str or an int, or a meta
+                that is not a dict.
+        """
+        _check_presence(owner, topic, key)
+        if type(meta) is not dict:
+            raise TypeError(f"meta must be a dict, not {type(meta).__name__}")
+        replica = self._replica
+        if self._find(replica, owner, topic, key) is not None:
+            raise DuplicatePresence(
+                f"{replica!r} already tracks owner {owner!r} in topic {topic!r} as {key!r}"
+            )
+        return entry_of(self._add_own(owner, topic, key, meta))
+
+    def leave(self, owner: Owner, topic: Topic, key: Key) -> Entry | None:
+        """Remove a presence of the local replica; a no-op when it is absent.
+
+        Args:
+            owner: What holds the presence.
+            topic: Where it is.
+            key: Who is present.
+
+        Returns:
+            The removed Entry, or None when there was none.
+        """
+        record = self._find(self._replica, owner, topic, key)
+        if record is None:
+            return None
+        self._remove_own(record)
+        self._bump()
+        return entry_of(record)
+
+    def leave_owner(self, owner: Owner) -> list[Entry]:
+        """Remove every presence of ``owner`` held by the local replica.
+
+        Args:
+            owner: What holds the presences.
+
+        Returns:
+            The removed entries.
+        """
+        slot = self._by_owner.get(owner)
+        if slot is None:
+            return []
+        replica = self._replica
+        records = [slot] if not isinstance(slot, list) else list(slot)
+        left: list[Entry] = []
+        for record in records:
+            if record[4] == replica:
+                self._remove_own(record)
+                self._bump()
+                left.append(entry_of(record))
+        return left
+
+    def leave_join(self, owner: Owner, topic: Topic, key: Key, meta: Meta) -> Entry:
+        """Update a presence of the local replica: its old tag is removed, a new one added.
+
+        Readers never see the presence missing in between. Remotes see a leave of the old
+        meta and a join of the new one in the same merge, as in Phoenix.
+
+        Args:
+            owner: What holds the presence.
+            topic: Where it is.
+            key: Who is present.
+            meta: The new metadata.
+
+        Returns:
+            The new Entry.
+
+        Raises:
+            PresenceNotFound: The local replica holds no such presence (a
+                :class:`DuplicatePresence`).
+            TypeError: For a meta that is not a dict.
+        """
+        if type(meta) is not dict:
+            raise TypeError(f"meta must be a dict, not {type(meta).__name__}")
+        record = self._find(self._replica, owner, topic, key)
+        if record is None:
+            raise PresenceNotFound(
+                f"{self._replica!r} tracks no owner {owner!r} in topic {topic!r} as {key!r}"
+            )
+        self._remove_own(record)
+        self._bump()
+        return entry_of(self._add_own(owner, topic, key, meta))
+
+    # ---------------------------------------------------------------- reading
+
+    def get(self, owner: Owner, topic: Topic, key: Key) -> Entry | None:
+        """The presence of (owner, topic, key), the local replica's first, else any.
+
+        Values of down replicas are included.
+
+        Returns:
+            The Entry, or None.
+        """
+        slot = self._slot(topic, key)
+        if slot is None:
+            return None
+        if not isinstance(slot, list):
+            return entry_of(slot) if slot[1] == owner else None
+        found: Record | None = None
+        replica = self._replica
+        for record in slot:
+            if record[1] == owner:
+                if record[4] == replica:
+                    return entry_of(record)
+                if found is None:
+                    found = record
+        return None if found is None else entry_of(found)
+
+    def get_by_owner(self, owner: Owner) -> list[Entry]:
+        """Every presence held by ``owner``, of every replica, down ones included."""
+        slot = self._by_owner.get(owner)
+        if slot is None:
+            return []
+        if not isinstance(slot, list):
+            return [entry_of(slot)]
+        return [entry_of(record) for record in slot]
+
+    def get_by_topic(self, topic: Topic) -> list[tuple[Key, Meta]]:
+        """Every visible presence of a topic as ``(key, meta)``; down replicas are hidden.
+
+        Costs time in proportion to the topic's presences.
+        """
+        keys = self._by_topic.get(topic)
+        if keys is None:
+            return []
+        down = self._down
+        out: list[tuple[Key, Meta]] = []
+        append = out.append
+        for key, slot in keys.items():
+            if not isinstance(slot, list):
+                if not down or slot[4] not in down:
+                    append((key, slot[3]))
+            else:
+                for record in slot:
+                    if not down or record[4] not in down:
+                        append((key, record[3]))
+        return out
+
+    def get_by_key(self, topic: Topic, key: Key) -> list[tuple[Owner, Meta]]:
+        """Every visible presence of ``key`` in ``topic`` as ``(owner, meta)``."""
+        slot = self._slot(topic, key)
+        if slot is None:
+            return []
+        down = self._down
+        records = (slot,) if not isinstance(slot, list) else slot
+        return [(rec[1], rec[3]) for rec in records if not down or rec[4] not in down]
+
+    def online_list(self) -> list[Entry]:
+        """Every visible presence: values of replicas that are up."""
+        down = self._down
+        return [
+            entry_of(rec)
+            for r, vals in self._values.items()
+            if r not in down
+            for rec in vals.values()
+        ]
+
+    def clocks(self) -> tuple[Replica, Context]:
+        """``(replica, context)`` with down replicas left out of the context.
+
+        A down replica in the clock would make this replica look ahead forever and keep
+        peers asking for transfers that cannot satisfy them (phoenix_pubsub#135).
+        """
+        down = self._down
+        return self._replica, {r: c for r, c in self._context.items() if r not in down}
+
+    # --------------------------------------------------------- pending delta
+
+    def has_delta(self) -> bool:
+        """Whether the pending delta holds anything: a local change or a relayed remove."""
+        return any(self._delta._clouds.values())
+
+    def take_delta(self) -> Delta:
+        """Hand over the pending delta (no copy) and start a new, empty one."""
+        delta = self._delta
+        self._delta = self._empty_delta()
+        return delta
+
+    def reset_delta(self) -> None:
+        """Drop the pending delta and start a new, empty one."""
+        self._delta = self._empty_delta()
+
+    # --------------------------------------------------------------- transfer
+
+    def extract(self, remote_replica: Replica, remote_context: Mapping[Replica, int]) -> Snapshot:
+        """The full state as a transfer for a remote, pruned to the replicas it knows.
+
+        Only replicas in ``remote_context`` are included (its context, clouds and
+        values), and the remote's own values are left out. A replica the remote does not
+        know is never transferred: the remote learns it from its own heartbeat first.
+
+        Args:
+            remote_replica: The requester's replica.
+            remote_context: The requester's context (its :meth:`clocks`).
+
+        Returns:
+            A Snapshot sharing nothing mutable with this State.
+        """
+        known = remote_context
+        return Snapshot._make(
+            self._replica,
+            {r: c for r, c in self._context.items() if r in known},
+            {r: set(cl) for r, cl in self._clouds.items() if cl and r in known},
+            {
+                r: dict(vals)
+                for r, vals in self._values.items()
+                if vals and r in known and r != remote_replica
+            },
+        )
+
+    def merge(self, remote: Snapshot | Delta) -> tuple[list[Entry], list[Entry]]:
+        """Merge a snapshot or a delta; return what became visible and what stopped being.
+
+        Values, clouds and context entries of replicas not known here (no
+        :meth:`replica_up`) are ignored, and so is anything of the local replica. Held
+        remote values whose tags the remote has seen but does not hold leave, and each
+        such observed remove is relayed in the pending delta. Unseen remote values join
+        unless this replica holds a newer value of the same replica for the same
+        (owner, topic, key). A delta costs time in proportion to its size.
+
+        Args:
+            remote: A :class:`Snapshot` or a :class:`Delta`.
+
+        Returns:
+            ``(joins, leaves)``: entries that became visible and entries that stopped
+            being visible (values of down replicas change silently).
+        """
+        if isinstance(remote, Delta):
+            return self._merge(remote._values, remote._clouds, None)
+        if isinstance(remote, Snapshot):
+            return self._merge(remote._values, remote._clouds, remote._context)
+        raise TypeError(f"merge takes a Snapshot or a Delta, not {type(remote).__name__}")
+
+    # --------------------------------------------------------------- replicas
+
+    def replica_up(self, replica: Replica) -> list[Entry]:
+        """Admit a replica, or mark a down one up again.
+
+        Returns:
+            The joins: every held value of a replica that was down; ``[]`` for a new
+            replica or one already up.
+
+        Raises:
+            StateError: For the local replica.
+        """
+        self._check_remote(replica)
+        status = self._status.get(replica)
+        if status is None:
+            _check_replica(replica)
+            self._context[replica] = 0
+            self._status[replica] = True
+            return []
+        if status:
+            return []
+        self._status[replica] = True
+        self._down.discard(replica)
+        return [entry_of(rec) for rec in self._values.get(replica, _EMPTY_DICT).values()]
+
+    def replica_down(self, replica: Replica) -> list[Entry]:
+        """Mark a replica down: its values stay held but hidden.
+
+        Returns:
+            The leaves: every held value of a replica that was up; ``[]`` for one
+            already down or unknown.
+
+        Raises:
+            StateError: For the local replica.
+        """
+        self._check_remote(replica)
+        if not self._status.get(replica):
+            return []
+        self._status[replica] = False
+        self._down.add(replica)
+        return [entry_of(rec) for rec in self._values.get(replica, _EMPTY_DICT).values()]
+
+    def remove_down_replicas(self, replica: Replica) -> list[Entry]:
+        """Forget a replica entirely: its values, context, clouds and status.
+
+        Its values are also pruned from the pending delta. Admitting the same replica
+        again starts it from zero, which is why replica refs are never reused.
+
+        Returns:
+            Leaves of values that were still visible (none when it was down).
+
+        Raises:
+            StateError: For the local replica.
+        """
+        self._check_remote(replica)
+        status = self._status.pop(replica, None)
+        if status is None:
+            return []
+        self._down.discard(replica)
+        self._context.pop(replica, None)
+        self._clouds.pop(replica, None)
+        held = self._values.pop(replica, None) or {}
+        for record in held.values():
+            self._unindex(record)
+        delta = self._delta
+        delta._values.pop(replica, None)
+        delta._clouds.pop(replica, None)
+        delta._start.pop(replica, None)
+        delta._end.pop(replica, None)
+        return [entry_of(rec) for rec in held.values()] if status else []
+
+    def compact(self) -> None:
+        """Fold every cloud's contiguous clocks into the context.
+
+        Merges already compact the replicas they touch, so this is rarely needed.
+        """
+        for replica in list(self._clouds):
+            self._compact(replica)
+
+    # ---------------------------------------------------------------- private
+
+    def _empty_delta(self) -> Delta:
+        now = self._context[self._replica]
+        return Delta._make(self._replica, {}, {}, {self._replica: now}, {self._replica: now})
+
+    def _check_remote(self, replica: Replica) -> None:
+        if replica == self._replica:
+            raise StateError(f"{replica!r} is the local replica")
+
+    def _slot(self, topic: Topic, key: Key) -> _Slot | None:
+        keys = self._by_topic.get(topic)
+        return None if keys is None else keys.get(key)
+
+    def _find(self, replica: Replica, owner: Owner, topic: Topic, key: Key) -> Record | None:
+        """The value of ``replica`` for (owner, topic, key), if held."""
+        keys = self._by_topic.get(topic)
+        if keys is None:
+            return None
+        slot = keys.get(key)
+        if slot is None:
+            return None
+        if not isinstance(slot, list):
+            return slot if slot[1] == owner and slot[4] == replica else None
+        for record in slot:
+            if record[1] == owner and record[4] == replica:
+                return record
+        return None
+
+    def _bump(self) -> int:
+        replica = self._replica
+        now = self._context[replica] + 1
+        self._context[replica] = now
+        delta = self._delta
+        delta._end[replica] = now
+        cloud = delta._clouds.get(replica)
+        if cloud is None:
+            delta._clouds[replica] = {now}
+        else:
+            cloud.add(now)
+        return now
+
+    def _add_own(self, owner: Owner, topic: Topic, key: Key, meta: Meta) -> Record:
+        now = self._bump()
+        replica = self._replica
+        record: Record = (topic, owner, key, meta, replica, now)
+        self._own[now] = record
+        self._index(record)
+        pending = self._delta._values
+        mine = pending.get(replica)
+        if mine is None:
+            pending[replica] = {now: record}
+        else:
+            mine[now] = record
+        return record
+
+    def _remove_own(self, record: Record) -> None:
+        """Remove a local value; its tag goes into the pending delta as a removal."""
+        replica, now = record[4], record[5]
+        del self._own[now]
+        self._unindex(record)
+        delta = self._delta
+        mine = delta._values.get(replica)
+        if mine is not None:
+            mine.pop(now, None)
+        cloud = delta._clouds.get(replica)
+        if cloud is None:
+            delta._clouds[replica] = {now}
+        else:
+            cloud.add(now)
+
+    def _index(self, record: Record) -> None:
+        topic, owner, key = record[0], record[1], record[2]
+        keys = self._by_topic.get(topic)
+        if keys is None:
+            self._by_topic[topic] = {key: record}
+        else:
+            slot = keys.get(key)
+            if slot is None:
+                keys[key] = record
+            elif not isinstance(slot, list):
+                keys[key] = [slot, record]
+            else:
+                slot.append(record)
+        by_owner = self._by_owner
+        slot = by_owner.get(owner)
+        if slot is None:
+            by_owner[owner] = record
+        elif not isinstance(slot, list):
+            by_owner[owner] = [slot, record]
+        else:
+            slot.append(record)
+
+    def _unindex(self, record: Record) -> None:
+        topic, owner, key = record[0], record[1], record[2]
+        keys = self._by_topic[topic]
+        slot = keys[key]
+        if not isinstance(slot, list):
+            del keys[key]
+            if not keys:
+                del self._by_topic[topic]
+        else:
+            slot.remove(record)
+            if len(slot) == 1:
+                keys[key] = slot[0]
+        by_owner = self._by_owner
+        slot = by_owner[owner]
+        if not isinstance(slot, list):
+            del by_owner[owner]
+        else:
+            slot.remove(record)
+            if len(slot) == 1:
+                by_owner[owner] = slot[0]
+
+    def _compact(self, replica: Replica) -> None:
+        cloud = self._clouds.get(replica)
+        if not cloud:
+            return
+        now = self._context[replica]
+        if min(cloud) <= now:
+            cloud.difference_update([c for c in cloud if c <= now])
+        while now + 1 in cloud:
+            now += 1
+            cloud.remove(now)
+        self._context[replica] = now
+        if not cloud:
+            del self._clouds[replica]
+
+    def _merge(
+        self, values: _Values, clouds: _Clouds, context: Context | None
+    ) -> tuple[list[Entry], list[Entry]]:
+        local = self._replica
+        known = self._context
+        down = self._down
+        joins: list[Entry] = []
+        leaves: list[Entry] = []
+        relay = self._delta._clouds
+
+        # 1. Observed removes: held remote values whose tags the remote has seen and
+        #    does not hold. A delta's causal information is its clouds alone; a snapshot
+        #    has a context too, so every held value of a replica it covers is checked.
+        seen_by_remote: Iterable[Replica] = clouds if context is None else {*context, *clouds}
+        for r in seen_by_remote:
+            if r == local or r not in known:
+                continue
+            held = self._values.get(r)
+            if not held:
+                continue
+            theirs = values.get(r, _EMPTY_DICT)
+            cloud = clouds.get(r, _EMPTY_SET)
+            if context is None:
+                gone = [c for c in cloud if c in held and c not in theirs]
+            else:
+                upto = context.get(r, 0)
+                gone = [c for c in held if c not in theirs and (c <= upto or c in cloud)]
+            if not gone:
+                continue
+            mine = relay.get(r)
+            if mine is None:
+                mine = relay[r] = set()
+            visible = r not in down
+            for c in gone:
+                record = held.pop(c)
+                self._unindex(record)
+                mine.add(c)
+                if visible:
+                    leaves.append(entry_of(record))
+
+        # 2. Admissions: unseen values of known remote replicas, newest per presence.
+        cancelled: set[Tag] = set()
+        for r, theirs in values.items():
+            if r == local or r not in known or not theirs:
+                continue
+            upto = known[r]
+            cloud = self._clouds.get(r, _EMPTY_SET)
+            held = self._values.get(r)
+            if held is None:
+                held = self._values[r] = {}
+            visible = r not in down
+            for c, record in theirs.items():
+                if c <= upto or c in cloud or c in held:
+                    continue
+                topic, owner, key = record[0], record[1], record[2]
+                older = self._find(r, owner, topic, key)
+                if older is not None:
+                    was = older[5]
+                    if was > c:
+                        continue  # a stale value never rolls back a newer one
+                    del held[was]
+                    self._unindex(older)
+                    if was <= upto or was in cloud:
+                        if visible:
+                            leaves.append(entry_of(older))
+                    else:
+                        cancelled.add((r, was))  # admitted earlier in this same merge
+                held[c] = record
+                self._index(record)
+                if visible:
+                    joins.append(Entry(topic, owner, key, record[3], (r, c)))
+        if cancelled:
+            joins = [entry for entry in joins if entry.tag not in cancelled]
+
+        # 3. Causal information: union the clouds, raise the context (snapshots only),
+        #    then fold what became contiguous into the context.
+        touched: set[Replica] = set()
+        if context is not None:
+            for r, upto in context.items():
+                if r != local and r in known and upto > known[r]:
+                    known[r] = upto
+                    touched.add(r)
+        for r, theirs_cloud in clouds.items():
+            if r == local or r not in known or not theirs_cloud:
+                continue
+            upto = known[r]
+            fresh = [c for c in theirs_cloud if c > upto]
+            if fresh:
+                mine_cloud = self._clouds.get(r)
+                if mine_cloud is None:
+                    self._clouds[r] = set(fresh)
+                else:
+                    mine_cloud.update(fresh)
+                touched.add(r)
+        for r in touched:
+            self._compact(r)
+        return joins, leaves

@@ -1,0 +1,257 @@
+"""Wire form of Snapshot and Delta: plain data any JSON or msgpack codec carries. Pure.
+
+``to_wire`` writes only lists, dicts, str, int and None; ``from_wire`` reads it back equal
+and checks every invariant, raising :class:`~crdt_state.errors.WireError` for anything
+else, whatever its shape. A replica that is a tuple travels as a list.
+
+=========  =================================================================
+field      form
+=========  =================================================================
+replica    ``str | int | [str | int, ...]``
+context    ``[[replica, clock], ...]`` (Snapshot only; clock >= 0)
+clouds     ``[[replica, [clock, ...]], ...]`` (clocks >= 1)
+values     ``[[topic, owner, key, meta, [replica, clock]], ...]``
+range      ``[context, context]`` (Delta only: start, end; start <= end)
+=========  =================================================================
+
+Checked on read: field types; clocks are ints (not bools) in range; no replica, tag or
+cloud clock appears twice; every value's tag is covered by the context or the clouds;
+a delta's range start does not exceed its end on any replica; the optional caps on
+size (values plus cloud tags) and on distinct replicas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crdt_state._types import Context, Record, Replica, is_id
+from crdt_state.errors import WireError
+from crdt_state.state import Delta, Snapshot
+
+__all__ = ["delta_from_wire", "delta_to_wire", "snapshot_from_wire", "snapshot_to_wire"]
+
+_MAX_CLOCK = 2**63 - 1
+"""Clocks are bounded so that every codec (msgpack's int64 included) carries them."""
+
+_WireReplica = str | int | list[str | int]
+
+
+def _replica_out(replica: Replica) -> _WireReplica:
+    return list(replica) if type(replica) is tuple else replica  # type: ignore[return-value]
+
+
+def _context_out(context: Context) -> list[list[Any]]:
+    return [[_replica_out(r), c] for r, c in context.items()]
+
+
+def _clouds_out(clouds: dict[Replica, set[int]]) -> list[list[Any]]:
+    return [[_replica_out(r), sorted(cl)] for r, cl in clouds.items() if cl]
+
+
+def _values_out(values: dict[Replica, dict[int, Record]]) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    append = out.append
+    for r, vals in values.items():
+        wire_r = _replica_out(r)
+        for c, (topic, owner, key, meta, _, _) in vals.items():
+            append([topic, owner, key, meta, [wire_r, c]])
+    return out
+
+
+def snapshot_to_wire(snapshot: Snapshot) -> dict[str, Any]:
+    """Write a Snapshot as plain data (see the module's table)."""
+    return {
+        "replica": _replica_out(snapshot.replica),
+        "context": _context_out(snapshot._context),
+        "clouds": _clouds_out(snapshot._clouds),
+        "values": _values_out(snapshot._values),
+    }
+
+
+def delta_to_wire(delta: Delta) -> dict[str, Any]:
+    """Write a Delta as plain data (see the module's table)."""
+    return {
+        "replica": _replica_out(delta.replica),
+        "clouds": _clouds_out(delta._clouds),
+        "values": _values_out(delta._values),
+        "range": [_context_out(delta._start), _context_out(delta._end)],
+    }
+
+
+class _Reader:
+    """Reads one payload; interns replicas so that equal ones share one object."""
+
+    def __init__(self, max_size: int | None, max_replicas: int | None) -> None:
+        self.replicas: dict[Replica, Replica] = {}
+        self.max_size = max_size
+        self.max_replicas = max_replicas
+        self.size = 0
+
+    def replica(self, data: object) -> Replica:
+        if type(data) is list:
+            if not data or not all(is_id(part) for part in data):
+                raise WireError(f"a replica list must hold str or int parts, not {data!r:.80}")
+            replica: Replica = tuple(data)
+        elif is_id(data):
+            replica = data  # type: ignore[assignment]
+        else:
+            raise WireError(f"a replica must be a str, an int or a list, not {data!r:.80}")
+        known = self.replicas.get(replica)
+        if known is not None:
+            return known
+        if self.max_replicas is not None and len(self.replicas) >= self.max_replicas:
+            raise WireError(f"more than {self.max_replicas} replicas")
+        self.replicas[replica] = replica
+        return replica
+
+    def grow(self, count: int) -> None:
+        self.size += count
+        if self.max_size is not None and self.size > self.max_size:
+            raise WireError(f"more than {self.max_size} values and cloud tags")
+
+    def context(self, data: object, what: str) -> Context:
+        pairs = _list(data, what)
+        out: Context = {}
+        for pair in pairs:
+            items = _list(pair, f"a {what} entry")
+            if len(items) != 2:
+                raise WireError(f"a {what} entry must be [replica, clock], not {pair!r:.80}")
+            replica = self.replica(items[0])
+            if replica in out:
+                raise WireError(f"replica {replica!r:.80} appears twice in the {what}")
+            out[replica] = _clock(items[1], minimum=0)
+        return out
+
+    def clouds(self, data: object) -> dict[Replica, set[int]]:
+        out: dict[Replica, set[int]] = {}
+        for pair in _list(data, "clouds"):
+            items = _list(pair, "a cloud")
+            if len(items) != 2:
+                raise WireError(f"a cloud must be [replica, [clock, ...]], not {pair!r:.80}")
+            replica = self.replica(items[0])
+            if replica in out:
+                raise WireError(f"replica {replica!r:.80} has two clouds")
+            clocks = _list(items[1], "a cloud's clocks")
+            self.grow(len(clocks))
+            cloud = {_clock(c, minimum=1) for c in clocks}
+            if len(cloud) != len(clocks):
+                raise WireError(f"a clock appears twice in the cloud of {replica!r:.80}")
+            if cloud:
+                out[replica] = cloud
+        return out
+
+    def values(self, data: object) -> dict[Replica, dict[int, Record]]:
+        rows = _list(data, "values")
+        self.grow(len(rows))
+        out: dict[Replica, dict[int, Record]] = {}
+        for row in rows:
+            items = _list(row, "a value")
+            if len(items) != 5:
+                raise WireError(
+                    f"a value must be [topic, owner, key, meta, [replica, clock]], not {row!r:.80}"
+                )
+            topic, owner, key, meta, tag = items
+            if not (is_id(topic) and is_id(owner) and is_id(key)):
+                raise WireError(f"topic, owner and key must be str or int in {row!r:.80}")
+            if type(meta) is not dict or not all(type(k) is str for k in meta):
+                raise WireError(f"a meta must be a dict with str keys in {row!r:.80}")
+            tag_items = _list(tag, "a tag")
+            if len(tag_items) != 2:
+                raise WireError(f"a tag must be [replica, clock], not {tag!r:.80}")
+            replica = self.replica(tag_items[0])
+            c = _clock(tag_items[1], minimum=1)
+            held = out.get(replica)
+            if held is None:
+                held = out[replica] = {}
+            elif c in held:
+                raise WireError(f"tag {(replica, c)!r:.80} appears twice")
+            held[c] = (topic, owner, key, meta, replica, c)
+        return out
+
+
+def _list(data: object, what: str) -> list[Any]:
+    if type(data) is not list:
+        raise WireError(f"{what} must be a list, not {type(data).__name__}")
+    return data
+
+
+def _clock(data: object, *, minimum: int) -> int:
+    if type(data) is not int or not minimum <= data <= _MAX_CLOCK:
+        raise WireError(f"a clock must be an int from {minimum} to 2**63-1, not {data!r:.80}")
+    return data
+
+
+def _fields(data: object, names: tuple[str, ...], what: str) -> list[object]:
+    if type(data) is not dict:
+        raise WireError(f"a {what} must be a dict, not {type(data).__name__}")
+    if set(data) != set(names):
+        raise WireError(f"a {what} has the fields {sorted(names)}, not {sorted(map(str, data))}")
+    return [data[name] for name in names]
+
+
+def _check_covered(
+    values: dict[Replica, dict[int, Record]], context: Context, clouds: dict[Replica, set[int]]
+) -> None:
+    for replica, held in values.items():
+        upto = context.get(replica, 0)
+        cloud = clouds.get(replica, set())
+        for c in held:
+            if c > upto and c not in cloud:
+                raise WireError(f"value tag {(replica, c)!r:.80} is outside the context and clouds")
+
+
+def snapshot_from_wire(
+    data: object, *, max_size: int | None = None, max_replicas: int | None = None
+) -> Snapshot:
+    """Read a Snapshot written by :func:`snapshot_to_wire`.
+
+    Raises:
+        WireError: For any malformed input.
+    """
+    try:
+        replica, context, clouds, values = _fields(
+            data, ("replica", "context", "clouds", "values"), "snapshot"
+        )
+        reader = _Reader(max_size, max_replicas)
+        snap_replica = reader.replica(replica)
+        snap_context = reader.context(context, "context")
+        snap_clouds = reader.clouds(clouds)
+        snap_values = reader.values(values)
+        _check_covered(snap_values, snap_context, snap_clouds)
+    except WireError:
+        raise
+    except (TypeError, ValueError, RecursionError) as exc:  # e.g. an unhashable oddity
+        raise WireError(f"malformed snapshot: {exc}") from exc
+    return Snapshot._make(snap_replica, snap_context, snap_clouds, snap_values)
+
+
+def delta_from_wire(
+    data: object, *, max_size: int | None = None, max_replicas: int | None = None
+) -> Delta:
+    """Read a Delta written by :func:`delta_to_wire`.
+
+    Raises:
+        WireError: For any malformed input.
+    """
+    try:
+        replica, clouds, values, range_ = _fields(
+            data, ("replica", "clouds", "values", "range"), "delta"
+        )
+        reader = _Reader(max_size, max_replicas)
+        delta_replica = reader.replica(replica)
+        delta_clouds = reader.clouds(clouds)
+        delta_values = reader.values(values)
+        ends = _list(range_, "range")
+        if len(ends) != 2:
+            raise WireError("a range must be [start, end]")
+        start = reader.context(ends[0], "range start")
+        end = reader.context(ends[1], "range end")
+        for r, c in start.items():
+            if c > end.get(r, c):
+                raise WireError(f"the range of {r!r:.80} starts at {c} after its end")
+        _check_covered(delta_values, {}, delta_clouds)
+    except WireError:
+        raise
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise WireError(f"malformed delta: {exc}") from exc
+    return Delta._make(delta_replica, delta_values, delta_clouds, start, end)

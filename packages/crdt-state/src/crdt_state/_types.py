@@ -52,10 +52,14 @@ class Entry(NamedTuple):
     tag: Tag
 
 
+_tuple_new = tuple.__new__
+
+
 def entry_of(record: Record) -> Entry:
     """Build the public Entry of a stored record."""
+    # tuple.__new__ skips the Python-level NamedTuple constructor: about twice as fast.
     topic, owner, key, meta, replica, clock = record
-    return Entry(topic, owner, key, meta, (replica, clock))
+    return _tuple_new(Entry, (topic, owner, key, meta, (replica, clock)))
 
 
 def is_id(value: object) -> bool:

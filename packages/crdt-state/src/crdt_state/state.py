@@ -48,6 +48,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeAlias
 
 from crdt_state import clock as _clock
+from crdt_state._bulk import BULK_SIZE, gc_paused
 from crdt_state._types import (
     Context,
     Entry,
@@ -58,6 +59,7 @@ from crdt_state._types import (
     Replica,
     Tag,
     Topic,
+    _tuple_new,
     entry_of,
     is_id,
     is_replica,
@@ -468,6 +470,7 @@ class State:
         "_down",
         "_own",
         "_replica",
+        "_shared_keys",
         "_status",
         "_values",
     )
@@ -483,6 +486,8 @@ class State:
         self._values: _Values = {replica: self._own}
         self._by_topic: dict[Topic, dict[Key, _Slot]] = {}
         self._by_owner: dict[Owner, _Slot] = {}
+        # topic -> how many of its keys hold several presences (a list slot)
+        self._shared_keys: dict[Topic, int] = {}
         self._delta: Delta = self._empty_delta()
 
     # ------------------------------------------------------------------ views
@@ -538,15 +543,54 @@ class State:
             TypeError: For an owner, topic or key that is not a str or an int, or a meta
                 that is not a dict.
         """
-        _check_presence(owner, topic, key)
+        # The hot path of every tracker: lookups and index updates are inlined.
+        if not (
+            (type(owner) is str or type(owner) is int)
+            and (type(topic) is str or type(topic) is int)
+            and (type(key) is str or type(key) is int)
+        ):
+            _check_presence(owner, topic, key)
         if type(meta) is not dict:
             raise TypeError(f"meta must be a dict, not {type(meta).__name__}")
         replica = self._replica
-        if self._find(replica, owner, topic, key) is not None:
+        by_topic = self._by_topic
+        keys = by_topic.get(topic)
+        slot = None if keys is None else keys.get(key)
+        if slot is not None and (
+            any(rec[1] == owner and rec[4] == replica for rec in slot)
+            if isinstance(slot, list)
+            else slot[1] == owner and slot[4] == replica
+        ):
             raise DuplicatePresence(
                 f"{replica!r} already tracks owner {owner!r} in topic {topic!r} as {key!r}"
             )
-        return entry_of(self._add_own(owner, topic, key, meta))
+        context = self._context
+        now = context[replica] + 1
+        context[replica] = now
+        record: Record = (topic, owner, key, meta, replica, now)
+        self._own[now] = record
+        if keys is None:
+            by_topic[topic] = {key: record}
+        elif slot is None:
+            keys[key] = record
+        elif isinstance(slot, list):
+            slot.append(record)
+        else:
+            keys[key] = [slot, record]
+            self._shared_keys[topic] = self._shared_keys.get(topic, 0) + 1
+        by_owner = self._by_owner
+        held = by_owner.get(owner)
+        if held is None:
+            by_owner[owner] = record
+        elif isinstance(held, list):
+            held.append(record)
+        else:
+            by_owner[owner] = [held, record]
+        delta = self._delta
+        delta._values[replica][now] = record
+        delta._clouds[replica].add(now)
+        delta._end[replica] = now
+        return _tuple_new(Entry, (topic, owner, key, meta, (replica, now)))
 
     def leave(self, owner: Owner, topic: Topic, key: Key) -> Entry | None:
         """Remove a presence of the local replica; a no-op when it is absent.
@@ -562,8 +606,7 @@ class State:
         record = self._find(self._replica, owner, topic, key)
         if record is None:
             return None
-        self._remove_own(record)
-        self._bump()
+        self._leave_own(record)
         return entry_of(record)
 
     def leave_owner(self, owner: Owner) -> list[Entry]:
@@ -583,8 +626,7 @@ class State:
         left: list[Entry] = []
         for record in records:
             if record[4] == replica:
-                self._remove_own(record)
-                self._bump()
+                self._leave_own(record)
                 left.append(entry_of(record))
         return left
 
@@ -615,8 +657,7 @@ class State:
             raise PresenceNotFound(
                 f"{self._replica!r} tracks no owner {owner!r} in topic {topic!r} as {key!r}"
             )
-        self._remove_own(record)
-        self._bump()
+        self._leave_own(record)
         return entry_of(self._add_own(owner, topic, key, meta))
 
     # ---------------------------------------------------------------- reading
@@ -662,6 +703,9 @@ class State:
         if keys is None:
             return []
         down = self._down
+        if not down and topic not in self._shared_keys:
+            # The common case: one presence per key and every replica up.
+            return [(key, record[3]) for key, record in keys.items()]  # type: ignore[misc]
         out: list[tuple[Key, Meta]] = []
         append = out.append
         for key, slot in keys.items():
@@ -754,7 +798,9 @@ class State:
         remote values whose tags the remote has seen but does not hold leave, and each
         such observed remove is relayed in the pending delta. Unseen remote values join
         unless this replica holds a newer value of the same replica for the same
-        (owner, topic, key). A delta costs time in proportion to its size.
+        (owner, topic, key). A delta costs time in proportion to its size. A payload of
+        :data:`~crdt_state._bulk.BULK_SIZE` values or more is merged with the cyclic
+        garbage collector paused (see :func:`~crdt_state._bulk.gc_paused`).
 
         Args:
             remote: A :class:`Snapshot` or a :class:`Delta`.
@@ -764,10 +810,15 @@ class State:
             being visible (values of down replicas change silently).
         """
         if isinstance(remote, Delta):
-            return self._merge(remote._values, remote._clouds, None)
-        if isinstance(remote, Snapshot):
-            return self._merge(remote._values, remote._clouds, remote._context)
-        raise TypeError(f"merge takes a Snapshot or a Delta, not {type(remote).__name__}")
+            context = None
+        elif isinstance(remote, Snapshot):
+            context = remote._context
+        else:
+            raise TypeError(f"merge takes a Snapshot or a Delta, not {type(remote).__name__}")
+        if _values_size(remote._values) < BULK_SIZE:
+            return self._merge(remote._values, remote._clouds, context)
+        with gc_paused():
+            return self._merge(remote._values, remote._clouds, context)
 
     # --------------------------------------------------------------- replicas
 
@@ -851,8 +902,11 @@ class State:
     # ---------------------------------------------------------------- private
 
     def _empty_delta(self) -> Delta:
-        now = self._context[self._replica]
-        return Delta._make(self._replica, {}, {}, {self._replica: now}, {self._replica: now})
+        # The local replica's containers always exist in the pending delta (hot paths
+        # index them directly); equality and copies ignore empty containers.
+        replica = self._replica
+        now = self._context[replica]
+        return Delta._make(replica, {replica: {}}, {replica: set()}, {replica: now}, {replica: now})
 
     def _check_remote(self, replica: Replica) -> None:
         if replica == self._replica:
@@ -878,16 +932,13 @@ class State:
         return None
 
     def _bump(self) -> int:
+        """Consume the local replica's next dot and record it in the pending delta."""
         replica = self._replica
         now = self._context[replica] + 1
         self._context[replica] = now
         delta = self._delta
         delta._end[replica] = now
-        cloud = delta._clouds.get(replica)
-        if cloud is None:
-            delta._clouds[replica] = {now}
-        else:
-            cloud.add(now)
+        delta._clouds[replica].add(now)
         return now
 
     def _add_own(self, owner: Owner, topic: Topic, key: Key, meta: Meta) -> Record:
@@ -896,28 +947,23 @@ class State:
         record: Record = (topic, owner, key, meta, replica, now)
         self._own[now] = record
         self._index(record)
-        pending = self._delta._values
-        mine = pending.get(replica)
-        if mine is None:
-            pending[replica] = {now: record}
-        else:
-            mine[now] = record
+        self._delta._values[replica][now] = record
         return record
 
-    def _remove_own(self, record: Record) -> None:
-        """Remove a local value; its tag goes into the pending delta as a removal."""
-        replica, now = record[4], record[5]
-        del self._own[now]
+    def _leave_own(self, record: Record) -> None:
+        """Remove a local value and consume a dot, both recorded in the pending delta."""
+        replica, was = record[4], record[5]
+        del self._own[was]
         self._unindex(record)
+        context = self._context
+        now = context[replica] + 1
+        context[replica] = now
         delta = self._delta
-        mine = delta._values.get(replica)
-        if mine is not None:
-            mine.pop(now, None)
-        cloud = delta._clouds.get(replica)
-        if cloud is None:
-            delta._clouds[replica] = {now}
-        else:
-            cloud.add(now)
+        delta._values[replica].pop(was, None)
+        cloud = delta._clouds[replica]
+        cloud.add(was)
+        cloud.add(now)
+        delta._end[replica] = now
 
     def _index(self, record: Record) -> None:
         topic, owner, key = record[0], record[1], record[2]
@@ -930,6 +976,7 @@ class State:
                 keys[key] = record
             elif not isinstance(slot, list):
                 keys[key] = [slot, record]
+                self._shared_keys[topic] = self._shared_keys.get(topic, 0) + 1
             else:
                 slot.append(record)
         by_owner = self._by_owner
@@ -953,6 +1000,11 @@ class State:
             slot.remove(record)
             if len(slot) == 1:
                 keys[key] = slot[0]
+                shared = self._shared_keys
+                if shared[topic] == 1:
+                    del shared[topic]
+                else:
+                    shared[topic] -= 1
         by_owner = self._by_owner
         slot = by_owner[owner]
         if not isinstance(slot, list):
@@ -1046,7 +1098,7 @@ class State:
                 held[c] = record
                 self._index(record)
                 if visible:
-                    joins.append(Entry(topic, owner, key, record[3], (r, c)))
+                    joins.append(_tuple_new(Entry, (topic, owner, key, record[3], (r, c))))
         if cancelled:
             joins = [entry for entry in joins if entry.tag not in cancelled]
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from crdt_state._bulk import BULK_SIZE, gc_paused
 from crdt_state._types import Context, Record, Replica, is_id
 from crdt_state.errors import WireError
 from crdt_state.state import Delta, Snapshot
@@ -200,6 +201,11 @@ def _check_covered(
                 raise WireError(f"value tag {(replica, c)!r:.80} is outside the context and clouds")
 
 
+def _bulk(data: object) -> bool:
+    values = data.get("values") if type(data) is dict else None
+    return type(values) is list and len(values) >= BULK_SIZE
+
+
 def snapshot_from_wire(
     data: object, *, max_size: int | None = None, max_replicas: int | None = None
 ) -> Snapshot:
@@ -208,6 +214,13 @@ def snapshot_from_wire(
     Raises:
         WireError: For any malformed input.
     """
+    if _bulk(data):
+        with gc_paused():
+            return _snapshot_from_wire(data, max_size, max_replicas)
+    return _snapshot_from_wire(data, max_size, max_replicas)
+
+
+def _snapshot_from_wire(data: object, max_size: int | None, max_replicas: int | None) -> Snapshot:
     try:
         replica, context, clouds, values = _fields(
             data, ("replica", "context", "clouds", "values"), "snapshot"
@@ -233,6 +246,13 @@ def delta_from_wire(
     Raises:
         WireError: For any malformed input.
     """
+    if _bulk(data):
+        with gc_paused():
+            return _delta_from_wire(data, max_size, max_replicas)
+    return _delta_from_wire(data, max_size, max_replicas)
+
+
+def _delta_from_wire(data: object, max_size: int | None, max_replicas: int | None) -> Delta:
     try:
         replica, clouds, values, range_ = _fields(
             data, ("replica", "clouds", "values", "range"), "delta"

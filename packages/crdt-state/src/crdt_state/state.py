@@ -113,6 +113,18 @@ def _copy_clouds(clouds: _Clouds) -> _Clouds:
     return {r: set(cl) for r, cl in clouds.items() if cl}
 
 
+def _known_but(remote_context: Mapping[Replica, int], remote_replica: Replica) -> set[Replica]:
+    """The replicas whose values and clouds a transfer for ``remote_replica`` carries.
+
+    Those it knows, but itself: it is the authority on its own values. Its cloud tags go
+    with its values, since a payload that kept them without the values would tell any
+    other replica it reached (through delta generations, say) that they were removed.
+    """
+    known = set(remote_context)
+    known.discard(remote_replica)
+    return known
+
+
 def _values_size(values: _Values) -> int:
     return sum(map(len, values.values()))
 
@@ -193,7 +205,7 @@ class Delta:
         """This delta as a transfer for a remote: pruned to the replicas it knows.
 
         Values, clouds and both range ends keep only replicas in ``remote_context``; the
-        remote's own values are left out.
+        remote's own values and cloud tags are left out.
 
         Args:
             remote_replica: The requester's replica.
@@ -203,14 +215,11 @@ class Delta:
             A new Delta.
         """
         known = remote_context
+        carried = _known_but(remote_context, remote_replica)
         return Delta._make(
             self.replica,
-            {
-                r: dict(vals)
-                for r, vals in self._values.items()
-                if vals and r in known and r != remote_replica
-            },
-            {r: set(cl) for r, cl in self._clouds.items() if cl and r in known},
+            {r: dict(vals) for r, vals in self._values.items() if vals and r in carried},
+            {r: set(cl) for r, cl in self._clouds.items() if cl and r in carried},
             {r: c for r, c in self._start.items() if r in known},
             {r: c for r, c in self._end.items() if r in known},
         )
@@ -767,9 +776,11 @@ class State:
     def extract(self, remote_replica: Replica, remote_context: Mapping[Replica, int]) -> Snapshot:
         """The full state as a transfer for a remote, pruned to the replicas it knows.
 
-        Only replicas in ``remote_context`` are included (its context, clouds and
-        values), and the remote's own values are left out. A replica the remote does not
-        know is never transferred: the remote learns it from its own heartbeat first.
+        Only replicas in ``remote_context`` are included (their context, clouds and
+        values), and the remote's own values and cloud tags are left out: it is the
+        authority on its own values. A snapshot is meant for that remote alone. A replica
+        the remote does not know is never transferred: the remote learns it from that
+        replica's own heartbeat first.
 
         Args:
             remote_replica: The requester's replica.
@@ -778,16 +789,12 @@ class State:
         Returns:
             A Snapshot sharing nothing mutable with this State.
         """
-        known = remote_context
+        carried = _known_but(remote_context, remote_replica)
         return Snapshot._make(
             self._replica,
-            {r: c for r, c in self._context.items() if r in known},
-            {r: set(cl) for r, cl in self._clouds.items() if cl and r in known},
-            {
-                r: dict(vals)
-                for r, vals in self._values.items()
-                if vals and r in known and r != remote_replica
-            },
+            {r: c for r, c in self._context.items() if r in remote_context},
+            {r: set(cl) for r, cl in self._clouds.items() if cl and r in carried},
+            {r: dict(vals) for r, vals in self._values.items() if vals and r in carried},
         )
 
     def merge(self, remote: Snapshot | Delta) -> tuple[list[Entry], list[Entry]]:
@@ -1070,6 +1077,7 @@ class State:
 
         # 2. Admissions: unseen values of known remote replicas, newest per presence.
         cancelled: set[Tag] = set()
+        by_topic, by_owner = self._by_topic, self._by_owner
         for r, theirs in values.items():
             if r == local or r not in known or not theirs:
                 continue
@@ -1082,23 +1090,40 @@ class State:
             for c, record in theirs.items():
                 if c <= upto or c in cloud or c in held:
                     continue
-                topic, owner, key = record[0], record[1], record[2]
-                older = self._find(r, owner, topic, key)
-                if older is not None:
-                    was = older[5]
-                    if was > c:
-                        continue  # a stale value never rolls back a newer one
-                    del held[was]
-                    self._unindex(older)
-                    if was <= upto or was in cloud:
-                        if visible:
-                            leaves.append(entry_of(older))
+                topic, owner, key, meta, _, _ = record
+                keys = by_topic.get(topic)
+                if keys is not None and key in keys:
+                    # Another value holds this key: maybe an older one of this replica.
+                    older = self._find(r, owner, topic, key)
+                    if older is not None:
+                        was = older[5]
+                        if was > c:
+                            continue  # a stale value never rolls back a newer one
+                        del held[was]
+                        self._unindex(older)
+                        if was <= upto or was in cloud:
+                            if visible:
+                                leaves.append(entry_of(older))
+                        else:
+                            cancelled.add((r, was))  # admitted earlier in this same merge
+                    held[c] = record
+                    self._index(record)
+                else:
+                    # The common case, inlined: a key nobody holds in this topic.
+                    held[c] = record
+                    if keys is None:
+                        by_topic[topic] = {key: record}
                     else:
-                        cancelled.add((r, was))  # admitted earlier in this same merge
-                held[c] = record
-                self._index(record)
+                        keys[key] = record
+                    slot = by_owner.get(owner)
+                    if slot is None:
+                        by_owner[owner] = record
+                    elif isinstance(slot, list):
+                        slot.append(record)
+                    else:
+                        by_owner[owner] = [slot, record]
                 if visible:
-                    joins.append(_tuple_new(Entry, (topic, owner, key, record[3], (r, c))))
+                    joins.append(_tuple_new(Entry, (topic, owner, key, meta, (r, c))))
         if cancelled:
             joins = [entry for entry in joins if entry.tag not in cancelled]
 

@@ -37,12 +37,12 @@ check-install: $(STAMP) ## Install each package alone into a fresh virtualenv an
 	$(BIN)/python scripts/check_install.py
 
 docs-build: $(STAMP) ## Build the documentation site strictly
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 test: lint typecheck pytest check-install docs-build ## Everything CI runs: lint, types, tests, installs, docs
 
 docs: $(STAMP) ## Serve the docs on http://127.0.0.1:8000
-	$(BIN)/mkdocs serve -a 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
 
 bench: $(STAMP) ## Benchmarks: print the figures tables (not a test)
 	$(BIN)/python bench/bench_crdt_state.py

@@ -1025,9 +1025,10 @@ class State:
         cloud = self._clouds.get(replica)
         if not cloud:
             return
+        # Clouds only ever hold clocks above the context (merges add no others and a
+        # snapshot that raises the context purges what it covers), so this costs what
+        # it folds, not the cloud's size.
         now = self._context[replica]
-        if min(cloud) <= now:
-            cloud.difference_update([c for c in cloud if c <= now])
         while now + 1 in cloud:
             now += 1
             cloud.remove(now)
@@ -1135,6 +1136,11 @@ class State:
                 if r != local and r in known and upto > known[r]:
                     known[r] = upto
                     touched.add(r)
+                    covered = self._clouds.get(r)
+                    if covered:
+                        covered.difference_update([c for c in covered if c <= upto])
+                        if not covered:
+                            del self._clouds[r]
         for r, theirs_cloud in clouds.items():
             if r == local or r not in known or not theirs_cloud:
                 continue

@@ -204,8 +204,9 @@ class Delta:
     def extract(self, remote_replica: Replica, remote_context: Mapping[Replica, int]) -> Delta:
         """This delta as a transfer for a remote: pruned to the replicas it knows.
 
-        Values, clouds and both range ends keep only replicas in ``remote_context``; the
-        remote's own values and cloud tags are left out.
+        Values, clouds and both range ends keep only replicas in ``remote_context``, the
+        remote's own replica left out: a requester that pushes the answer into its own
+        generations must not get a window that claims its own clocks without their values.
 
         Args:
             remote_replica: The requester's replica.
@@ -214,14 +215,13 @@ class Delta:
         Returns:
             A new Delta.
         """
-        known = remote_context
         carried = _known_but(remote_context, remote_replica)
         return Delta._make(
             self.replica,
             {r: dict(vals) for r, vals in self._values.items() if vals and r in carried},
             {r: set(cl) for r, cl in self._clouds.items() if cl and r in carried},
-            {r: c for r, c in self._start.items() if r in known},
-            {r: c for r, c in self._end.items() if r in known},
+            {r: c for r, c in self._start.items() if r in carried},
+            {r: c for r, c in self._end.items() if r in carried},
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -657,8 +657,10 @@ class State:
         Raises:
             PresenceNotFound: The local replica holds no such presence (a
                 :class:`DuplicatePresence`).
-            TypeError: For a meta that is not a dict.
+            TypeError: For an owner, topic or key that is not a str or an int, or a meta
+                that is not a dict.
         """
+        _check_presence(owner, topic, key)
         if type(meta) is not dict:
             raise TypeError(f"meta must be a dict, not {type(meta).__name__}")
         record = self._find(self._replica, owner, topic, key)
@@ -839,10 +841,10 @@ class State:
         Raises:
             StateError: For the local replica.
         """
+        _check_replica(replica)
         self._check_remote(replica)
         status = self._status.get(replica)
         if status is None:
-            _check_replica(replica)
             self._context[replica] = 0
             self._status[replica] = True
             return []

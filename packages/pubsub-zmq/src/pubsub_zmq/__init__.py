@@ -1,5 +1,52 @@
-"""Cluster-wide pub/sub over a ZeroMQ mesh (a port of Phoenix.PubSub)."""
+"""Cluster-wide pub/sub over a ZeroMQ mesh: a port of Phoenix.PubSub.
+
+Not pure as a whole; the pure parts are :mod:`pubsub_zmq.registry` (local dispatch),
+:mod:`pubsub_zmq.wire` (the codec) and :mod:`pubsub_zmq.membership` (the member table).
+
+Example::
+
+    async with PubSub("web-1", bind="tcp://127.0.0.1:5550",
+                      peers=["tcp://127.0.0.1:5551"]) as pubsub:
+        sub = pubsub.subscribe("room:42")
+        pubsub.broadcast("room:42", {"body": "hi"})
+        async for message in sub:
+            ...
+"""
+
+from .curve import KeyPair, generate_keypair, load_keypair
+from .errors import (
+    ConfigError,
+    FrameTooLarge,
+    InvalidTopic,
+    MessageTooLarge,
+    NotRunning,
+    PubSubError,
+    UnknownVersion,
+    WireError,
+)
+from .pubsub import Callback, Peer, PubSub, Subscription
+from .registry import Dispatcher, Overflow, default_dispatch
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "Callback",
+    "ConfigError",
+    "Dispatcher",
+    "FrameTooLarge",
+    "InvalidTopic",
+    "KeyPair",
+    "MessageTooLarge",
+    "NotRunning",
+    "Overflow",
+    "Peer",
+    "PubSub",
+    "PubSubError",
+    "Subscription",
+    "UnknownVersion",
+    "WireError",
+    "__version__",
+    "default_dispatch",
+    "generate_keypair",
+    "load_keypair",
+]

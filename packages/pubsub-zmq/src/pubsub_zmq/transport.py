@@ -1,0 +1,387 @@
+"""The ZeroMQ sockets of one node: what Phoenix.PubSub.PG2's workers and ``:pg`` do.
+
+Not pure (zmq, asyncio). This module moves bytes and knows nothing of the protocol: the
+owner (:class:`~pubsub_zmq.PubSub`) passes handlers that get every frame read.
+
+Sockets of a node:
+
+* a ROUTER bound at ``bind``: the control endpoint, where other nodes' DEALERs deliver
+  hello, welcome, gossip and direct frames (it never replies);
+* an XPUB bound at ``pub_bind`` (an ephemeral port on the same interface by default):
+  broadcasts; it drops silently at its high-water mark, so a slow peer never blocks the
+  node, and its subscription notifications (XPUB_VERBOSER) tell how many peers subscribe
+  to each topic;
+* one DEALER per peer control endpoint, for frames addressed to that node; sends are
+  non-blocking and a full queue drops the frame;
+* one SUB per member, connected to that member's PUB, so every received broadcast is
+  known to come from that member (with CURVE, from the holder of its key); subscriptions
+  are topic prefixes, and SNDHWM is 0 so that no subscription is lost in a burst.
+
+Reading follows the drain pattern measured in the reference notes: await readiness on
+the asyncio socket, then read with non-blocking calls on a synchronous shadow socket, at
+most ``read_budget`` frames per turn before yielding. Every socket has LINGER 0 and is
+closed by :meth:`Transport.close`, which also stops the tasks and the authenticator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from .curve import CurveConfig
+from .errors import PubSubError
+
+__all__ = ["Transport", "pub_endpoint_for"]
+
+log = logging.getLogger("pubsub_zmq")
+
+MAX_DEALERS = 4096
+
+
+def pub_endpoint_for(bind: str) -> str:
+    """The default PUB bind endpoint for a control endpoint: same interface, port 0.
+
+    Args:
+        bind: the control endpoint (``tcp://host:port`` or ``ipc://path``).
+    """
+    if bind.startswith("tcp://"):
+        host = bind[len("tcp://") :].rsplit(":", 1)[0]
+        return f"tcp://{host}:0"
+    if bind.startswith("ipc://"):
+        return bind + ".pub"
+    if bind.startswith("inproc://"):
+        return bind + ".pub"
+    raise PubSubError(f"unsupported endpoint {bind!r}: use tcp://, ipc:// or inproc://")
+
+
+class Transport:
+    """The sockets and reader tasks of one node.
+
+    Args:
+        on_control: called with (frame, CURVE user id or None) for each ROUTER frame.
+        on_data: called with (member name, frame) for each frame from a member's PUB.
+        on_subscription: called with (prefix, subscribed) for each XPUB notification.
+        context: a zmq.asyncio.Context to use; by default the node owns one.
+        curve: CURVE settings, or None for clear text.
+        max_frame_bytes: the codec's frame limit; ZeroMQ refuses frames far above it.
+        send_hwm: the PUB high-water mark, in frames per subscriber.
+        recv_hwm: the receive high-water mark of ROUTER and SUB sockets, in frames.
+        control_hwm: the send high-water mark of each DEALER, in frames.
+        read_budget: frames read from one socket per event-loop turn.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_control: Callable[[bytes, str | None], None],
+        on_data: Callable[[str, bytes], None],
+        on_subscription: Callable[[bytes, bool], None],
+        context: zmq.asyncio.Context | None = None,
+        curve: CurveConfig | None = None,
+        max_frame_bytes: int,
+        send_hwm: int,
+        recv_hwm: int,
+        control_hwm: int,
+        read_budget: int = 256,
+    ) -> None:
+        self._on_control = on_control
+        self._on_data = on_data
+        self._on_subscription = on_subscription
+        self._given_ctx = context
+        self._ctx: zmq.asyncio.Context | None = None
+        self._sync_ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._curve = curve
+        # hard cap in ZeroMQ (a peer sending more is disconnected); the codec's softer
+        # max_frame_bytes drops and counts anything between the two
+        self._maxmsgsize = max_frame_bytes * 4 + 65536
+        self._send_hwm = send_hwm
+        self._recv_hwm = recv_hwm
+        self._control_hwm = control_hwm
+        self._budget = read_budget
+        self._auth: AsyncioAuthenticator | None = None
+        self._router: zmq.asyncio.Socket | None = None
+        self._xpub: zmq.asyncio.Socket | None = None
+        self._xpub_shadow: zmq.Socket[bytes] | None = None
+        self._dealers: dict[tuple[str, str | None], zmq.Socket[bytes]] = {}
+        self._subs: dict[str, tuple[zmq.asyncio.Socket, asyncio.Task[None]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.control_endpoint = ""
+        self.pub_endpoint = ""
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def open(self, bind: str, pub_bind: str) -> None:
+        """Bind the ROUTER and the PUB and start reading them.
+
+        Raises:
+            PubSubError: an endpoint cannot be bound.
+        """
+        ctx = self._ctx = self._given_ctx or zmq.asyncio.Context()
+        # a synchronous view of the same context, for the DEALERs (send-only, never awaited)
+        self._sync_ctx = zmq.Context.shadow(ctx.underlying)
+        try:
+            if self._curve is not None:
+                self._auth = self._curve.authenticator(ctx)
+            router = self._router = ctx.socket(zmq.ROUTER)
+            router.linger = 0
+            router.rcvhwm = self._recv_hwm
+            router.maxmsgsize = self._maxmsgsize
+            xpub = self._xpub = ctx.socket(zmq.XPUB)
+            xpub.linger = 0
+            xpub.sndhwm = self._send_hwm
+            xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+            xpub.maxmsgsize = 65536
+            if self._curve is not None:
+                self._curve.server(router)
+                self._curve.server(xpub)
+            for sock, endpoint in ((router, bind), (xpub, pub_bind)):
+                try:
+                    sock.bind(endpoint)
+                except zmq.ZMQError as exc:
+                    raise PubSubError(f"cannot bind {endpoint!r}: {exc}") from exc
+            self.control_endpoint = _last_endpoint(router)
+            self.pub_endpoint = _last_endpoint(xpub)
+            self._xpub_shadow = zmq.Socket.shadow(xpub.underlying)
+        except BaseException:
+            await self.close()
+            raise
+        self._spawn(self._read_router(router))
+        self._spawn(self._read_xpub(xpub))
+
+    async def close(self) -> None:
+        """Stop every reader task and close every socket (LINGER 0), then the context."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        for sock, _task in self._subs.values():
+            sock.close(linger=0)
+        self._subs.clear()
+        for dealer in self._dealers.values():
+            dealer.close(linger=0)
+        self._dealers.clear()
+        for maybe in (self._router, self._xpub):
+            if maybe is not None:
+                maybe.close(linger=0)
+        self._router = self._xpub = None
+        self._xpub_shadow = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+            # let the authenticator's cancelled task finish before the loop moves on
+            for _ in range(3):
+                await asyncio.sleep(0)
+        if self._ctx is not None and self._given_ctx is None:
+            self._ctx.term()
+        self._ctx = None
+        self._sync_ctx = None
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- sending -------------------------------------------------------------------
+
+    def publish(self, frame: bytes) -> bool:
+        """Send a broadcast frame to every subscribed member; never blocks.
+
+        Returns:
+            False when the frame could not be queued (it is dropped).
+        """
+        shadow = self._xpub_shadow
+        if shadow is None:
+            return False
+        try:
+            shadow.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def send_control(self, endpoint: str, key: str | None, frame: bytes) -> bool:
+        """Send a frame to the ROUTER at ``endpoint`` through a DEALER; never blocks.
+
+        Args:
+            endpoint: the peer's control endpoint.
+            key: the peer's CURVE public key (required with CURVE).
+            frame: the frame.
+
+        Returns:
+            False when the frame was dropped (queue full, no key, bad endpoint).
+        """
+        dealer = self._dealers.get((endpoint, key))
+        if dealer is None:
+            dealer = self._dealer(endpoint, key)
+            if dealer is None:
+                return False
+        try:
+            dealer.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def _dealer(self, endpoint: str, key: str | None) -> zmq.Socket[bytes] | None:
+        if self._ctx is None or len(self._dealers) >= MAX_DEALERS:
+            return None
+        if self._curve is not None and key is None:
+            return None
+        assert self._sync_ctx is not None
+        dealer: zmq.Socket[bytes] = self._sync_ctx.socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.sndhwm = self._control_hwm
+        _client_options(dealer)
+        if self._curve is not None and key is not None:
+            self._curve.client(dealer, key)
+        try:
+            dealer.connect(endpoint)
+        except zmq.ZMQError as exc:
+            log.warning("cannot connect to %r: %s", endpoint, exc)
+            dealer.close(linger=0)
+            return None
+        self._dealers[(endpoint, key)] = dealer
+        return dealer
+
+    def close_dealer(self, endpoint: str, key: str | None) -> None:
+        """Close the DEALER to ``endpoint`` if there is one."""
+        dealer = self._dealers.pop((endpoint, key), None)
+        if dealer is not None:
+            dealer.close(linger=0)
+
+    # -- subscribing ---------------------------------------------------------------
+
+    def connect_member(
+        self, name: str, pub_endpoint: str, key: str | None, prefixes: Iterable[bytes]
+    ) -> bool:
+        """Open a SUB to member ``name``'s PUB with the given subscription prefixes.
+
+        Returns:
+            False when the endpoint cannot be connected (or, with CURVE, no key).
+        """
+        self.disconnect_member(name)
+        if self._ctx is None or (self._curve is not None and key is None):
+            return False
+        sock = self._ctx.socket(zmq.SUB)
+        sock.linger = 0
+        sock.sndhwm = 0  # else only 1,000 subscriptions of a burst reach the publisher
+        sock.rcvhwm = self._recv_hwm
+        sock.maxmsgsize = self._maxmsgsize
+        _client_options(sock)
+        if self._curve is not None and key is not None:
+            self._curve.client(sock, key)
+        for prefix in prefixes:
+            sock.subscribe(prefix)
+        try:
+            sock.connect(pub_endpoint)
+        except zmq.ZMQError as exc:
+            log.warning("cannot connect to %r's PUB %r: %s", name, pub_endpoint, exc)
+            sock.close(linger=0)
+            return False
+
+        def handle(data: bytes) -> None:
+            self._on_data(name, data)
+
+        task = self._spawn(self._read_loop(sock, handle))
+        self._subs[name] = (sock, task)
+        return True
+
+    def disconnect_member(self, name: str) -> None:
+        """Close the SUB to member ``name`` if there is one."""
+        entry = self._subs.pop(name, None)
+        if entry is not None:
+            sock, task = entry
+            task.cancel()
+            sock.close(linger=0)
+
+    def subscribe(self, prefix: bytes) -> None:
+        """Add a subscription prefix on every member's SUB."""
+        for sock, _task in self._subs.values():
+            sock.subscribe(prefix)
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        """Remove a subscription prefix from every member's SUB."""
+        for sock, _task in self._subs.values():
+            sock.unsubscribe(prefix)
+
+    # -- reading -------------------------------------------------------------------
+
+    async def _read_loop(self, sock: zmq.asyncio.Socket, handle: Callable[[bytes], None]) -> None:
+        shadow: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
+        budget = self._budget
+        while True:
+            await sock.poll()
+            for _ in range(budget):
+                try:
+                    data = shadow.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    handle(data)
+                except Exception:
+                    log.exception("error while handling a frame")
+            else:
+                await asyncio.sleep(0)  # budget spent: let the others run
+
+    async def _read_router(self, router: zmq.asyncio.Socket) -> None:
+        shadow: zmq.Socket[bytes] = zmq.Socket.shadow(router.underlying)
+        curve = self._curve is not None
+        budget = self._budget
+        while True:
+            await router.poll()
+            for _ in range(budget):
+                try:
+                    parts = shadow.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                if len(parts) != 2:
+                    self._on_control(b"", None)  # wrong shape: counted as garbage
+                    continue
+                frame = parts[1]
+                user_id: str | None = None
+                if curve:
+                    try:
+                        user_id = str(frame.get("User-Id"))
+                    except zmq.ZMQError:
+                        user_id = None
+                try:
+                    self._on_control(frame.bytes, user_id)
+                except Exception:
+                    log.exception("error while handling a control frame")
+            else:
+                await asyncio.sleep(0)
+
+    async def _read_xpub(self, xpub: zmq.asyncio.Socket) -> None:
+        shadow: zmq.Socket[bytes] = zmq.Socket.shadow(xpub.underlying)
+        while True:
+            await xpub.poll()
+            for _ in range(self._budget):
+                try:
+                    data = shadow.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if data[:1] in (b"\x00", b"\x01"):
+                    with contextlib.suppress(Exception):
+                        self._on_subscription(data[1:], data[0] == 1)
+            else:
+                await asyncio.sleep(0)
+
+
+def _client_options(sock: zmq.Socket[Any]) -> None:
+    sock.reconnect_ivl = 100
+    sock.reconnect_ivl_max = 5000  # libzmq backs off reconnects up to 5 s
+    sock.heartbeat_ivl = 1000  # ZMTP pings: a dead connection is dropped after 3 s
+    sock.heartbeat_timeout = 3000
+
+
+def _last_endpoint(sock: zmq.asyncio.Socket) -> str:
+    value = sock.getsockopt(zmq.LAST_ENDPOINT)
+    return value.decode() if isinstance(value, bytes) else str(value)

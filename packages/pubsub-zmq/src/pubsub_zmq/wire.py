@@ -1,0 +1,373 @@
+"""The wire codec: how pubsub_zmq frames look on ZeroMQ sockets.
+
+Pure: no I/O, no clock (struct and orjson only). Phoenix.PubSub relies on Erlang
+distribution for framing; over ZeroMQ we need our own, and every frame carries a protocol
+version, the sender's name and incarnation, and a per-sender sequence number.
+
+Every frame is one ZeroMQ frame (no multipart, which is slower in pyzmq)::
+
+    offset  size  field
+    0       n     topic, UTF-8 (empty for control frames), never containing NUL
+    n       1     0x00 separator: a subscription prefix is topic + 0x00, so "room:4"
+                  never matches "room:42"
+    n+1     1     protocol version (VERSION)
+    n+2     1     kind: B broadcast batch, D direct batch, H hello, W welcome, G gossip
+    n+3     8     sender incarnation, unsigned big-endian
+    n+11    8     sequence number, unsigned big-endian
+    n+19    1     sender name length L (1..255)
+    n+20    L     sender name, UTF-8
+    n+20+L  ...   body, JSON (orjson)
+
+Bodies:
+
+* ``B`` / ``D``: a non-empty JSON array of messages of that topic, oldest first. The
+  sequence number is the number of the first message in the batch; numbers run per
+  sender and topic (broadcast) or per sender and destination node (direct), so a receiver
+  counts lost messages as gaps.
+* ``H`` / ``W`` / ``G``: an object ``{"node": record, "members": [record, ...],
+  "via": endpoint-or-null}`` where a record is ``{"name", "incarnation", "control",
+  "pub", "key"}`` (``key``: the node's Z85 CURVE public key or null). Hello introduces a
+  node (``via``: the seed endpoint it was sent to, echoed in the welcome that answers it);
+  gossip spreads the sender's live members.
+
+Any input that is not such a frame makes :func:`decode` raise :class:`WireError` (or its
+subclasses :class:`UnknownVersion` and :class:`FrameTooLarge`), never another exception.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import orjson
+
+from .errors import FrameTooLarge, InvalidTopic, UnknownVersion, WireError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "MAX_MEMBERS",
+    "MAX_NAME_BYTES",
+    "MAX_TOPIC_BYTES",
+    "SEPARATOR",
+    "VERSION",
+    "Control",
+    "Frame",
+    "Kind",
+    "NodeRecord",
+    "check_name",
+    "decode",
+    "encode_batch",
+    "encode_control",
+    "head",
+    "join_messages",
+    "sender_field",
+    "topic_prefix",
+]
+
+VERSION = 1
+"""The protocol version this codec speaks; frames of any other version are rejected."""
+
+SEPARATOR = b"\x00"
+"""The byte after the topic: subscription prefixes are ``topic + SEPARATOR``."""
+
+MAX_TOPIC_BYTES = 2048
+"""The longest topic, in UTF-8 bytes."""
+
+MAX_NAME_BYTES = 255
+"""The longest node name, in UTF-8 bytes."""
+
+MAX_ENDPOINT_CHARS = 1024
+MAX_MEMBERS = 4096
+"""The most member records one hello, welcome or gossip frame may carry."""
+
+DEFAULT_MAX_FRAME_BYTES = 1 << 20
+"""The default ``max_frame_bytes`` (1 MiB)."""
+
+_HEAD = struct.Struct("!BBQQ")
+_HEAD_SIZE = _HEAD.size
+_U64 = 1 << 64
+_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
+class Kind(IntEnum):
+    """The kind byte of a frame."""
+
+    BROADCAST = 0x42
+    DIRECT = 0x44
+    HELLO = 0x48
+    WELCOME = 0x57
+    GOSSIP = 0x47
+
+
+_DATA_KINDS = frozenset((Kind.BROADCAST, Kind.DIRECT))
+_KINDS = {int(k): k for k in Kind}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """What a node announces about itself (in hello, welcome and gossip).
+
+    Attributes:
+        name: the node's unique name.
+        incarnation: grows each time a node of that name starts.
+        control: the node's ROUTER endpoint (what others list as peers).
+        pub: the node's PUB endpoint, for broadcasts.
+        key: the node's Z85 CURVE public key, or None without CURVE.
+    """
+
+    name: str
+    incarnation: int
+    control: str
+    pub: str
+    key: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as a JSON-able dict."""
+        return {
+            "name": self.name,
+            "incarnation": self.incarnation,
+            "control": self.control,
+            "pub": self.pub,
+            "key": self.key,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """The body of a hello, welcome or gossip frame.
+
+    Attributes:
+        node: the sender's own record.
+        members: records of other members the sender knows as live.
+        via: in a hello, the endpoint it was sent to; a welcome echoes it.
+    """
+
+    node: NodeRecord
+    members: tuple[NodeRecord, ...] = ()
+    via: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A decoded frame.
+
+    Attributes:
+        topic: the topic ("" for control frames).
+        kind: what the frame is.
+        incarnation: the sender's incarnation.
+        seq: the sequence number (first message of a batch).
+        sender: the sender's node name.
+        messages: the decoded messages of a batch (empty for control frames).
+        control: the body of a control frame (None for batches).
+    """
+
+    topic: str
+    kind: Kind
+    incarnation: int
+    seq: int
+    sender: str
+    messages: list[Any]
+    control: Control | None = None
+
+
+def topic_prefix(topic: str) -> bytes:
+    """The subscription prefix of ``topic``: its UTF-8 bytes plus the separator.
+
+    Raises:
+        TypeError: ``topic`` is not a str.
+        InvalidTopic: it is empty, contains NUL, or is longer than MAX_TOPIC_BYTES.
+    """
+    if not isinstance(topic, str):
+        raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+    if not topic:
+        raise InvalidTopic("topic must not be empty")
+    data = topic.encode()
+    if SEPARATOR in data:
+        raise InvalidTopic("topic must not contain NUL")
+    if len(data) > MAX_TOPIC_BYTES:
+        raise InvalidTopic(f"topic is longer than {MAX_TOPIC_BYTES} bytes")
+    return data + SEPARATOR
+
+
+def check_name(name: str) -> bytes:
+    """Validate a node name and return its UTF-8 bytes.
+
+    Raises:
+        TypeError: ``name`` is not a str.
+        ValueError: it is empty or longer than MAX_NAME_BYTES.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"node name must be a str, got {type(name).__name__}")
+    data = name.encode()
+    if not 1 <= len(data) <= MAX_NAME_BYTES:
+        raise ValueError(f"node name must be 1 to {MAX_NAME_BYTES} UTF-8 bytes")
+    return data
+
+
+def sender_field(name: str) -> bytes:
+    """The length-prefixed sender name that follows the fixed header."""
+    data = check_name(name)
+    return bytes((len(data),)) + data
+
+
+def head(kind: Kind, incarnation: int, seq: int) -> bytes:
+    """The version, kind, incarnation and sequence bytes of a frame."""
+    return _HEAD.pack(VERSION, kind, incarnation, seq)
+
+
+def encode_batch(
+    prefix: bytes,
+    kind: Kind,
+    incarnation: int,
+    seq: int,
+    sender: bytes,
+    body: bytes | bytearray,
+) -> bytes:
+    """Encode a batch of already-encoded messages of one topic.
+
+    Args:
+        prefix: :func:`topic_prefix` of the topic.
+        kind: BROADCAST or DIRECT.
+        incarnation: the sender's incarnation.
+        seq: the sequence number of the first message.
+        sender: :func:`sender_field` of the sender's name.
+        body: the messages as one JSON array (see :func:`join_messages`).
+
+    Returns:
+        The frame.
+    """
+    return b"".join((prefix, _HEAD.pack(VERSION, kind, incarnation, seq), sender, body))
+
+
+def join_messages(parts: list[bytes]) -> bytes:
+    """Join messages encoded one by one (orjson) into the JSON array of a batch."""
+    return b"[" + b",".join(parts) + b"]"
+
+
+def encode_control(kind: Kind, incarnation: int, seq: int, sender: bytes, body: Control) -> bytes:
+    """Encode a hello, welcome or gossip frame."""
+    payload = {
+        "node": body.node.to_json(),
+        "members": [m.to_json() for m in body.members],
+        "via": body.via,
+    }
+    return b"".join(
+        (SEPARATOR, _HEAD.pack(VERSION, kind, incarnation, seq), sender, orjson.dumps(payload))
+    )
+
+
+def decode(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
+    """Decode and validate one frame.
+
+    Args:
+        data: the frame's bytes.
+        max_frame_bytes: frames longer than this are rejected unread.
+
+    Returns:
+        The frame.
+
+    Raises:
+        FrameTooLarge: the frame is longer than ``max_frame_bytes``.
+        UnknownVersion: the frame's version is not VERSION.
+        WireError: anything else wrong (garbage, truncation, bad UTF-8 or JSON, wrong
+            shape or value); no other exception escapes.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise WireError("frame is not bytes")
+    size = len(data)
+    if size > max_frame_bytes:
+        raise FrameTooLarge(f"frame of {size} bytes exceeds max_frame_bytes={max_frame_bytes}")
+    data = bytes(data) if not isinstance(data, bytes) else data
+    sep = data.find(SEPARATOR, 0, MAX_TOPIC_BYTES + 1)
+    if sep < 0:
+        raise WireError("no topic separator")
+    pos = sep + 1
+    if size < pos + _HEAD_SIZE + 2:
+        raise WireError("truncated header")
+    version, kind_byte, incarnation, seq = _HEAD.unpack_from(data, pos)
+    if version != VERSION:
+        raise UnknownVersion(f"unknown protocol version {version}")
+    kind = _KINDS.get(kind_byte)
+    if kind is None:
+        raise WireError(f"unknown frame kind {kind_byte:#x}")
+    pos += _HEAD_SIZE
+    name_len = data[pos]
+    pos += 1
+    if name_len == 0 or size < pos + name_len:
+        raise WireError("bad sender name length")
+    try:
+        topic = data[:sep].decode()
+        sender = data[pos : pos + name_len].decode()
+    except UnicodeDecodeError as exc:
+        raise WireError("topic or sender is not UTF-8") from exc
+    pos += name_len
+    try:
+        body = orjson.loads(memoryview(data)[pos:])
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"body is not JSON: {exc}") from exc
+    if kind in _DATA_KINDS:
+        if not topic:
+            raise WireError("batch without a topic")
+        if type(body) is not list or not body:
+            raise WireError("batch body is not a non-empty list")
+        if seq + len(body) > _U64:
+            raise WireError("sequence number overflows")
+        return Frame(topic, kind, incarnation, seq, sender, body)
+    if topic:
+        raise WireError("control frame with a topic")
+    control = _control(body)
+    if control.node.name != sender or control.node.incarnation != incarnation:
+        raise WireError("control record does not match the frame's sender")
+    return Frame(topic, kind, incarnation, seq, sender, [], control)
+
+
+def _control(body: Any) -> Control:
+    if type(body) is not dict:
+        raise WireError("control body is not an object")
+    members = body.get("members")
+    via = body.get("via")
+    if type(members) is not list or len(members) > MAX_MEMBERS:
+        raise WireError("members is not a list of at most MAX_MEMBERS records")
+    if via is not None and not _endpoint_ok(via):
+        raise WireError("via is not an endpoint")
+    return Control(_record(body.get("node")), tuple(_record(m) for m in members), via)
+
+
+def _endpoint_ok(value: Any) -> bool:
+    return (
+        type(value) is str
+        and len(value) <= MAX_ENDPOINT_CHARS
+        and value.startswith(_SCHEMES)
+        and "\x00" not in value
+    )
+
+
+def _record(value: Any) -> NodeRecord:
+    if type(value) is not dict:
+        raise WireError("record is not an object")
+    name = value.get("name")
+    incarnation = value.get("incarnation")
+    control = value.get("control")
+    pub = value.get("pub")
+    key = value.get("key")
+    if type(name) is not str or not _name_ok(name):
+        raise WireError("record name is not a valid node name")
+    if type(incarnation) is not int or not 0 <= incarnation < _U64:
+        raise WireError("record incarnation is not an unsigned 64-bit int")
+    if not _endpoint_ok(control) or not _endpoint_ok(pub):
+        raise WireError("record endpoint is not a tcp://, ipc:// or inproc:// address")
+    assert isinstance(control, str)
+    assert isinstance(pub, str)
+    if key is not None and (type(key) is not str or len(key) != 40 or not key.isascii()):
+        raise WireError("record key is not a Z85 CURVE public key")
+    return NodeRecord(name, incarnation, control, pub, key)
+
+
+def _name_ok(name: str) -> bool:
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        return False
+    return 1 <= size <= MAX_NAME_BYTES

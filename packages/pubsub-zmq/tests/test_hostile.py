@@ -1,0 +1,193 @@
+"""Hostile or broken input reaching a node's sockets: dropped, counted, logged; the node
+keeps serving. Also the loss count from per-sender sequence numbers (a fake member)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import zmq
+
+from pubsub_zmq import PubSub
+from pubsub_zmq.wire import (
+    VERSION,
+    Control,
+    Kind,
+    NodeRecord,
+    encode_batch,
+    encode_control,
+    join_messages,
+    sender_field,
+    topic_prefix,
+)
+
+FAST = {"gossip_interval": 0.1, "peer_timeout": 1.0}
+Run = Callable[..., Any]
+Wait = Callable[..., Any]
+
+
+def batch(topic: str, seq: int, messages: list[Any], sender: str = "fake", inc: int = 1) -> bytes:
+    body = join_messages([orjson.dumps(m) for m in messages])
+    return encode_batch(topic_prefix(topic), Kind.BROADCAST, inc, seq, sender_field(sender), body)
+
+
+class FakeMember:
+    """A hand-driven member: raw sockets that speak the wire format, or anything else."""
+
+    def __init__(self, name: str = "fake", incarnation: int = 1) -> None:
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub.linger = 0
+        self.pub.bind("tcp://127.0.0.1:0")
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.linger = 0
+        self.router.bind("tcp://127.0.0.1:0")
+        self.dealer = self.ctx.socket(zmq.DEALER)
+        self.dealer.linger = 0
+        self.record = NodeRecord(
+            name,
+            incarnation,
+            self.router.last_endpoint.decode(),
+            self.pub.last_endpoint.decode(),
+        )
+        self.subscriptions: list[bytes] = []
+
+    def connect(self, endpoint: str) -> None:
+        self.dealer.connect(endpoint)
+
+    def hello(self) -> None:
+        body = Control(self.record)
+        self.dealer.send(
+            encode_control(
+                Kind.HELLO, self.record.incarnation, 1, sender_field(self.record.name), body
+            )
+        )
+
+    def poll_subscriptions(self) -> list[bytes]:
+        while self.pub.poll(0):
+            self.subscriptions.append(self.pub.recv())
+        return self.subscriptions
+
+    def close(self) -> None:
+        for sock in (self.pub, self.router, self.dealer):
+            sock.close(linger=0)
+        self.ctx.term()
+
+
+def test_garbage_on_the_control_endpoint_is_counted_and_harmless(run: Run, wait: Wait) -> None:
+    async def body() -> None:
+        async with (
+            PubSub("a", max_frame_bytes=4096, **FAST) as a,
+            PubSub("b", peers=[a.endpoint], **FAST) as b,
+        ):
+            await wait(lambda: a.peers() == ["b"] and b.peers() == ["a"])
+            fake = FakeMember()
+            try:
+                fake.connect(a.endpoint)
+                head = struct.pack("!BBQQ", VERSION + 1, ord("G"), 1, 0)
+                frames: list[Any] = [
+                    b"",
+                    b"garbage",
+                    b"\x01" * 40,
+                    b"\x00" + head + b"\x01x{}",  # unknown version
+                    b"\x00" + b"x" * 5000,  # over max_frame_bytes
+                    [b"two", b"parts"],
+                    batch("t", 0, [1]),  # a broadcast on the control channel
+                    batch("t", 0, [1], sender="b").replace(b"B", b"D", 1),  # forged direct
+                ]
+                for frame in frames:
+                    if isinstance(frame, list):
+                        fake.dealer.send_multipart(frame)
+                    else:
+                        fake.dealer.send(frame)
+                await wait(
+                    lambda: a.stats()["received"]["control_frames"] >= len(frames) + 1,
+                    message="every frame read",
+                )
+                dropped = a.stats()["dropped"]
+                assert dropped["invalid"] >= 4
+                assert dropped["unknown_version"] == 1
+                assert dropped["oversize"] == 1
+                assert dropped["rejected"] >= 2
+                # still serving
+                sub = b.subscribe("t")
+                await wait(lambda: a.remote_subscribers("t") == 1)
+                a.broadcast("t", "still here")
+                assert await asyncio.wait_for(sub.get(), 2) == "still here"
+                assert sub.drain() == []
+            finally:
+                fake.close()
+
+    run(body)
+
+
+def test_a_member_pub_sending_garbage_gaps_and_forgeries(run: Run, wait: Wait) -> None:
+    async def body() -> None:
+        async with PubSub("a", max_frame_bytes=4096, **FAST) as a:
+            fake = FakeMember()
+            try:
+                fake.connect(a.endpoint)
+                fake.hello()
+                await wait(lambda: "fake" in a.stats()["peers"], message="fake member known")
+                sub = a.subscribe("t")
+                await wait(lambda: b"\x01t\x00" in fake.poll_subscriptions(), message="sub")
+                for frame in [
+                    b"t\x00garbage",
+                    b"t\x00" + struct.pack("!BBQQ", 9, ord("B"), 1, 0) + b"\x04fake[1]",
+                    batch("t", 0, ["x" * 5000]),  # oversize
+                    batch("t", 0, ["m0", "m1"]),
+                    batch("t", 5, ["m5"]),  # 2, 3, 4 were lost
+                    batch("t", 6, ["forged"], sender="someone"),  # not this PUB's member
+                    batch("t", 6, ["stale"], inc=0),  # another incarnation
+                    batch("t", 6, ["m6"]),
+                ]:
+                    fake.pub.send(frame)
+                got: list[Any] = []
+                while len(got) < 4:
+                    got.append(await asyncio.wait_for(sub.get(), 2))
+                assert got == ["m0", "m1", "m5", "m6"]
+                stats = a.stats()
+                assert stats["peers"]["fake"]["lost"] == 3
+                assert stats["dropped"]["lost"] == 3
+                assert stats["dropped"]["invalid"] == 1
+                assert stats["dropped"]["unknown_version"] == 1
+                assert stats["dropped"]["oversize"] == 1
+                assert stats["dropped"]["rejected"] == 2
+            finally:
+                fake.close()
+
+    run(body)
+
+
+def test_loss_at_the_high_water_mark_is_counted(run: Run, wait: Wait) -> None:
+    async def body() -> None:
+        opts = {**FAST, "send_hwm": 1, "recv_hwm": 1, "max_batch": 1}
+        async with PubSub("a", **opts) as a, PubSub("b", peers=[a.endpoint], **opts) as b:
+            sub = b.subscribe("t", queue_size=1_000_000)
+            await wait(lambda: a.remote_subscribers("t") == 1)
+            sent = 30_000
+            payload = "x" * 1000
+            for i in range(sent):
+                a.broadcast("t", [i, payload])
+            await a.flush()
+            received: list[Any] = []
+
+            def ended() -> bool:
+                received.extend(sub.drain())
+                if "end" in received:
+                    return True
+                a.broadcast("t", "end")  # repeated: the tail of a burst may be lost too
+                return False
+
+            await wait(ended, timeout=20, message="the end marker")
+            got = [m for m in received if isinstance(m, list)]
+            lost = b.stats()["dropped"]["lost"]
+            assert lost > 0
+            assert len(got) + lost <= sent + 1
+            numbers = [m[0] for m in got]
+            assert numbers == sorted(numbers)  # what arrives is in order
+
+    run(body)

@@ -1,0 +1,237 @@
+"""wire.py: the frame codec; every garbage input is rejected with WireError."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pubsub_zmq import FrameTooLarge, InvalidTopic, UnknownVersion, WireError
+from pubsub_zmq.wire import (
+    MAX_MEMBERS,
+    VERSION,
+    Control,
+    Kind,
+    NodeRecord,
+    decode,
+    encode_batch,
+    encode_control,
+    join_messages,
+    sender_field,
+    topic_prefix,
+)
+
+REC = NodeRecord("a", 7, "tcp://127.0.0.1:5550", "tcp://127.0.0.1:6000", None)
+KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+
+
+def batch(topic: str = "room:1", seq: int = 0, messages: list[object] | None = None) -> bytes:
+    parts = [orjson.dumps(m) for m in (messages if messages is not None else [1, "two"])]
+    return encode_batch(
+        topic_prefix(topic), Kind.BROADCAST, 7, seq, sender_field("a"), join_messages(parts)
+    )
+
+
+def test_batch_round_trip() -> None:
+    frame = decode(batch(messages=[{"x": [1, 2]}, "é", None, 3.5]), 1 << 20)
+    assert frame.topic == "room:1"
+    assert frame.kind is Kind.BROADCAST
+    assert (frame.incarnation, frame.seq, frame.sender) == (7, 0, "a")
+    assert frame.messages == [{"x": [1, 2]}, "é", None, 3.5]
+    assert frame.control is None
+
+
+def test_frame_starts_with_the_subscription_prefix() -> None:
+    data = batch("room:42")
+    assert data.startswith(topic_prefix("room:42"))
+    assert not data.startswith(topic_prefix("room:4"))
+
+
+def test_control_round_trip() -> None:
+    other = NodeRecord("b", 9, "ipc:///tmp/b", "ipc:///tmp/b.pub", KEY)
+    body = Control(REC, (other,), "tcp://localhost:5550")
+    frame = decode(encode_control(Kind.HELLO, 7, 3, sender_field("a"), body))
+    assert frame.kind is Kind.HELLO
+    assert frame.topic == ""
+    assert frame.control == body
+    assert frame.messages == []
+
+
+def test_control_must_match_its_sender() -> None:
+    data = encode_control(Kind.GOSSIP, 8, 1, sender_field("a"), Control(REC))
+    with pytest.raises(WireError, match="sender"):
+        decode(data)
+    data = encode_control(Kind.GOSSIP, 7, 1, sender_field("b"), Control(REC))
+    with pytest.raises(WireError, match="sender"):
+        decode(data)
+
+
+def test_unknown_version_is_its_own_error() -> None:
+    data = bytearray(batch())
+    data[len(topic_prefix("room:1"))] = VERSION + 1
+    with pytest.raises(UnknownVersion):
+        decode(bytes(data))
+
+
+def test_frame_too_large() -> None:
+    data = batch(messages=["x" * 2000])
+    with pytest.raises(FrameTooLarge):
+        decode(data, 1024)
+    assert decode(data, len(data)).messages == ["x" * 2000]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x00",
+        b"room",
+        b"room\x00\x01",
+        b"room\x00" + struct.pack("!BBQQ", VERSION, ord("Z"), 1, 0) + b"\x01a[1]",
+        b"room\x00" + struct.pack("!BBQQ", VERSION, ord("B"), 1, 0) + b"\x00[1]",
+        b"room\x00" + struct.pack("!BBQQ", VERSION, ord("B"), 1, 0) + b"\x05a[1]",
+        b"room\x00" + struct.pack("!BBQQ", VERSION, ord("B"), 1, 0) + b"\x01a[]",
+        b"room\x00" + struct.pack("!BBQQ", VERSION, ord("B"), 1, 0) + b"\x01a{}",
+        b"room\x00" + struct.pack("!BBQQ", VERSION, ord("B"), 1, 0) + b"\x01a[1",
+        b"\x00" + struct.pack("!BBQQ", VERSION, ord("B"), 1, 0) + b"\x01a[1]",
+        b"\xff\x00" + struct.pack("!BBQQ", VERSION, ord("B"), 1, 0) + b"\x01a[1]",
+        b"room\x00" + struct.pack("!BBQQ", VERSION, ord("B"), 1, 0) + b"\x01\xff[1]",
+        b"room\x00" + struct.pack("!BBQQ", VERSION, ord("H"), 1, 0) + b"\x01a{}",
+        b"\x00" + struct.pack("!BBQQ", VERSION, ord("H"), 1, 0) + b"\x01a[]",
+        b"\x00" + struct.pack("!BBQQ", VERSION, ord("H"), 1, 0) + b"\x01a{}",
+        b"\x00" + struct.pack("!BBQQ", VERSION, ord("B"), 1, 2**64 - 1) + b"\x01a[1,2]",
+    ],
+)
+def test_malformed_frames(data: bytes) -> None:
+    with pytest.raises(WireError):
+        decode(data)
+
+
+def control_frame(node: object, members: object = (), via: object = None) -> bytes:
+    payload = orjson.dumps({"node": node, "members": members, "via": via})
+    return b"\x00" + struct.pack("!BBQQ", VERSION, ord("G"), 7, 0) + b"\x01a" + payload
+
+
+GOOD = REC.to_json()
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        None,
+        [],
+        {**GOOD, "name": ""},
+        {**GOOD, "name": 5},
+        {**GOOD, "name": "x" * 300},
+        {**GOOD, "incarnation": -1},
+        {**GOOD, "incarnation": True},
+        {**GOOD, "incarnation": "7"},
+        {**GOOD, "control": "http://x"},
+        {**GOOD, "control": None},
+        {**GOOD, "pub": "tcp://" + "x" * 2000},
+        {**GOOD, "key": "short"},
+        {**GOOD, "key": 5},
+        {k: v for k, v in GOOD.items() if k != "pub"},
+    ],
+)
+def test_bad_records(node: object) -> None:
+    with pytest.raises(WireError):
+        decode(control_frame(node))
+
+
+def test_bad_member_lists() -> None:
+    with pytest.raises(WireError):
+        decode(control_frame(GOOD, members={"a": 1}))
+    with pytest.raises(WireError):
+        decode(control_frame(GOOD, members=[GOOD] * (MAX_MEMBERS + 1)))
+    too_big = orjson.dumps({**GOOD, "incarnation": 1}).replace(b":1,", b":18446744073709551616,")
+    data = control_frame(GOOD, members=[None]).replace(b"[null]", b"[" + too_big + b"]")
+    with pytest.raises(WireError):
+        decode(data)
+    with pytest.raises(WireError):
+        decode(control_frame(GOOD, via="nowhere"))
+    assert decode(control_frame(GOOD, members=[GOOD], via="tcp://h:1")).control is not None
+
+
+@pytest.mark.parametrize("topic", ["", "a\x00b", "x" * 3000])
+def test_bad_topics(topic: str) -> None:
+    with pytest.raises(InvalidTopic):
+        topic_prefix(topic)
+
+
+def test_topic_must_be_str() -> None:
+    with pytest.raises(TypeError):
+        topic_prefix(b"room")  # type: ignore[arg-type]
+
+
+def test_sender_names_are_checked() -> None:
+    with pytest.raises(ValueError, match="1 to 255"):
+        sender_field("")
+    with pytest.raises(TypeError):
+        sender_field(3)  # type: ignore[arg-type]
+
+
+# -- hypothesis: any garbage is a WireError, never another exception ----------------------
+
+
+@settings(max_examples=400)
+@given(st.binary(max_size=300))
+def test_garbage_bytes(data: bytes) -> None:
+    with contextlib.suppress(WireError):
+        decode(data, 200)
+
+
+head = st.builds(
+    lambda v, k, i, s: struct.pack("!BBQQ", v, k, i, s),
+    st.sampled_from([VERSION, VERSION, 0, 255]),
+    st.sampled_from([int(k) for k in Kind] + [0, 0x58]),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+bodies = st.one_of(
+    st.binary(max_size=64),
+    json_values.map(orjson.dumps),
+    st.fixed_dictionaries(
+        {"node": json_values | st.just(GOOD), "members": json_values, "via": json_values}
+    ).map(orjson.dumps),
+)
+
+
+@settings(max_examples=600)
+@given(
+    st.sampled_from([b"", b"room:1", b"\xff\xfe", b"a\x00b"]),
+    head,
+    st.binary(min_size=0, max_size=3),
+    bodies,
+    st.integers(0, 300),
+)
+def test_structured_garbage(topic: bytes, hdr: bytes, name: bytes, body: bytes, cut: int) -> None:
+    data = topic + b"\x00" + hdr + bytes((len(name),)) + name + body
+    for candidate in (data, data[:cut], data[cut:]):
+        try:
+            frame = decode(candidate)
+        except WireError:
+            continue
+        # what is accepted is well formed
+        assert isinstance(frame.kind, Kind)
+        assert frame.sender
+        if frame.kind in (Kind.BROADCAST, Kind.DIRECT):
+            assert frame.topic
+            assert isinstance(frame.messages, list)
+            assert frame.messages
+        else:
+            assert frame.control is not None
+            assert frame.control.node.name == frame.sender

@@ -55,7 +55,7 @@ class DeltaGenerations:
             state: The State the generations belong to.
             delta: The delta just sent or merged.
         """
-        gens = self._gens or [state._delta.copy() for _ in self.max_sizes]
+        gens = self._gens or [state.delta for _ in self.max_sizes]
         out: list[Delta] = []
         prev = delta
         for gen, cap in zip(gens, self.max_sizes, strict=True):

@@ -524,7 +524,7 @@ class State:
     @property
     def delta(self) -> Delta:
         """A copy of the pending delta: later changes to this State don't show in it."""
-        return self._delta.copy()
+        return self._pending().copy()
 
     def __len__(self) -> int:
         """The number of values held, of every replica, down ones included."""
@@ -598,7 +598,6 @@ class State:
         delta = self._delta
         delta._values[replica][now] = record
         delta._clouds[replica].add(now)
-        delta._end[replica] = now
         return _tuple_new(Entry, (topic, owner, key, meta, (replica, now)))
 
     def leave(self, owner: Owner, topic: Topic, key: Key) -> Entry | None:
@@ -631,6 +630,27 @@ class State:
         if slot is None:
             return []
         replica = self._replica
+        if not isinstance(slot, list):
+            if slot[4] != replica:
+                return []
+            topic, _, key, meta, _, was = slot
+            keys = self._by_topic[topic]
+            if not isinstance(keys[key], list):
+                # The common case, inlined: the owner's only presence, alone on its key.
+                del keys[key]
+                if not keys:
+                    del self._by_topic[topic]
+                del self._by_owner[owner]
+                del self._own[was]
+                context = self._context
+                now = context[replica] + 1
+                context[replica] = now
+                delta = self._delta
+                delta._values[replica].pop(was, None)
+                cloud = delta._clouds[replica]
+                cloud.add(was)
+                cloud.add(now)
+                return [_tuple_new(Entry, (topic, owner, key, meta, (replica, was)))]
         records = [slot] if not isinstance(slot, list) else list(slot)
         left: list[Entry] = []
         for record in records:
@@ -765,7 +785,7 @@ class State:
 
     def take_delta(self) -> Delta:
         """Hand over the pending delta (no copy) and start a new, empty one."""
-        delta = self._delta
+        delta = self._pending()
         self._delta = self._empty_delta()
         return delta
 
@@ -910,6 +930,16 @@ class State:
 
     # ---------------------------------------------------------------- private
 
+    def _pending(self) -> Delta:
+        """The pending delta with its range brought up to date.
+
+        Local writes don't store the range's end each time: it is always the local
+        clock, set here whenever the pending delta is read.
+        """
+        delta = self._delta
+        delta._end[self._replica] = self._context[self._replica]
+        return delta
+
     def _empty_delta(self) -> Delta:
         # The local replica's containers always exist in the pending delta (hot paths
         # index them directly); equality and copies ignore empty containers.
@@ -946,7 +976,6 @@ class State:
         now = self._context[replica] + 1
         self._context[replica] = now
         delta = self._delta
-        delta._end[replica] = now
         delta._clouds[replica].add(now)
         return now
 
@@ -972,7 +1001,6 @@ class State:
         cloud = delta._clouds[replica]
         cloud.add(was)
         cloud.add(now)
-        delta._end[replica] = now
 
     def _index(self, record: Record) -> None:
         topic, owner, key = record[0], record[1], record[2]

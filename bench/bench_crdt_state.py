@@ -208,6 +208,11 @@ def main() -> int:
         "bytes/p",
     ]
     print(" | ".join(f"{h:>10}" for h in header))
+    print(
+        "targets 1M | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10}".format(
+            "", "<= 4", "<= 4", "<= 3", "< 1", "<= 3x", "<= 4", "<= 600"
+        )
+    )
     base: float | None = None
     rows = {}
     for n in args.sizes:
@@ -229,7 +234,7 @@ def main() -> int:
         print(" | ".join(f"{c:>10}" for c in cells), flush=True)
     ref = REFERENCE_1M
     print(
-        f"{'Elixir 1M':>10} | {ref['join']:>10} | {ref['get_by_topic']:>10} | "
+        f"{'Elixir 1M':>10} | {ref['join']:>10} | {'':>10} | {ref['get_by_topic']:>10} | "
         f"{ref['extract+merge']:>10} | {ref['delta merge']:>10} | {'':>10} | "
         f"{ref['leave_owner']:>10} | {ref['bytes']:>10.0f}"
     )

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 import zmq
+import zmq.asyncio
 
 from pubsub_zmq import ConfigError, KeyPair, PubSub, generate_keypair, load_keypair
 from pubsub_zmq.cli import main as cli_main
@@ -203,5 +204,37 @@ def test_allowed_key_cannot_take_another_name(run: Run, wait: Wait) -> None:
         finally:
             await c.stop()
             await a.stop()
+
+    run(body)
+
+
+def test_two_curve_nodes_on_one_context_is_a_config_error(run: Run) -> None:
+    async def body() -> None:
+        context = zmq.asyncio.Context()
+        a, b = generate_keypair(), generate_keypair()
+        first = PubSub(
+            "a",
+            "tcp://127.0.0.1:0",
+            [],
+            context=context,
+            curve_secret_key=a.secret,
+            curve_allow=[b.public],
+        )
+        second = PubSub(
+            "b",
+            "tcp://127.0.0.1:0",
+            [],
+            context=context,
+            curve_secret_key=b.secret,
+            curve_allow=[a.public],
+        )
+        await first.start()
+        try:
+            with pytest.raises(ConfigError, match="its own context"):
+                await second.start()
+        finally:
+            await second.stop()
+            await first.stop()
+            context.term()
 
     run(body)

@@ -149,8 +149,20 @@ class CurveConfig:
         sock.curve_serverkey = server_key.encode("ascii")
 
     def authenticator(self, context: zmq.asyncio.Context) -> AsyncioAuthenticator:
-        """Start a ZAP authenticator on ``context`` that checks clients against the list."""
+        """Start a ZAP authenticator on ``context`` that checks clients against the list.
+
+        Raises:
+            ConfigError: ``context`` already has an authenticator (another CURVE node
+                shares it); ZeroMQ allows one ZAP handler per context.
+        """
         auth = AsyncioAuthenticator(context)
-        auth.start()
+        try:
+            auth.start()
+        except zmq.ZMQError as exc:
+            auth.stop()
+            raise ConfigError(
+                "this zmq context already serves another CURVE node's authenticator: "
+                "give each node with CURVE keys its own context (the default)"
+            ) from exc
         auth.configure_curve_callback(domain="*", credentials_provider=self)
         return auth

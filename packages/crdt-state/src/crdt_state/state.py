@@ -45,7 +45,7 @@ and the records of pending deltas are shared, never copied: they are immutable.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, Self, TypeAlias, cast
 
 from crdt_state import clock as _clock
 from crdt_state._bulk import BULK_SIZE, gc_paused
@@ -133,7 +133,70 @@ def _clouds_size(clouds: _Clouds) -> int:
     return sum(map(len, clouds.values()))
 
 
-class Delta:
+class _Payload:
+    """What a Delta and a Snapshot share: values and clouds, their views and wire form."""
+
+    __slots__ = ("_clouds", "_values", "replica")
+
+    replica: Replica
+    _values: _Values
+    _clouds: _Clouds
+
+    @property
+    def values(self) -> dict[Tag, Entry]:
+        """The values carried, tag -> Entry (a new dict on each access)."""
+        return _values_view(self._values)
+
+    @property
+    def clouds(self) -> dict[Replica, set[Tag]]:
+        """The dots seen beyond a context, replica -> set of tags (a new dict each time).
+
+        A delta has no context: its clouds hold every dot produced or observed removed
+        in its window.
+        """
+        return _tags_view(self._clouds)
+
+    def size(self) -> int:
+        """The number of values plus the number of cloud tags (Phoenix's delta_size)."""
+        return _values_size(self._values) + _clouds_size(self._clouds)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain lists, dicts, str, int and None, for any JSON or msgpack codec.
+
+        The layout is tabled in :mod:`crdt_state.wire`.
+        """
+        from crdt_state.wire import payload_to_wire
+
+        return payload_to_wire(cast("Snapshot | Delta", self))
+
+    @classmethod
+    def from_wire(
+        cls,
+        data: object,
+        *,
+        max_size: int | None = None,
+        max_replicas: int | None = None,
+    ) -> Self:
+        """Read what :meth:`to_wire` wrote and check every invariant.
+
+        Args:
+            data: The decoded payload.
+            max_size: Most values plus cloud tags accepted; None for no cap.
+            max_replicas: Most distinct replicas accepted; None for no cap.
+
+        Returns:
+            An object of the class it is called on.
+
+        Raises:
+            WireError: For any malformed input.
+        """
+        from crdt_state.wire import payload_from_wire
+
+        payload = payload_from_wire(cls, data, max_size=max_size, max_replicas=max_replicas)
+        return cast(Self, payload)
+
+
+class Delta(_Payload):
     """The changes of a window: values added and every dot produced or removed in it.
 
     A Delta is what a heartbeat carries, what :class:`DeltaGenerations` keep, and one of
@@ -150,7 +213,7 @@ class Delta:
         replica: The replica whose window this is.
     """
 
-    __slots__ = ("_clouds", "_end", "_start", "_values", "replica")
+    __slots__ = ("_end", "_start")
 
     def __init__(self, replica: Replica) -> None:
         _check_replica(replica)
@@ -173,23 +236,9 @@ class Delta:
         return delta
 
     @property
-    def values(self) -> dict[Tag, Entry]:
-        """The values added in the window, tag -> Entry (a new dict on each access)."""
-        return _values_view(self._values)
-
-    @property
-    def clouds(self) -> dict[Replica, set[Tag]]:
-        """Every dot produced or observed removed in the window, replica -> set of tags."""
-        return _tags_view(self._clouds)
-
-    @property
     def range(self) -> tuple[Context, Context]:
         """``(start, end)``: the contexts the window starts after and ends at."""
         return dict(self._start), dict(self._end)
-
-    def size(self) -> int:
-        """The number of values plus the number of cloud tags (Phoenix's delta_size)."""
-        return _values_size(self._values) + _clouds_size(self._clouds)
 
     def copy(self) -> Delta:
         """A copy that shares nothing mutable with this delta (records are shared)."""
@@ -224,37 +273,6 @@ class Delta:
             {r: c for r, c in self._end.items() if r in carried},
         )
 
-    def to_wire(self) -> dict[str, Any]:
-        """This delta as plain lists, dicts, str, int and None (see :mod:`crdt_state.wire`)."""
-        from crdt_state.wire import delta_to_wire
-
-        return delta_to_wire(self)
-
-    @classmethod
-    def from_wire(
-        cls,
-        data: object,
-        *,
-        max_size: int | None = None,
-        max_replicas: int | None = None,
-    ) -> Delta:
-        """Read a delta written by :meth:`to_wire` and check its invariants.
-
-        Args:
-            data: The decoded payload.
-            max_size: Most values plus cloud tags accepted; None for no cap.
-            max_replicas: Most distinct replicas accepted; None for no cap.
-
-        Returns:
-            The Delta.
-
-        Raises:
-            WireError: For any malformed input.
-        """
-        from crdt_state.wire import delta_from_wire
-
-        return delta_from_wire(data, max_size=max_size, max_replicas=max_replicas)
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Delta):
             return NotImplemented
@@ -275,7 +293,7 @@ class Delta:
         )
 
 
-class Snapshot:
+class Snapshot(_Payload):
     """A full state as extracted for one remote: its context, clouds and values.
 
     Built by :meth:`State.extract` and :meth:`Snapshot.from_wire`; merged with
@@ -285,7 +303,7 @@ class Snapshot:
         replica: The replica it was extracted from.
     """
 
-    __slots__ = ("_clouds", "_context", "_values", "replica")
+    __slots__ = ("_context",)
 
     def __init__(self, replica: Replica) -> None:
         _check_replica(replica)
@@ -309,51 +327,6 @@ class Snapshot:
     def context(self) -> Context:
         """The extracted context, restricted to the replicas the remote knows."""
         return dict(self._context)
-
-    @property
-    def clouds(self) -> dict[Replica, set[Tag]]:
-        """The extracted clouds, replica -> set of tags."""
-        return _tags_view(self._clouds)
-
-    @property
-    def values(self) -> dict[Tag, Entry]:
-        """The extracted values, tag -> Entry (a new dict on each access)."""
-        return _values_view(self._values)
-
-    def size(self) -> int:
-        """The number of values plus the number of cloud tags."""
-        return _values_size(self._values) + _clouds_size(self._clouds)
-
-    def to_wire(self) -> dict[str, Any]:
-        """This snapshot as plain lists, dicts, str, int and None."""
-        from crdt_state.wire import snapshot_to_wire
-
-        return snapshot_to_wire(self)
-
-    @classmethod
-    def from_wire(
-        cls,
-        data: object,
-        *,
-        max_size: int | None = None,
-        max_replicas: int | None = None,
-    ) -> Snapshot:
-        """Read a snapshot written by :meth:`to_wire` and check its invariants.
-
-        Args:
-            data: The decoded payload.
-            max_size: Most values plus cloud tags accepted; None for no cap.
-            max_replicas: Most distinct replicas accepted; None for no cap.
-
-        Returns:
-            The Snapshot.
-
-        Raises:
-            WireError: For any malformed input.
-        """
-        from crdt_state.wire import snapshot_from_wire
-
-        return snapshot_from_wire(data, max_size=max_size, max_replicas=max_replicas)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Snapshot):

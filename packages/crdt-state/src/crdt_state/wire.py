@@ -29,7 +29,14 @@ from crdt_state._types import Context, Record, Replica, is_id
 from crdt_state.errors import WireError
 from crdt_state.state import Delta, Snapshot
 
-__all__ = ["delta_from_wire", "delta_to_wire", "snapshot_from_wire", "snapshot_to_wire"]
+__all__ = [
+    "delta_from_wire",
+    "delta_to_wire",
+    "payload_from_wire",
+    "payload_to_wire",
+    "snapshot_from_wire",
+    "snapshot_to_wire",
+]
 
 _MAX_CLOCK = 2**63 - 1
 """Clocks are bounded so that every codec (msgpack's int64 included) carries them."""
@@ -275,3 +282,22 @@ def _delta_from_wire(data: object, max_size: int | None, max_replicas: int | Non
     except (TypeError, ValueError, RecursionError) as exc:
         raise WireError(f"malformed delta: {exc}") from exc
     return Delta._make(delta_replica, delta_values, delta_clouds, start, end)
+
+
+def payload_to_wire(payload: Snapshot | Delta) -> dict[str, Any]:
+    """Write a Snapshot or a Delta (what their ``to_wire`` calls)."""
+    if isinstance(payload, Snapshot):
+        return snapshot_to_wire(payload)
+    return delta_to_wire(payload)
+
+
+def payload_from_wire(
+    kind: type, data: object, *, max_size: int | None = None, max_replicas: int | None = None
+) -> Snapshot | Delta:
+    """Read a Snapshot or a Delta, as ``kind`` says (what their ``from_wire`` calls).
+
+    Raises:
+        WireError: For any malformed input.
+    """
+    read = snapshot_from_wire if issubclass(kind, Snapshot) else delta_from_wire
+    return read(data, max_size=max_size, max_replicas=max_replicas)

@@ -1,0 +1,579 @@
+"""The tracker's protocol as a state machine: a port of ``Phoenix.Tracker.Shard``. Pure.
+
+Theory of operation
+-------------------
+A Shard owns one :class:`crdt_state.State` (its replica ref is ``(node name, vsn)``) and
+talks to the same-numbered shard of every other node. It does no I/O and reads no clock:
+every input returns an :class:`Output` (messages to send, the diff to report, replica
+events) and time comes in as an argument, in seconds of a monotonic clock. The asyncio
+layer (:mod:`tracker_zmq.tracker`) owns the timer and the PubSub; the simulator
+(:mod:`tracker_zmq.testing`) drives the same class with virtual time.
+
+* **Local writes** (track, untrack, update) change the State at once and report their
+  diff at once; peers see them with the next heartbeat.
+* **Tick**, every ``broadcast_period``: send the pending delta in a heartbeat (or an empty
+  heartbeat after ``max_silent_periods`` quiet ticks); every ``clock_sample_periods``
+  ticks, compare the clocks peers sent with our own and ask the replicas we are behind
+  for a transfer; mark replicas silent for ``down_period`` down and for
+  ``permdown_period`` permanently down. The first tick is jittered.
+* **Heartbeats** mark their sender up (a new replica, a healed one, or a restart with a
+  new vsn, which permdowns the old one at once), then merge the delta.
+* **Transfers**: a request is answered with the smallest delta generation that brings
+  the requester up to date, else the full state, in parts; an answer is merged only if
+  it matches an outstanding request to a replica that is up, once all its parts came.
+
+Where this differs from Phoenix (DESIGN.md): requests are matched to answers and time
+out; one full snapshot per requester per sampling window; a heartbeat carrying values
+of another replica is dropped; messages from a ref at or below the highest vsn
+permdowned for its name are dropped, so a late message never brings back a forgotten
+replica; a tick that runs more than a period late skips its down judgements, so a
+stalled node does not declare the world dead; replicas already down are not reported
+down again.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from crdt_state import (
+    Delta,
+    DeltaGenerations,
+    DuplicatePresence,
+    Entry,
+    Key,
+    Meta,
+    Owner,
+    Snapshot,
+    State,
+    Topic,
+)
+from crdt_state.clock import Clock, append_clock, clockset_replicas
+from tracker_zmq.errors import AlreadyTracked, NoPresence
+from tracker_zmq.options import Options
+from tracker_zmq.replica import Ref, Replica, Status
+from tracker_zmq.wire import (
+    GracefulPermdown,
+    Heartbeat,
+    MessageError,
+    TransferAck,
+    TransferRequest,
+    check_meta,
+    decode,
+    encode,
+    join_payload,
+    split_payload,
+)
+
+__all__ = ["Diff", "Output", "ReplicaEvent", "Send", "Shard"]
+
+Diff = dict[Topic, tuple[list[tuple[Key, Meta]], list[tuple[Key, Meta]]]]
+"""``{topic: (joins, leaves)}`` with joins and leaves as lists of ``(key, meta)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A message to send: to the same shard of every other node, or of one node.
+
+    Attributes:
+        message: The message's wire form (plain data).
+        node: None to broadcast; a node name for a direct message.
+    """
+
+    message: dict[str, Any]
+    node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaEvent:
+    """A remote replica came up, went down or was permanently forgotten."""
+
+    kind: Literal["up", "down", "permdown"]
+    ref: Ref
+
+
+@dataclass(slots=True)
+class Output:
+    """What one input to a Shard produced."""
+
+    sends: list[Send] = field(default_factory=list)
+    diff: Diff = field(default_factory=dict)
+    events: list[ReplicaEvent] = field(default_factory=list)
+
+    def report(self, joins: list[Entry], leaves: list[Entry]) -> None:
+        """Fold entries that joined and left into the diff, grouped by topic."""
+        diff = self.diff
+        for entry in joins:
+            diff.setdefault(entry.topic, ([], []))[0].append((entry.key, entry.meta))
+        for entry in leaves:
+            diff.setdefault(entry.topic, ([], []))[1].append((entry.key, entry.meta))
+
+
+@dataclass(slots=True)
+class _Request:
+    responder: Ref
+    sent_at: float
+    parts: list[dict[str, Any] | None] | None = None
+    kind: str = ""
+
+
+def _check_ids(owner: object, topic: object, key: object) -> None:
+    for name, value in (("owner", owner), ("topic", topic), ("key", key)):
+        if type(value) is not str and type(value) is not int:
+            raise TypeError(f"{name} must be a str or an int, not {type(value).__name__}")
+
+
+class Shard:
+    """One shard of a tracker on one node: its State and the protocol around it.
+
+    Args:
+        node: This node's name (unique in the cluster).
+        vsn: This node's incarnation: an int that grows with every restart.
+        index: This shard's number in the pool.
+        options: The tracker's options.
+        rng: Randomness for the first tick's jitter (inject a seeded one in tests).
+    """
+
+    def __init__(
+        self, node: str, vsn: int, index: int, options: Options, rng: random.Random
+    ) -> None:
+        if type(node) is not str or not node:
+            raise TypeError(f"a node name must be a non-empty str, not {node!r}")
+        self.node = node
+        self.vsn = vsn
+        self.index = index
+        self.options = options
+        self._rng = rng
+        self.ref: Ref = (node, vsn)
+        self.state = State(self.ref)
+        self.generations = DeltaGenerations(options.max_delta_sizes)
+        self.replicas: dict[str, Replica] = {}
+        self._permdowned: dict[str, tuple[int, float]] = {}
+        self._clockset: list[Clock] = []
+        self._silent_periods = options.max_silent_periods
+        self._sample_count = options.clock_sample_periods
+        self._requests: dict[tuple[Ref, int], _Request] = {}
+        self._asking: dict[str, tuple[Ref, int]] = {}
+        self._request_counter = 0
+        self._answered_full: dict[str, float] = {}
+        self._ref_counter = 0
+        self.next_tick: float | None = None
+        self.counters: dict[str, int] = {
+            "messages_in": 0,
+            "messages_out": 0,
+            "heartbeats_sent": 0,
+            "delta_values_sent": 0,
+            "transfers_requested": 0,
+            "transfers_answered": 0,
+            "transfers_answered_full": 0,
+            "transfers_merged": 0,
+            "dropped": 0,
+        }
+        self.drops: dict[str, int] = {}
+
+    # ------------------------------------------------------------ local API
+
+    def start(self, now: float) -> float:
+        """Schedule the first tick, jittered by up to a quarter of a period.
+
+        Returns:
+            When to call :meth:`tick` first.
+        """
+        self.next_tick = now + self._rng.uniform(0, 0.25) * self.options.broadcast_period
+        return self.next_tick
+
+    def track(self, owner: Owner, topic: Topic, key: Key, meta: Meta) -> tuple[str, Output]:
+        """Track a presence of this node; its meta gets a new ``phx_ref``.
+
+        Returns:
+            The ``phx_ref`` and the Output (the join, reported at once).
+
+        Raises:
+            AlreadyTracked: This node already tracks (owner, topic, key).
+            TypeError: For ids that are not str or int, or a meta that is not JSON-able.
+        """
+        _check_ids(owner, topic, key)
+        check_meta(meta)
+        ref = self._new_ref()
+        try:
+            entry = self.state.join(owner, topic, key, {**meta, "phx_ref": ref})
+        except DuplicatePresence as exc:
+            raise AlreadyTracked(
+                f"owner {owner!r} already tracks {key!r} in topic {topic!r}"
+            ) from exc
+        out = Output()
+        out.report([entry], [])
+        return ref, out
+
+    def untrack(self, owner: Owner, topic: Topic, key: Key) -> Output:
+        """Stop tracking one presence; nothing happens when it is not tracked."""
+        out = Output()
+        entry = self.state.leave(owner, topic, key)
+        if entry is not None:
+            out.report([], [entry])
+        return out
+
+    def untrack_owner(self, owner: Owner) -> Output:
+        """Stop tracking every presence of ``owner`` in this shard."""
+        out = Output()
+        out.report([], self.state.leave_owner(owner))
+        return out
+
+    def update(
+        self,
+        owner: Owner,
+        topic: Topic,
+        key: Key,
+        meta: Meta | Callable[[Meta], Meta],
+    ) -> tuple[str, Output]:
+        """Replace a presence's meta (or pass a function of a copy of the old one).
+
+        The new meta gets a new ``phx_ref`` and the old one's as ``phx_ref_prev``; the
+        diff reports the leave of the old meta and the join of the new one.
+
+        Raises:
+            NoPresence: This node does not track (owner, topic, key).
+            TypeError: For a new meta that is not JSON-able.
+        """
+        _check_ids(owner, topic, key)
+        old = self.state.get(owner, topic, key)
+        if old is None or old.tag[0] != self.ref:
+            raise NoPresence(f"owner {owner!r} tracks no {key!r} in topic {topic!r}")
+        new = meta(dict(old.meta)) if callable(meta) else meta
+        check_meta(new)
+        ref = self._new_ref()
+        entry = self.state.leave_join(
+            owner, topic, key, {**new, "phx_ref": ref, "phx_ref_prev": old.meta["phx_ref"]}
+        )
+        out = Output()
+        out.report([entry], [old])
+        return ref, out
+
+    def list(self, topic: Topic) -> list[tuple[Key, Meta]]:
+        """Every visible presence of a topic, cluster-wide, as ``(key, meta)``."""
+        return self.state.get_by_topic(topic)
+
+    def get_by_key(self, topic: Topic, key: Key) -> builtins.list[tuple[Owner, Meta]]:
+        """Every visible presence of a key in a topic as ``(owner, meta)``."""
+        return self.state.get_by_key(topic, key)
+
+    def graceful_permdown(self) -> Output:
+        """The message that tells every peer to forget this replica now.
+
+        The caller sends it (a few times, over a few ticks) and then stops the shard.
+        """
+        return self._output_with(GracefulPermdown(self.ref))
+
+    # ----------------------------------------------------------------- tick
+
+    def tick(self, now: float) -> Output:
+        """Run one tick: heartbeat, clock sampling, down detection.
+
+        Returns:
+            The Output; :attr:`next_tick` says when to tick again.
+        """
+        options = self.options
+        scheduled = self.next_tick if self.next_tick is not None else now
+        stalled = now - scheduled > options.broadcast_period
+        self.next_tick = now + options.broadcast_period
+        out = Output()
+        self._heartbeat(out)
+        self._sample_clocks(now, out)
+        self._expire(now)
+        if stalled:
+            self._count_drop("down_judgement_skipped_after_stall")
+        else:
+            self._detect_downs(now, out)
+        return out
+
+    def _heartbeat(self, out: Output) -> None:
+        state = self.state
+        if state.has_delta():
+            delta = state.take_delta()
+            state.compact()
+            self.generations.push(state, delta)
+            self._silent_periods = 0
+            self._send(out, Heartbeat(self.ref, state.clocks()[1], delta))
+            self.counters["delta_values_sent"] += len(delta.values)
+        elif self._silent_periods >= self.options.max_silent_periods:
+            self._silent_periods = 0
+            self._send(out, Heartbeat(self.ref, state.clocks()[1], None))
+        else:
+            self._silent_periods += 1
+            return
+        self.counters["heartbeats_sent"] += 1
+
+    def _sample_clocks(self, now: float, out: Output) -> None:
+        if self._sample_count > 1:
+            self._sample_count -= 1
+            return
+        self._sample_count = self.options.clock_sample_periods
+        clockset = append_clock(self._clockset, self.state.clocks())
+        self._clockset = []
+        for clock_ref in clockset_replicas(clockset):
+            ref = self._as_ref(clock_ref)
+            if ref is None or ref == self.ref:
+                continue
+            name = ref[0]
+            replica = self.replicas.get(name)
+            if replica is None or replica.ref != ref or replica.status is not Status.UP:
+                continue
+            if name in self._asking:
+                continue
+            self._request_counter += 1
+            request = (self.ref, self._request_counter)
+            self._requests[request] = _Request(replica.ref, now)
+            self._asking[name] = request
+            self.counters["transfers_requested"] += 1
+            clocks = self.state.clocks()[1]
+            self._send(out, TransferRequest(self.ref, request, clocks), node=name)
+
+    @staticmethod
+    def _as_ref(replica: object) -> Ref | None:
+        if (
+            isinstance(replica, tuple)
+            and len(replica) == 2
+            and type(replica[0]) is str
+            and type(replica[1]) is int
+        ):
+            return (replica[0], replica[1])
+        return None
+
+    def _expire(self, now: float) -> None:
+        timeout = self.options.timeout
+        for request, pending in list(self._requests.items()):
+            if now - pending.sent_at > timeout:
+                self._forget_request(request)
+                self._count_drop("transfer_timed_out")
+        window = self.options.broadcast_period * self.options.clock_sample_periods
+        for name, at in list(self._answered_full.items()):
+            if now - at >= window:
+                del self._answered_full[name]
+        permdown_period = self.options.permdown_period
+        for name, (_, at) in list(self._permdowned.items()):
+            if now - at > permdown_period:
+                del self._permdowned[name]
+
+    def _detect_downs(self, now: float, out: Output) -> None:
+        options = self.options
+        for replica in list(self.replicas.values()):
+            silent = now - replica.last_heartbeat_at
+            if silent > options.permdown_period:
+                self._permdown(replica.ref, now, out)
+            elif silent > options.down and replica.status is Status.UP:
+                self._down(replica, out)
+
+    # -------------------------------------------------------------- receive
+
+    def receive(self, data: object, now: float) -> Output:
+        """Handle a message from another node (its wire form, as pubsub delivered it).
+
+        Invalid messages and messages of forgotten or older incarnations are dropped and
+        counted in :attr:`drops`; nothing a peer sends raises out of this method.
+        """
+        out = Output()
+        self.counters["messages_in"] += 1
+        options = self.options
+        try:
+            message = decode(
+                data,
+                pool_size=options.pool_size,
+                max_replicas=options.max_replicas,
+                max_entries=options.max_message_entries,
+            )
+        except MessageError:
+            self._count_drop("invalid")
+            return out
+        sender = message.sender
+        if sender[0] == self.node:
+            self._count_drop("from_own_name")
+            return out
+        gone = self._permdowned.get(sender[0])
+        if gone is not None and sender[1] <= gone[0]:
+            self._count_drop("from_permdowned")
+            return out
+        if isinstance(message, Heartbeat):
+            self._on_heartbeat(message, now, out)
+        elif isinstance(message, TransferRequest):
+            self._on_transfer_request(message, now, out)
+        elif isinstance(message, TransferAck):
+            self._on_transfer_ack(message, out)
+        else:
+            self._on_graceful_permdown(message, now, out)
+        return out
+
+    def _on_heartbeat(self, message: Heartbeat, now: float, out: Output) -> None:
+        sender = message.sender
+        delta = message.delta
+        if delta is not None and any(tag[0] != sender for tag in delta.values):
+            self._count_drop("foreign_values_in_heartbeat")
+            return
+        if not self._heard(sender, now, out):
+            return
+        if delta is not None:
+            out.report(*self.state.merge(delta))
+            self.generations.push(self.state, delta)
+        self._clockset = append_clock(self._clockset, (sender, message.clock))
+
+    def _heard(self, ref: Ref, now: float, out: Output) -> bool:
+        """Mark a heartbeat's sender up; False when the message must be dropped."""
+        name, vsn = ref
+        replica = self.replicas.get(name)
+        if replica is None:
+            if len(self.replicas) >= self.options.max_replicas:
+                self._count_drop("too_many_replicas")
+                return False
+            self.replicas[name] = Replica(name, vsn, now)
+            self._up(ref, out)
+            return True
+        if vsn == replica.vsn:
+            replica.last_heartbeat_at = now
+            if replica.status is Status.DOWN:
+                replica.status = Status.UP
+                self._up(ref, out)
+            return True
+        if vsn < replica.vsn:
+            self._count_drop("from_older_incarnation")
+            return False
+        # A restart: the old incarnation is gone for good.
+        self._permdown(replica.ref, now, out)
+        self.replicas[name] = Replica(name, vsn, now)
+        self._up(ref, out)
+        return True
+
+    def _on_transfer_request(self, message: TransferRequest, now: float, out: Output) -> None:
+        requester = message.sender
+        payload = self.generations.extract(self.state, requester, message.clock)
+        if isinstance(payload, Snapshot):
+            if requester[0] in self._answered_full:
+                self._count_drop("full_transfer_already_answered")
+                return
+            self._answered_full[requester[0]] = now
+            self.counters["transfers_answered_full"] += 1
+        self.counters["transfers_answered"] += 1
+        kind = "snapshot" if isinstance(payload, Snapshot) else "delta"
+        parts = split_payload(payload, self.options.transfer_part_values)
+        for i, data in enumerate(parts):
+            ack = TransferAck(self.ref, message.request, i, len(parts), kind, data)
+            self._send(out, ack, node=requester[0])
+
+    def _on_transfer_ack(self, message: TransferAck, out: Output) -> None:
+        pending = self._requests.get(message.request)
+        replica = self.replicas.get(message.sender[0])
+        if (
+            pending is None
+            or pending.responder != message.sender
+            or replica is None
+            or replica.ref != message.sender
+            or replica.status is not Status.UP
+        ):
+            self._count_drop("unexpected_transfer")
+            return
+        if pending.parts is None:
+            pending.parts = [None] * message.parts
+            pending.kind = message.kind
+        elif len(pending.parts) != message.parts or pending.kind != message.kind:
+            self._forget_request(message.request)
+            self._count_drop("inconsistent_transfer")
+            return
+        pending.parts[message.part] = message.data
+        if any(part is None for part in pending.parts):
+            return
+        parts = [part for part in pending.parts if part is not None]
+        self._forget_request(message.request)
+        try:
+            payload = join_payload(pending.kind, parts, self.options.max_message_entries)
+        except MessageError:
+            self._count_drop("invalid")
+            return
+        out.report(*self.state.merge(payload))
+        if isinstance(payload, Delta):
+            self.generations.push(self.state, payload)
+        else:
+            self.generations.reset()
+        self.counters["transfers_merged"] += 1
+
+    def _on_graceful_permdown(self, message: GracefulPermdown, now: float, out: Output) -> None:
+        replica = self.replicas.get(message.sender[0])
+        if replica is not None and replica.ref == message.sender:
+            self._permdown(replica.ref, now, out)
+
+    # ------------------------------------------------------------ replicas
+
+    def _up(self, ref: Ref, out: Output) -> None:
+        out.report(self.state.replica_up(ref), [])
+        out.events.append(ReplicaEvent("up", ref))
+
+    def _down(self, replica: Replica, out: Output) -> None:
+        replica.status = Status.DOWN
+        out.report([], self.state.replica_down(replica.ref))
+        out.events.append(ReplicaEvent("down", replica.ref))
+
+    def _permdown(self, ref: Ref, now: float, out: Output) -> None:
+        """Forget a replica; it is reported down first if it was up."""
+        name = ref[0]
+        replica = self.replicas.get(name)
+        if replica is not None and replica.ref == ref:
+            if replica.status is Status.UP:
+                self._down(replica, out)
+            del self.replicas[name]
+        out.report([], self.state.remove_down_replicas(ref))
+        self.generations.remove_down_replicas(ref)
+        known = self._permdowned.get(name)
+        if known is None or known[0] < ref[1]:
+            self._permdowned[name] = (ref[1], now)
+        request = self._asking.get(name)
+        if request is not None:
+            self._forget_request(request)
+        self._answered_full.pop(name, None)
+        out.events.append(ReplicaEvent("permdown", ref))
+
+    # -------------------------------------------------------------- helpers
+
+    def _forget_request(self, request: tuple[Ref, int]) -> None:
+        pending = self._requests.pop(request, None)
+        if pending is not None and self._asking.get(pending.responder[0]) == request:
+            del self._asking[pending.responder[0]]
+
+    def _send(self, out: Output, message: Any, node: str | None = None) -> None:
+        out.sends.append(Send(encode(message, self.options.pool_size), node))
+        self.counters["messages_out"] += 1
+
+    def _output_with(self, message: Any) -> Output:
+        out = Output()
+        self._send(out, message)
+        return out
+
+    def _count_drop(self, reason: str) -> None:
+        self.counters["dropped"] += 1
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def _new_ref(self) -> str:
+        """A ``phx_ref`` unique across nodes and restarts: vsn, shard and a counter."""
+        self._ref_counter += 1
+        raw = (
+            (self.vsn % 2**64).to_bytes(8, "big")
+            + (self.index % 2**16).to_bytes(2, "big")
+            + (self._ref_counter % 2**48).to_bytes(6, "big")
+        )
+        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, replicas and their status, presences held, pending delta size."""
+        return {
+            "ref": list(self.ref),
+            "replicas": {
+                name: {"vsn": r.vsn, "status": r.status.value}
+                for name, r in sorted(self.replicas.items())
+            },
+            "presences": len(self.state),
+            "pending_delta": self.state.delta.size() if self.state.has_delta() else 0,
+            "generations": [gen.size() for gen in self.generations.generations],
+            "transfers_outstanding": len(self._requests),
+            **self.counters,
+            "drops": dict(self.drops),
+        }

@@ -1,0 +1,320 @@
+"""The tracker's messages and their wire form: Phoenix.Tracker.Shard's, versioned. Pure.
+
+Every message is a dict of plain data (pubsub-zmq encodes it with orjson) with an
+envelope that says what it is and who sent it:
+
+========  ==============================================================================
+field     meaning
+========  ==============================================================================
+``v``     protocol version, :data:`PROTOCOL`; other versions are dropped and counted
+``t``     kind: ``hb`` heartbeat, ``treq`` transfer request, ``tack`` transfer answer
+          (one part of it), ``perm`` graceful permdown
+``from``  the sender's ref ``[node name, vsn]``
+``pool``  ``[pool_size, "crc32"]``: the sharding every node must share
+========  ==============================================================================
+
+and, by kind:
+
+* ``hb``: ``clock`` (the sender's context without down replicas, ``[[ref, clock], ...]``)
+  and ``delta`` (a :class:`crdt_state.Delta` wire form, or None for an empty heartbeat);
+* ``treq``: ``id`` (``[ref, counter]``, unique per requester) and ``clock``;
+* ``tack``: ``id`` (echoed), ``part`` and ``parts`` (a large answer travels in parts and
+  is merged once all have arrived), ``kind`` (``snapshot`` or ``delta``) and ``data``
+  (the payload's wire form; parts after the first carry only more ``values``);
+* ``perm``: nothing more.
+
+:func:`decode` checks all of it and raises :class:`MessageError` for anything else.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from crdt_state import Delta, Snapshot, WireError
+from tracker_zmq.replica import Ref
+
+__all__ = [
+    "HASH_NAME",
+    "PROTOCOL",
+    "GracefulPermdown",
+    "Heartbeat",
+    "Message",
+    "MessageError",
+    "TransferAck",
+    "TransferRequest",
+    "check_meta",
+    "decode",
+    "encode",
+    "join_payload",
+    "shard_for",
+    "split_payload",
+]
+
+PROTOCOL = 1
+"""The protocol version every message carries."""
+
+HASH_NAME = "crc32"
+"""The topic hash shards agree on: ``zlib.crc32`` of the topic's UTF-8 text."""
+
+RequestId = tuple[Ref, int]
+
+
+def shard_for(topic: str | int, pool_size: int) -> int:
+    """The shard of a topic: ``zlib.crc32`` of its text, modulo the pool size.
+
+    Stable across processes and machines (the built-in ``hash`` is salted per process),
+    so every node routes a topic to the same-numbered shard.
+    """
+    return zlib.crc32(str(topic).encode("utf-8")) % pool_size
+
+
+class MessageError(ValueError):
+    """A message from the network that is not a valid tracker message (dropped, counted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A replica's periodic message: its clock and the delta since its last heartbeat."""
+
+    sender: Ref
+    clock: dict[Any, int]
+    delta: Delta | None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRequest:
+    """A request for the state the sender is missing, with its clock."""
+
+    sender: Ref
+    request: RequestId
+    clock: dict[Any, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferAck:
+    """One part of a transfer answer; ``data`` is the payload's wire form (or a part)."""
+
+    sender: Ref
+    request: RequestId
+    part: int
+    parts: int
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class GracefulPermdown:
+    """The sender leaves for good: forget it now."""
+
+    sender: Ref
+
+
+Message = Heartbeat | TransferRequest | TransferAck | GracefulPermdown
+
+_KINDS = {Heartbeat: "hb", TransferRequest: "treq", TransferAck: "tack", GracefulPermdown: "perm"}
+
+
+def _ref_out(ref: Ref) -> list[Any]:
+    return [ref[0], ref[1]]
+
+
+def _clock_out(clock: Mapping[Any, int]) -> list[list[Any]]:
+    return [[list(r) if isinstance(r, tuple) else r, c] for r, c in clock.items()]
+
+
+def encode(message: Message, pool_size: int) -> dict[str, Any]:
+    """The wire form of a message (plain data), with its envelope.
+
+    Args:
+        message: The message.
+        pool_size: The sender's pool size, which every receiver checks.
+    """
+    out: dict[str, Any] = {
+        "v": PROTOCOL,
+        "t": _KINDS[type(message)],
+        "from": _ref_out(message.sender),
+        "pool": [pool_size, HASH_NAME],
+    }
+    if isinstance(message, Heartbeat):
+        out["clock"] = _clock_out(message.clock)
+        out["delta"] = None if message.delta is None else message.delta.to_wire()
+    elif isinstance(message, TransferRequest):
+        out["id"] = [_ref_out(message.request[0]), message.request[1]]
+        out["clock"] = _clock_out(message.clock)
+    elif isinstance(message, TransferAck):
+        out["id"] = [_ref_out(message.request[0]), message.request[1]]
+        out["part"] = message.part
+        out["parts"] = message.parts
+        out["kind"] = message.kind
+        out["data"] = message.data
+    return out
+
+
+def _int(value: object, what: str, minimum: int = 0) -> int:
+    if type(value) is not int or value < minimum or value > 2**63 - 1:
+        raise MessageError(f"{what} must be an int >= {minimum}, not {value!r:.60}")
+    return value
+
+
+def _ref(value: object, what: str = "a ref") -> Ref:
+    if type(value) is not list or len(value) != 2 or type(value[0]) is not str or not value[0]:
+        raise MessageError(f"{what} must be [node name, vsn], not {value!r:.60}")
+    return (value[0], _int(value[1], "a vsn"))
+
+
+def _clock(value: object, max_replicas: int) -> dict[Any, int]:
+    if type(value) is not list or len(value) > max_replicas:
+        raise MessageError(f"a clock must be a list of at most {max_replicas} entries")
+    out: dict[Any, int] = {}
+    for item in value:
+        if type(item) is not list or len(item) != 2:
+            raise MessageError(f"a clock entry must be [ref, clock], not {item!r:.60}")
+        ref = _ref(item[0])
+        if ref in out:
+            raise MessageError(f"ref {ref!r:.60} appears twice in a clock")
+        out[ref] = _int(item[1], "a clock")
+    return out
+
+
+def _request(value: object) -> RequestId:
+    if type(value) is not list or len(value) != 2:
+        raise MessageError(f"a request id must be [ref, counter], not {value!r:.60}")
+    return (_ref(value[0]), _int(value[1], "a request counter"))
+
+
+def decode(
+    data: object, *, pool_size: int, max_replicas: int = 1024, max_entries: int = 2_000_000
+) -> Message:
+    """Read and check a message; the payload of a transfer part is checked on assembly.
+
+    Args:
+        data: What pubsub delivered.
+        pool_size: This node's pool size: a message from a differently sharded node is
+            refused.
+        max_replicas: Most entries in a clock.
+        max_entries: Most values plus cloud tags in a heartbeat's delta.
+
+    Returns:
+        The message.
+
+    Raises:
+        MessageError: For anything that is not a valid message of this protocol.
+    """
+    if type(data) is not dict:
+        raise MessageError(f"a message must be a dict, not {type(data).__name__}")
+    if data.get("v") != PROTOCOL:
+        raise MessageError(f"unknown protocol version {data.get('v')!r:.20}")
+    pool = data.get("pool")
+    if pool != [pool_size, HASH_NAME]:
+        raise MessageError(f"sharding {pool!r:.40} differs from ours, [{pool_size}, {HASH_NAME}]")
+    kind = data.get("t")
+    sender = _ref(data.get("from"), "the sender")
+    try:
+        if kind == "hb":
+            delta = data.get("delta")
+            return Heartbeat(
+                sender,
+                _clock(data.get("clock"), max_replicas),
+                None
+                if delta is None
+                else Delta.from_wire(delta, max_size=max_entries, max_replicas=max_replicas),
+            )
+        if kind == "treq":
+            return TransferRequest(
+                sender, _request(data.get("id")), _clock(data.get("clock"), max_replicas)
+            )
+        if kind == "tack":
+            parts = _int(data.get("parts"), "parts", 1)
+            part = _int(data.get("part"), "part")
+            if part >= parts:
+                raise MessageError(f"part {part} of {parts}")
+            payload_kind = data.get("kind")
+            if payload_kind not in ("snapshot", "delta"):
+                raise MessageError(f"unknown payload kind {payload_kind!r:.20}")
+            payload = data.get("data")
+            if type(payload) is not dict:
+                raise MessageError("a transfer part's data must be a dict")
+            return TransferAck(sender, _request(data.get("id")), part, parts, payload_kind, payload)
+        if kind == "perm":
+            return GracefulPermdown(sender)
+    except WireError as exc:
+        raise MessageError(f"bad payload: {exc}") from exc
+    raise MessageError(f"unknown message kind {kind!r:.20}")
+
+
+def split_payload(payload: Snapshot | Delta, part_values: int) -> list[dict[str, Any]]:
+    """A payload's wire form cut into parts of at most ``part_values`` values each.
+
+    The first part carries every field; later parts carry only more ``values``.
+    """
+    data = payload.to_wire()
+    values = data["values"]
+    if len(values) <= part_values:
+        return [data]
+    first = dict(data, values=values[:part_values])
+    rest = [
+        {"values": values[i : i + part_values]}
+        for i in range(part_values, len(values), part_values)
+    ]
+    return [first, *rest]
+
+
+def join_payload(kind: str, parts: list[dict[str, Any]], max_entries: int) -> Snapshot | Delta:
+    """Assemble and check a payload from its parts (see :func:`split_payload`).
+
+    Raises:
+        MessageError: When the parts do not form a valid payload.
+    """
+    first = parts[0]
+    if len(parts) > 1:
+        values = list(first.get("values") or [])
+        for part in parts[1:]:
+            if set(part) != {"values"} or type(part["values"]) is not list:
+                raise MessageError("a later transfer part must carry only values")
+            values.extend(part["values"])
+        first = dict(first, values=values)
+    try:
+        if kind == "snapshot":
+            return Snapshot.from_wire(first, max_size=max_entries)
+        return Delta.from_wire(first, max_size=max_entries)
+    except WireError as exc:
+        raise MessageError(f"bad transfer payload: {exc}") from exc
+
+
+def check_meta(meta: object, _depth: int = 0) -> None:
+    """Check that a meta is JSON-able plain data, so that it never breaks a heartbeat.
+
+    Raises:
+        TypeError: For a meta that is not a dict with str keys holding only None, bool,
+            int, finite float, str, list and dict values (100 levels deep at most).
+    """
+    if type(meta) is not dict:
+        raise TypeError(f"a meta must be a dict, not {type(meta).__name__}")
+    _check_value(meta, 0)
+
+
+def _check_value(value: object, depth: int) -> None:
+    if depth > 100:
+        raise TypeError("a meta may nest at most 100 levels")
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is str:
+        return
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise TypeError(f"a meta may not hold {value!r}: JSON has no such number")
+        return
+    if kind is dict:
+        for k, v in value.items():  # type: ignore[attr-defined]
+            if type(k) is not str:
+                raise TypeError(f"meta keys must be str, not {type(k).__name__}")
+            _check_value(v, depth + 1)
+        return
+    if kind is list:
+        for v in value:  # type: ignore[attr-defined]
+            _check_value(v, depth + 1)
+        return
+    raise TypeError(f"a meta may not hold a {kind.__name__}: it must encode as JSON")

@@ -37,7 +37,9 @@ class Options:
             of a cluster must use the same.
         transfer_timeout: Seconds a transfer request stays outstanding; None:
             ``broadcast_period * clock_sample_periods * 2``.
-        transfer_part_values: Most values in one part of a full-state transfer.
+        transfer_part_values: Most values in one part of a transfer answer.
+        transfer_part_bytes: About the most bytes of values in one part; keep it well
+            under the PubSub's ``max_frame_bytes``.
         max_replicas: Most remote replicas a shard keeps; heartbeats of more are dropped.
         max_message_entries: Most values plus cloud tags accepted in one message.
     """
@@ -51,6 +53,7 @@ class Options:
     pool_size: int = 1
     transfer_timeout: float | None = None
     transfer_part_values: int = 20_000
+    transfer_part_bytes: int = 512 * 1024
     max_replicas: int = 1024
     max_message_entries: int = 2_000_000
 
@@ -62,6 +65,7 @@ class Options:
             "clock_sample_periods",
             "pool_size",
             "transfer_part_values",
+            "transfer_part_bytes",
             "max_replicas",
             "max_message_entries",
         ):

@@ -456,7 +456,9 @@ class Shard:
             self.counters["transfers_answered_full"] += 1
         self.counters["transfers_answered"] += 1
         kind = "snapshot" if isinstance(payload, Snapshot) else "delta"
-        parts = split_payload(payload, self.options.transfer_part_values)
+        parts = split_payload(
+            payload, self.options.transfer_part_values, self.options.transfer_part_bytes
+        )
         for i, data in enumerate(parts):
             ack = TransferAck(self.ref, message.request, i, len(parts), kind, data)
             self._send(out, ack, node=requester[0])

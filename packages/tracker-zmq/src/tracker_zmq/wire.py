@@ -246,21 +246,42 @@ def decode(
     raise MessageError(f"unknown message kind {kind!r:.20}")
 
 
-def split_payload(payload: Snapshot | Delta, part_values: int) -> list[dict[str, Any]]:
-    """A payload's wire form cut into parts of at most ``part_values`` values each.
+def split_payload(
+    payload: Snapshot | Delta, part_values: int, part_bytes: int = 512 * 1024
+) -> list[dict[str, Any]]:
+    """A payload's wire form cut into parts, so that each fits in one frame.
 
+    A part holds at most ``part_values`` values and about ``part_bytes`` bytes of them
+    once encoded (estimated from the values' text; a single larger value travels alone).
     The first part carries every field; later parts carry only more ``values``.
     """
     data = payload.to_wire()
     values = data["values"]
-    if len(values) <= part_values:
+    chunks: list[list[Any]] = []
+    chunk: list[Any] = []
+    size = 0
+    for value in values:
+        cost = _estimate(value)
+        if chunk and (len(chunk) >= part_values or size + cost > part_bytes):
+            chunks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(value)
+        size += cost
+    chunks.append(chunk)
+    if len(chunks) == 1:
         return [data]
-    first = dict(data, values=values[:part_values])
-    rest = [
-        {"values": values[i : i + part_values]}
-        for i in range(part_values, len(values), part_values)
-    ]
-    return [first, *rest]
+    return [dict(data, values=chunks[0]), *({"values": c} for c in chunks[1:])]
+
+
+def _estimate(value: object) -> int:
+    """Roughly the bytes ``value`` takes in JSON: a little more, never much less."""
+    if isinstance(value, str):
+        return len(value) * 2 + 2  # room for escapes
+    if isinstance(value, dict):
+        return 2 + sum(_estimate(k) + _estimate(v) + 2 for k, v in value.items())
+    if isinstance(value, list):
+        return 2 + sum(_estimate(v) + 1 for v in value)
+    return 24
 
 
 def join_payload(kind: str, parts: list[dict[str, Any]], max_entries: int) -> Snapshot | Delta:

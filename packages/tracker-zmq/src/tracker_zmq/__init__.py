@@ -1,7 +1,8 @@
 """Replicated presence tracker over ZeroMQ (a port of Phoenix.Tracker).
 
-The protocol core is :class:`Shard` (pure: no I/O, no clock); the asyncio layer that runs
-shards over pubsub-zmq is being built on top of it.
+:class:`Tracker` runs a pool of :class:`Shard` protocol machines (pure: no I/O, no clock)
+over pubsub-zmq with real timers; :mod:`tracker_zmq.testing` runs the same shards in a
+deterministic simulator.
 """
 
 from tracker_zmq.errors import (
@@ -14,6 +15,7 @@ from tracker_zmq.errors import (
 from tracker_zmq.options import Options
 from tracker_zmq.replica import Ref, Replica, Status
 from tracker_zmq.shard import Diff, Output, ReplicaEvent, Send, Shard
+from tracker_zmq.tracker import Tracker
 
 __version__ = "0.1.0"
 
@@ -30,6 +32,7 @@ __all__ = [
     "Send",
     "Shard",
     "Status",
+    "Tracker",
     "TrackerError",
     "TrackerNotRunning",
     "__version__",

@@ -1,0 +1,627 @@
+"""The tracker's asyncio layer: a port of ``Phoenix.Tracker`` (the pool) and the I/O half
+of ``Phoenix.Tracker.Shard``. Not pure: it owns the timers, the clock and the PubSub.
+
+Theory of operation
+-------------------
+A :class:`Tracker` runs ``pool_size`` pure :class:`~tracker_zmq.shard.Shard` machines on
+the running event loop. Shard ``i`` subscribes (unlinked) to the PubSub topic
+``"phx_presence:<name>_shard<i>"``, which the same-numbered shard of every other node
+also subscribes to. Everything a shard does comes back as an
+:class:`~tracker_zmq.shard.Output`; this layer only carries it out:
+
+* **sends** go out with ``broadcast_from`` (to the same shard of every other node) or
+  ``direct_broadcast`` (to one node);
+* **diffs** go into one ``asyncio.Queue`` per shard, whose consumer task calls the
+  handler in order; a handler's exception is logged, never raised into the shard;
+* **events** (replica up, down, permdown) are logged at ``log_level``.
+
+Incoming messages are handed to ``Shard.receive`` in the subscription callback, as they
+arrive. One timer task per shard calls ``Shard.tick`` at ``shard.next_tick``; when it
+wakes up more than a period late (a GC pause, a long merge, SIGSTOP) it first lets the
+event loop read the input that piled up (the stall rule: the shard then skips its down
+judgements for that tick), so a stalled node does not declare its peers dead.
+
+A node has one incarnation (``vsn``) for all its shards: ``time.time_ns()`` with random
+low bits, raised above any vsn this process used before for the same node name, so it
+only grows across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import inspect
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+from crdt_state import Key, Meta, Topic
+from pubsub_zmq import Overflow, PubSub, PubSubError, Subscription
+from tracker_zmq.errors import ConfigError, NoPresence, TrackerNotRunning
+from tracker_zmq.options import Options
+from tracker_zmq.shard import Diff, Output, Shard
+from tracker_zmq.wire import shard_for
+
+__all__ = ["DiffHandler", "Handler", "Tracker"]
+
+log = logging.getLogger("tracker_zmq")
+
+
+@runtime_checkable
+class DiffHandler(Protocol):
+    """An object that receives diffs through a ``handle_diff`` method (sync or async)."""
+
+    def handle_diff(self, diff: Diff) -> Awaitable[object] | object:
+        """Called with ``{topic: (joins, leaves)}`` after each change."""
+
+
+Handler: TypeAlias = Callable[[Diff], Awaitable[object] | object] | DiffHandler
+"""A diff handler: a (sync or async) callable, or an object with ``handle_diff``."""
+
+OwnerArg: TypeAlias = str | int | asyncio.Task[Any]
+"""An owner as given to the Tracker: a str or int id, or an asyncio Task."""
+
+_NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
+_PERMDOWN_SENDS = 3
+_STALL_DRAIN_ROUNDS = 10
+_STALL_DRAIN_SLEEP = 0.002
+_HANDLER_DRAIN_TIMEOUT = 5.0
+
+# the highest vsn this process gave each node name, so a tracker restarted in the same
+# process (and the same nanosecond) still gets a larger one
+_last_vsn: dict[str, int] = {}
+
+
+def _new_vsn(node: str, floor: int, rng: random.Random) -> int:
+    vsn = (max(time.time_ns(), floor) & ~0xFFFF) | rng.getrandbits(16)
+    last = _last_vsn.get(node)
+    if last is not None and vsn <= last:
+        vsn = ((last >> 16) + 1) << 16 | rng.getrandbits(16)
+    _last_vsn[node] = vsn
+    return vsn
+
+
+def _check_id(name: str, value: object) -> None:
+    if type(value) is not str and type(value) is not int:
+        raise TypeError(f"{name} must be a str or an int, not {type(value).__name__}")
+
+
+class _Runner:
+    """One shard with its subscription, timer task and diff queue."""
+
+    __slots__ = ("index", "queue", "shard", "sub", "tasks", "topic")
+
+    def __init__(self, shard: Shard, topic: str) -> None:
+        self.shard = shard
+        self.index = shard.index
+        self.topic = topic
+        self.sub: Subscription | None = None
+        self.queue: asyncio.Queue[Diff] = asyncio.Queue()
+        self.tasks: list[asyncio.Task[None]] = []
+
+
+class Tracker:
+    """A replicated presence tracker on a running :class:`~pubsub_zmq.PubSub`.
+
+    Start it with ``async with tracker`` (or ``await tracker.start()``) on the PubSub's
+    event loop; its methods are plain methods, called on that loop's thread while it
+    runs. Periods are in seconds.
+
+    Args:
+        pubsub: The node's PubSub (started before the tracker, stopped after it).
+        name: The tracker's name; trackers of the same name on different nodes
+            replicate with each other.
+        handler: Called with ``{topic: (joins, leaves)}`` after each change, in order,
+            from one queue per shard: a sync or async callable, or an object with such
+            a ``handle_diff`` method. Its exceptions are logged, never raised.
+        pool_size: Number of shards; every node of a cluster must use the same.
+        broadcast_period: Seconds between ticks (heartbeats, sampling, down detection).
+        max_silent_periods: Quiet ticks before an empty heartbeat is sent anyway.
+        down_period: Seconds of silence before a replica is down; None:
+            ``broadcast_period * max_silent_periods * 2``. Must exceed
+            ``(max_silent_periods + 1) * broadcast_period``.
+        permdown_period: Seconds of silence before a replica is forgotten; must exceed
+            ``down_period``.
+        clock_sample_periods: Ticks between clock comparisons (transfer requests).
+        max_delta_sizes: Caps of the delta generations kept to answer transfers.
+        permdown_on_shutdown: Whether :meth:`stop` runs :meth:`graceful_permdown`, so
+            peers drop this node's presences at once instead of after ``down_period``.
+        log_level: Level of the replica up / down / permdown log lines.
+
+    Raises:
+        ConfigError: An option is invalid or inconsistent (also a ValueError), or the
+            handler is neither callable nor has a callable ``handle_diff``.
+    """
+
+    def __init__(
+        self,
+        pubsub: PubSub,
+        name: str = "presence",
+        handler: Handler | None = None,
+        pool_size: int = 1,
+        broadcast_period: float = 1.5,
+        max_silent_periods: int = 10,
+        down_period: float | None = None,
+        permdown_period: float = 1200,
+        clock_sample_periods: int = 2,
+        max_delta_sizes: tuple[int, ...] = (100, 1000, 10000),
+        permdown_on_shutdown: bool = False,
+        log_level: int = logging.DEBUG,
+    ) -> None:
+        if not isinstance(pubsub, PubSub):
+            raise ConfigError(f"pubsub must be a PubSub, not {type(pubsub).__name__}")
+        if type(name) is not str or not name or "\0" in name:
+            raise ConfigError(f"name must be a non-empty str, not {name!r}")
+        if type(permdown_on_shutdown) is not bool:
+            raise ConfigError(f"permdown_on_shutdown must be a bool, not {permdown_on_shutdown!r}")
+        if type(log_level) is not int:
+            raise ConfigError(f"log_level must be an int logging level, not {log_level!r}")
+        self._handle = self._resolve_handler(handler)
+        self.options = Options(
+            broadcast_period=broadcast_period,
+            max_silent_periods=max_silent_periods,
+            down_period=down_period,
+            permdown_period=permdown_period,
+            clock_sample_periods=clock_sample_periods,
+            max_delta_sizes=max_delta_sizes,
+            pool_size=pool_size,
+        )
+        self.name = name
+        self.pubsub = pubsub
+        self.permdown_on_shutdown = permdown_on_shutdown
+        self.log_level = log_level
+        self._rng = random.Random()
+        self._state = _NEW
+        self._runners: list[_Runner] = []
+        self.vsn = 0
+        self._task_ids: dict[asyncio.Task[Any], str] = {}
+        self._owner_counter = 0
+        self.counters: dict[str, int] = {
+            "handler_errors": 0,
+            "receive_errors": 0,
+            "send_errors": 0,
+            "overflows": 0,
+            "diffs_reported": 0,
+        }
+
+    @staticmethod
+    def _resolve_handler(
+        handler: Handler | None,
+    ) -> Callable[[Diff], Awaitable[object] | object] | None:
+        if handler is None:
+            return None
+        method = getattr(handler, "handle_diff", None)
+        if callable(method):
+            return method  # type: ignore[no-any-return]
+        if callable(handler):
+            return handler
+        raise ConfigError(
+            "handler must be a callable or an object with a handle_diff method, "
+            f"not {type(handler).__name__}"
+        )
+
+    # ------------------------------------------------------------ life cycle
+
+    @property
+    def running(self) -> bool:
+        """Whether the tracker is started and not stopping or stopped."""
+        return self._state == _RUNNING
+
+    @property
+    def node(self) -> str:
+        """This node's name (the PubSub's)."""
+        return self.pubsub.node_name
+
+    async def __aenter__(self) -> Tracker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Make the shards, subscribe them and start their timers.
+
+        Raises:
+            TrackerNotRunning: The tracker was already started, or the PubSub is not
+                running.
+        """
+        if self._state != _NEW:
+            raise TrackerNotRunning(f"tracker {self.name!r} can start only once")
+        if not self.pubsub.running:
+            raise TrackerNotRunning("start the PubSub before the tracker")
+        node = self.pubsub.node_name
+        self.vsn = _new_vsn(node, self.pubsub.incarnation, self._rng)
+        now = time.monotonic()
+        for i in range(self.options.pool_size):
+            shard = Shard(node, self.vsn, i, self.options, random.Random(self._rng.random()))
+            runner = _Runner(shard, f"phx_presence:{self.name}_shard{i}")
+            self._runners.append(runner)
+            runner.sub = self.pubsub.subscribe(
+                runner.topic, callback=self._receiver(runner), link=False
+            )
+            shard.start(now)
+        self._state = _RUNNING
+        for runner in self._runners:
+            runner.tasks.append(asyncio.create_task(self._tick_loop(runner)))
+            runner.tasks.append(asyncio.create_task(self._handler_loop(runner)))
+
+    async def stop(self) -> None:
+        """Stop the tracker: its timers, subscriptions and handler tasks. Idempotent.
+
+        With ``permdown_on_shutdown`` this is :meth:`graceful_permdown`. Otherwise peers
+        see this node go silent: its presences leave after ``down_period``. Diffs already
+        queued are delivered to the handler first (for at most a few seconds).
+        """
+        if self._state == _RUNNING and self.permdown_on_shutdown:
+            await self.graceful_permdown()
+            return
+        if self._state in (_STOPPING, _STOPPED):
+            return
+        await self._shutdown()
+
+    async def graceful_permdown(self) -> None:
+        """Tell every peer to forget this node now, then stop the tracker.
+
+        Each shard broadcasts its graceful-permdown message a few times, one
+        ``broadcast_period`` apart, so one lost message does not leave its presences
+        hanging until ``down_period``. Peers report the leaves at once.
+
+        Raises:
+            TrackerNotRunning: The tracker is not running.
+        """
+        self._check_running()
+        self._state = _STOPPING
+        for runner in self._runners:
+            self._cancel_tick(runner)
+        outputs = [runner.shard.graceful_permdown() for runner in self._runners]
+        try:
+            for round_ in range(_PERMDOWN_SENDS):
+                if round_:
+                    await asyncio.sleep(self.options.broadcast_period)
+                for runner, out in zip(self._runners, outputs, strict=True):
+                    self._send(runner, out)
+                with contextlib.suppress(PubSubError):
+                    await self.pubsub.flush()
+        finally:
+            await self._shutdown()
+
+    def _cancel_tick(self, runner: _Runner) -> None:
+        if runner.tasks:
+            runner.tasks[0].cancel()
+
+    async def _shutdown(self) -> None:
+        self._state = _STOPPING
+        ticks = [runner.tasks[0] for runner in self._runners if runner.tasks]
+        for task in ticks:
+            task.cancel()
+        await asyncio.gather(*ticks, return_exceptions=True)
+        for runner in self._runners:
+            if runner.sub is not None:
+                with contextlib.suppress(PubSubError):
+                    self.pubsub.unsubscribe(runner.sub)
+                runner.sub = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_HANDLER_DRAIN_TIMEOUT):
+                for runner in self._runners:
+                    await runner.queue.join()
+        handlers = [task for runner in self._runners for task in runner.tasks[1:]]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        for runner in self._runners:
+            runner.tasks.clear()
+        for task, _ in list(self._task_ids.items()):
+            task.remove_done_callback(self._owner_done)
+        self._task_ids.clear()
+        self._state = _STOPPED
+
+    def _check_running(self) -> None:
+        if self._state != _RUNNING:
+            raise TrackerNotRunning(f"tracker {self.name!r} is {self._state}, not running")
+
+    # -------------------------------------------------------------- the API
+
+    def track(self, owner: OwnerArg, topic: Topic, key: Key, meta: Meta) -> str:
+        """Track a presence of ``owner`` under ``key`` in ``topic``.
+
+        The meta gets a ``phx_ref`` (unique across nodes and restarts). Local handlers
+        see the join soon after (not before this returns); peers see it with the next
+        heartbeat. An asyncio Task as ``owner`` is untracked when it finishes.
+
+        Returns:
+            The new ``phx_ref``.
+
+        Raises:
+            AlreadyTracked: This node already tracks (owner, topic, key).
+            TypeError: An id is not a str or an int, or the meta does not encode.
+            TrackerNotRunning: The tracker is not running.
+        """
+        self._check_running()
+        _check_id("topic", topic)
+        runner = self._runner(topic)
+        owner_id = self._owner_id(owner, create=True)
+        assert owner_id is not None
+        ref, out = runner.shard.track(owner_id, topic, key, meta)
+        self._apply(runner, out)
+        return ref
+
+    def untrack(self, owner: OwnerArg, topic: Topic | None = None, key: Key | None = None) -> None:
+        """Stop tracking one presence, or with only ``owner`` every presence of it.
+
+        Nothing happens for a presence that is not tracked.
+
+        Raises:
+            TypeError: ``topic`` given without ``key`` (or the reverse), or a bad id.
+            TrackerNotRunning: The tracker is not running.
+        """
+        self._check_running()
+        if (topic is None) != (key is None):
+            raise TypeError("untrack takes owner, or owner, topic and key")
+        if topic is None:
+            owner_id = self._owner_id(owner, create=False)
+            if isinstance(owner, asyncio.Task):
+                self._forget_task(owner)
+            if owner_id is not None:
+                self._untrack_owner(owner_id)
+            return
+        assert key is not None
+        _check_id("topic", topic)
+        owner_id = self._owner_id(owner, create=False)
+        if owner_id is None:
+            return
+        runner = self._runner(topic)
+        self._apply(runner, runner.shard.untrack(owner_id, topic, key))
+
+    def update(
+        self,
+        owner: OwnerArg,
+        topic: Topic,
+        key: Key,
+        meta: Meta | Callable[[Meta], Meta],
+    ) -> str:
+        """Replace a presence's meta, or pass a function that gets a copy of the old one.
+
+        The new meta gets a new ``phx_ref`` and the old one's as ``phx_ref_prev``.
+
+        Returns:
+            The new ``phx_ref``.
+
+        Raises:
+            NoPresence: This node does not track (owner, topic, key).
+            TypeError: A bad id, or a new meta that does not encode.
+            TrackerNotRunning: The tracker is not running.
+        """
+        self._check_running()
+        _check_id("topic", topic)
+        owner_id = self._owner_id(owner, create=False)
+        if owner_id is None:
+            raise NoPresence(f"owner {owner!r} tracks no {key!r} in topic {topic!r}")
+        runner = self._runner(topic)
+        ref, out = runner.shard.update(owner_id, topic, key, meta)
+        self._apply(runner, out)
+        return ref
+
+    def list(self, topic: Topic) -> list[tuple[Key, Meta]]:
+        """Every visible presence of ``topic``, cluster-wide, as ``(key, meta)``.
+
+        Raises:
+            TrackerNotRunning: The tracker is not running.
+        """
+        self._check_running()
+        _check_id("topic", topic)
+        return self._runner(topic).shard.list(topic)
+
+    def get_by_key(self, topic: Topic, key: Key) -> builtins.list[tuple[str | int, Meta]]:
+        """Every visible presence of ``key`` in ``topic`` as ``(owner, meta)``.
+
+        Owners that were Tasks appear as the string ids that stood in for them.
+
+        Raises:
+            TrackerNotRunning: The tracker is not running.
+        """
+        self._check_running()
+        _check_id("topic", topic)
+        return self._runner(topic).shard.get_by_key(topic, key)
+
+    @contextlib.asynccontextmanager
+    async def tracking(
+        self, owner: OwnerArg, topic: Topic, key: Key, meta: Meta
+    ) -> AsyncIterator[str]:
+        """Track a presence for the duration of an ``async with`` block.
+
+        Yields:
+            The presence's ``phx_ref``.
+        """
+        ref = self.track(owner, topic, key, meta)
+        try:
+            yield ref
+        finally:
+            if self._state == _RUNNING:
+                self.untrack(owner, topic, key)
+
+    def owner_id(self, owner: OwnerArg) -> str | int | None:
+        """The id that stands for ``owner`` in results: itself, or a Task's string id.
+
+        None for a Task that tracks nothing here.
+        """
+        return self._owner_id(owner, create=False)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the tracker and of each shard, and their totals.
+
+        Returns:
+            A dict with ``name``, ``node``, ``vsn``, ``pool_size``, ``running``, the
+            tracker's own counters (handler errors and so on), ``replicas`` (each remote
+            node's vsn and status, merged over the shards: ``"mixed"`` when the shards
+            disagree), ``totals`` (the shards' counters summed, with ``presences`` and
+            ``drops``) and ``shards`` (each shard's own stats).
+        """
+        shards = [runner.shard.stats() for runner in self._runners]
+        totals: dict[str, Any] = {}
+        drops: dict[str, int] = {}
+        replicas: dict[str, dict[str, Any]] = {}
+        for stats in shards:
+            for field, value in stats.items():
+                if type(value) is int:
+                    totals[field] = totals.get(field, 0) + value
+            for reason, count in stats["drops"].items():
+                drops[reason] = drops.get(reason, 0) + count
+            for node, info in stats["replicas"].items():
+                seen = replicas.get(node)
+                if seen is None:
+                    replicas[node] = dict(info)
+                    continue
+                if info["vsn"] > seen["vsn"]:
+                    seen["vsn"] = info["vsn"]
+                if info["status"] != seen["status"]:
+                    seen["status"] = "mixed"
+        totals["drops"] = drops
+        return {
+            "name": self.name,
+            "node": self.pubsub.node_name,
+            "vsn": self.vsn,
+            "pool_size": self.options.pool_size,
+            "running": self.running,
+            **self.counters,
+            "replicas": dict(sorted(replicas.items())),
+            "totals": totals,
+            "shards": shards,
+        }
+
+    # -------------------------------------------------------------- owners
+
+    def _owner_id(self, owner: OwnerArg, *, create: bool) -> str | int | None:
+        if not isinstance(owner, asyncio.Task):
+            _check_id("owner", owner)
+            return owner
+        owner_id = self._task_ids.get(owner)
+        if owner_id is None and create:
+            self._owner_counter += 1
+            owner_id = f"{self.pubsub.node_name}:{self.vsn}:{self._owner_counter}"
+            self._task_ids[owner] = owner_id
+            owner.add_done_callback(self._owner_done)
+        return owner_id
+
+    def _forget_task(self, task: asyncio.Task[Any]) -> None:
+        if self._task_ids.pop(task, None) is not None:
+            task.remove_done_callback(self._owner_done)
+
+    def _owner_done(self, task: asyncio.Task[Any]) -> None:
+        # Phoenix links the tracked pid: its death untracks all of its presences
+        owner_id = self._task_ids.pop(task, None)
+        if owner_id is not None and self._state == _RUNNING:
+            self._untrack_owner(owner_id)
+
+    def _untrack_owner(self, owner_id: str | int) -> None:
+        for runner in self._runners:
+            self._apply(runner, runner.shard.untrack_owner(owner_id))
+
+    # ---------------------------------------------------------------- I/O
+
+    def _runner(self, topic: Topic) -> _Runner:
+        return self._runners[shard_for(topic, self.options.pool_size)]
+
+    def _receiver(self, runner: _Runner) -> Callable[[Any], None]:
+        def receive(message: Any) -> None:
+            if self._state != _RUNNING:
+                return
+            if isinstance(message, Overflow):
+                self.counters["overflows"] += 1
+                log.warning(
+                    "tracker %r shard %d: %d messages dropped (subscription overflow)",
+                    self.name,
+                    runner.index,
+                    message.dropped,
+                )
+                return
+            try:
+                out = runner.shard.receive(message, time.monotonic())
+            except Exception:
+                self.counters["receive_errors"] += 1
+                log.exception("tracker %r shard %d: receive failed", self.name, runner.index)
+                return
+            self._apply(runner, out)
+
+        return receive
+
+    async def _tick_loop(self, runner: _Runner) -> None:
+        shard = runner.shard
+        period = self.options.broadcast_period
+        while True:
+            due = shard.next_tick if shard.next_tick is not None else time.monotonic()
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if time.monotonic() - due > period:
+                await self._drain_input(runner)
+            try:
+                out = shard.tick(time.monotonic())
+            except Exception:
+                # never let a bug kill the heartbeat: log, count, try again next period
+                self.counters["receive_errors"] += 1
+                log.exception("tracker %r shard %d: tick failed", self.name, runner.index)
+                shard.next_tick = time.monotonic() + period
+                continue
+            self._apply(runner, out)
+
+    async def _drain_input(self, runner: _Runner) -> None:
+        """After a stall, let the loop read what piled up before the shard judges."""
+        # a few short real sleeps, not bare yields: after a SIGSTOP the frames sit in the
+        # kernel until ZeroMQ's I/O thread reads them, and the PubSub then needs loop
+        # turns to decode and dispatch them
+        shard = runner.shard
+        for round_ in range(_STALL_DRAIN_ROUNDS):
+            before = shard.counters["messages_in"]
+            await asyncio.sleep(_STALL_DRAIN_SLEEP)
+            if round_ >= 2 and shard.counters["messages_in"] == before:
+                return
+
+    def _apply(self, runner: _Runner, out: Output) -> None:
+        if out.sends:
+            self._send(runner, out)
+        if out.diff:
+            self.counters["diffs_reported"] += 1
+            runner.queue.put_nowait(out.diff)
+        for event in out.events:
+            log.log(
+                self.log_level,
+                "tracker %r shard %d on %s: replica %s:%d %s",
+                self.name,
+                runner.index,
+                self.pubsub.node_name,
+                event.ref[0],
+                event.ref[1],
+                event.kind,
+            )
+
+    def _send(self, runner: _Runner, out: Output) -> None:
+        sub = runner.sub
+        for send in out.sends:
+            try:
+                if send.node is None:
+                    if sub is not None:
+                        self.pubsub.broadcast_from(sub, runner.topic, send.message)
+                else:
+                    self.pubsub.direct_broadcast(send.node, runner.topic, send.message)
+            except (PubSubError, TypeError, ValueError) as exc:
+                self.counters["send_errors"] += 1
+                log.warning("tracker %r shard %d: send failed: %s", self.name, runner.index, exc)
+
+    async def _handler_loop(self, runner: _Runner) -> None:
+        queue = runner.queue
+        while True:
+            diff = await queue.get()
+            try:
+                if self._handle is not None:
+                    result = self._handle(diff)
+                    if inspect.isawaitable(result):
+                        await result
+            except Exception:
+                self.counters["handler_errors"] += 1
+                log.exception("tracker %r shard %d: handler raised", self.name, runner.index)
+            finally:
+                queue.task_done()

@@ -1,0 +1,191 @@
+"""tracker-zmq with every node in its own process on 127.0.0.1 (marked ``cluster``).
+
+Nodes run ``tests/tracker_node.py`` (PubSub + Tracker, broadcast_period 0.1 s,
+max_silent_periods 3, down_period 1 s, permdown_period 5 s) and are driven over
+stdin/stdout: convergence, SIGKILL and restart, graceful permdown, and a SIGSTOPped
+node (the stall rule). Every wait is on a condition with a deadline, and every process
+is killed at teardown, also on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+NODE = Path(__file__).with_name("tracker_node.py")
+PERIOD = 0.1
+DOWN = 1.0
+# process scheduling and the test's own polling over the pipes
+SLACK = 0.5
+
+
+class Node:
+    """A tracker node process and its command pipe."""
+
+    def __init__(self, name: str, peers: tuple[str, ...] = (), *options: str) -> None:
+        cmd = [sys.executable, str(NODE), "--name", name, *options]
+        for peer in peers:
+            cmd += ["--peer", peer]
+        self.name = name
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+        ready = self._read(20.0)
+        assert ready["ready"] == name
+        self.endpoint: str = ready["endpoint"]
+        self.vsn: int = ready["vsn"]
+
+    def _read(self, timeout: float) -> Any:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                raise AssertionError(f"node {self.name} did not answer within {timeout} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"node {self.name} exited (code {self.proc.poll()})")
+        return json.loads(line)
+
+    def call(self, cmd: str, timeout: float = 10.0, **args: Any) -> Any:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+        self.proc.stdin.flush()
+        result = self._read(timeout)
+        assert not (isinstance(result, dict) and "error" in result), result
+        return result
+
+    def keys(self, topic: str | int) -> set[str]:
+        return {key for key, _ in self.call("list", topic=topic)}
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.call("stop", timeout=5)
+                self.proc.wait(5)
+            except (AssertionError, OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., Node]]:
+    nodes: list[Node] = []
+
+    def start(name: str, peers: tuple[str, ...] = (), *options: str) -> Node:
+        node = Node(name, peers, *options)
+        nodes.append(node)
+        return node
+
+    try:
+        yield start
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def replicas(node: Node) -> dict[str, Any]:
+    result: dict[str, Any] = node.call("stats")["replicas"]
+    return result
+
+
+def test_converge_sigkill_down_and_restart(spawn: Callable[..., Node]) -> None:
+    a = spawn("a")
+    b = spawn("b", (a.endpoint,))
+    c = spawn("c", (b.endpoint,))  # knows only b: finds a by gossip
+    nodes = [a, b, c]
+    for node in nodes:
+        node.call("track", owner="u", topic="room", key=node.name, meta={"n": node.name})
+    wait_until(lambda: all(n.keys("room") == {"a", "b", "c"} for n in nodes), what="convergence")
+    assert all(replicas(n)[c.name] == {"vsn": c.vsn, "status": "up"} for n in (a, b))
+
+    # SIGKILL: no goodbye; peers judge c down after down_period of silence
+    c.kill()
+    killed = time.monotonic()
+    wait_until(lambda: all(n.keys("room") == {"a", "b"} for n in (a, b)), 5.0, "c down")
+    took = time.monotonic() - killed
+    assert took <= DOWN + PERIOD + SLACK, took
+    for node in (a, b):
+        assert replicas(node)["c"]["status"] == "down"
+        leaves = [k for t, _, ls in node.call("diffs") if t == "room" for k, _ in ls]
+        assert leaves == ["c"]
+
+    # restart under the same name: a new replica (new vsn); the old one is permdowned
+    c2 = spawn("c", (a.endpoint,))
+    assert c2.vsn > c.vsn
+    c2.call("track", owner="u", topic="room", key="c2", meta={})
+    wait_until(
+        lambda: all(n.keys("room") == {"a", "b", "c2"} for n in (a, b, c2)),
+        what="the restarted node's join and its transfer",
+    )
+    for node in (a, b):
+        assert replicas(node)["c"] == {"vsn": c2.vsn, "status": "up"}
+
+
+def test_graceful_permdown_seen_at_once(spawn: Callable[..., Node]) -> None:
+    slow = ("--down-period", "5", "--permdown-period", "20")
+    a = spawn("a", (), *slow)
+    b = spawn("b", (a.endpoint,), *slow)
+    c = spawn("c", (a.endpoint,), *slow)
+    for node in (a, b, c):
+        node.call("track", owner=1, topic=7, key=node.name, meta={})
+    wait_until(lambda: all(n.keys(7) == {"a", "b", "c"} for n in (a, b, c)), what="joins")
+    start = time.monotonic()
+    b.call("permdown")
+    wait_until(lambda: a.keys(7) == {"a", "c"} and c.keys(7) == {"a", "c"}, 2.0, "leave")
+    assert time.monotonic() - start < 2.0  # far below down_period (5 s)
+    assert "b" not in replicas(a)
+    assert "b" not in replicas(c)
+
+
+def test_stalled_node_does_not_declare_peers_down(spawn: Callable[..., Node]) -> None:
+    a = spawn("a")
+    b = spawn("b", (a.endpoint,))
+    for node in (a, b):
+        node.call("track", owner="u", topic="room", key=node.name, meta={})
+    wait_until(lambda: all(n.keys("room") == {"a", "b"} for n in (a, b)), what="joins")
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        # a sees b silent: down after down_period; by then b is stalled for longer
+        # than down_period itself
+        wait_until(lambda: a.keys("room") == {"a"}, 5.0, "b down on a")
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: a.keys("room") == {"a", "b"}, 5.0, "b up again on a")
+    # b read what piled up before judging: it never saw a leave
+    assert b.keys("room") == {"a", "b"}
+    leaves = [k for t, _, ls in b.call("diffs") if t == "room" for k, _ in ls]
+    assert leaves == []
+    assert replicas(b)["a"]["status"] == "up"

@@ -563,3 +563,44 @@ TestClusterMachine.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_a_partition_longer_than_permdown_heals_without_waiting_another_permdown() -> None:
+    cluster = Cluster(PHOENIX, seed=22, nodes=["a", "b", "c"])
+    cluster.track("a", "pid-a", TOPIC, "alice", {})
+    cluster.track("c", "pid-c", TOPIC, "carol", {})
+    assert cluster.settle()
+    cluster.network.partition({"a"}, {"b", "c"})
+    # long enough for each side to forget the other, healed right after
+    cluster.run_for(PHOENIX.permdown_period + PHOENIX.broadcast_period * 3)
+    assert replica(cluster, "b", "a") is None
+    assert replica(cluster, "a", "c") is None
+    cluster.untrack("c", "pid-c", TOPIC, "carol")  # changes on both sides of the split
+    cluster.track("a", "pid-a2", TOPIC, "anna", {})
+    cluster.network.heal()
+    took = run_until_true(
+        cluster,
+        lambda: all(keys(cluster.list(n, TOPIC)) == ["alice", "anna"] for n in ("a", "b", "c")),
+        timeout=PHOENIX.permdown_period * 2,
+    )
+    assert took < PHOENIX.down * 2  # not another permdown_period of ignoring each other
+    assert replica(cluster, "b", "a").status is Status.UP
+
+
+def test_late_messages_of_a_permdowned_replica_are_still_dropped() -> None:
+    cluster = Cluster(PHOENIX, seed=23, nodes=["a", "b"])
+    cluster.track("a", "pid", TOPIC, "alice", {})
+    assert cluster.settle()
+    b = cluster.node("b").shards[0]
+    cluster.graceful_permdown("a")
+    run_until_true(cluster, lambda: replica(cluster, "b", "a") is None, timeout=1.0)
+    gone = cluster.node("a").shards[0]
+    gone.track("pid-2", TOPIC, "late", {})
+    late = gone.tick(cluster.now)  # a heartbeat still in flight after the permdown
+    assert late.sends
+    before = b.drops.get("from_permdowned", 0)
+    for send in late.sends:
+        b.receive(send.message, cluster.now)
+    assert b.drops.get("from_permdowned", 0) == before + len(late.sends)
+    assert replica(cluster, "b", "a") is None
+    assert cluster.list("b", TOPIC) == []

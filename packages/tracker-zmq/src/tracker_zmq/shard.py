@@ -26,9 +26,10 @@ Where this differs from Phoenix (DESIGN.md): requests are matched to answers and
 out; one full snapshot per requester per sampling window; a heartbeat carrying values
 of another replica is dropped; messages from a ref at or below the highest vsn
 permdowned for its name are dropped, so a late message never brings back a forgotten
-replica; a tick that runs more than a period late skips its down judgements, so a
-stalled node does not declare the world dead; replicas already down are not reported
-down again.
+replica (but a heartbeat of that very vsn, long after, is a live node cut off for longer
+than ``permdown_period``, and is taken back); a tick that runs more than a period late
+skips its down judgements, so a stalled node does not declare the world dead; replicas
+already down are not reported down again.
 """
 
 from __future__ import annotations
@@ -394,8 +395,10 @@ class Shard:
             return out
         gone = self._permdowned.get(sender[0])
         if gone is not None and sender[1] <= gone[0]:
-            self._count_drop("from_permdowned")
-            return out
+            if not self._alive_again(message, gone, now):
+                self._count_drop("from_permdowned")
+                return out
+            del self._permdowned[sender[0]]
         if isinstance(message, Heartbeat):
             self._on_heartbeat(message, now, out)
         elif isinstance(message, TransferRequest):
@@ -405,6 +408,21 @@ class Shard:
         else:
             self._on_graceful_permdown(message, now, out)
         return out
+
+    def _alive_again(self, message: object, gone: tuple[int, float], now: float) -> bool:
+        """Whether a message of a permdowned ref shows that replica alive, not late.
+
+        Messages still in flight arrive within moments of a permdown; a heartbeat of the
+        very vsn that was permdowned, more than ``down_period`` later, comes from a node
+        that was cut off (a partition, a pause) longer than ``permdown_period``. It is
+        taken back as a new replica and repaired by a transfer, instead of being ignored
+        for another ``permdown_period``. Older vsns stay ignored: they are dead.
+        """
+        return (
+            isinstance(message, Heartbeat)
+            and message.sender[1] == gone[0]
+            and now - gone[1] > self.options.down
+        )
 
     def _on_heartbeat(self, message: Heartbeat, now: float, out: Output) -> None:
         sender = message.sender

@@ -532,6 +532,11 @@ class PubSub:
         return self._curve.public if self._curve is not None else None
 
     @property
+    def max_frame_bytes(self) -> int:
+        """The largest frame this node sends or accepts, in bytes."""
+        return self._max_frame_bytes
+
+    @property
     def running(self) -> bool:
         """Whether the node is started and not stopped."""
         return self._state == _RUNNING

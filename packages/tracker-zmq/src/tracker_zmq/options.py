@@ -35,8 +35,8 @@ class Options:
         max_delta_sizes: Caps of the delta generations kept to answer transfers.
         pool_size: Number of shards; topics map to shards by a stable hash. Every node
             of a cluster must use the same.
-        transfer_timeout: Seconds a transfer request stays outstanding; None:
-            ``broadcast_period * clock_sample_periods * 2``.
+        transfer_timeout: Seconds a transfer request stays outstanding without a part of
+            its answer arriving; None: ``down_period``.
         transfer_part_values: Most values in one part of a transfer answer.
         transfer_part_bytes: About the most bytes of values in one part; keep it well
             under the PubSub's ``max_frame_bytes``.
@@ -97,8 +97,7 @@ class Options:
                 f"down_period ({self.down_period} s)"
             )
         if self.transfer_timeout is None:
-            timeout = self.broadcast_period * self.clock_sample_periods * 2
-            object.__setattr__(self, "transfer_timeout", timeout)
+            object.__setattr__(self, "transfer_timeout", self.down_period)
         _positive_number("transfer_timeout", self.transfer_timeout)
 
     @property

@@ -23,9 +23,12 @@ layer (:mod:`tracker_zmq.tracker`) owns the timer and the PubSub; the simulator
   it matches an outstanding request to a replica that is up, once all its parts came.
 
 Where this differs from Phoenix (DESIGN.md): requests are matched to answers and time
-out; one full snapshot per requester per sampling window; a heartbeat carrying values
-of another replica is dropped; messages from a ref at or below the highest vsn
-permdowned for its name are dropped, so a late message never brings back a forgotten
+out (counted from the latest part received); an answer from a responder marked down
+meanwhile is still merged (building a large answer can delay its heartbeats); a delta
+too large for one frame is not sent in the heartbeat: peers see the clock ahead and
+fetch it by transfer, in parts; one full snapshot per requester per sampling window; a
+heartbeat carrying values of another replica is dropped; messages from a ref at or below
+the highest vsn permdowned for its name are dropped, so a late message never brings back a forgotten
 replica (but a heartbeat of that very vsn, long after, is a live node cut off for longer
 than ``permdown_period``, and is taken back); a tick that runs more than a period late
 skips its down judgements, so a stalled node does not declare the world dead; replicas
@@ -67,6 +70,7 @@ from tracker_zmq.wire import (
     decode,
     encode,
     join_payload,
+    json_size,
     split_payload,
 )
 
@@ -137,10 +141,19 @@ class Shard:
         index: This shard's number in the pool.
         options: The tracker's options.
         rng: Randomness for the first tick's jitter (inject a seeded one in tests).
+        measure: How many bytes a message takes encoded; messages and transfer parts
+            are kept under ``options.transfer_part_bytes`` by it. The asyncio layer
+            passes its codec's; the default measures compact JSON.
     """
 
     def __init__(
-        self, node: str, vsn: int, index: int, options: Options, rng: random.Random
+        self,
+        node: str,
+        vsn: int,
+        index: int,
+        options: Options,
+        rng: random.Random,
+        measure: Callable[[object], int] = json_size,
     ) -> None:
         if type(node) is not str or not node:
             raise TypeError(f"a node name must be a non-empty str, not {node!r}")
@@ -149,6 +162,7 @@ class Shard:
         self.index = index
         self.options = options
         self._rng = rng
+        self._measure = measure
         self.ref: Ref = (node, vsn)
         self.state = State(self.ref)
         self.generations = DeltaGenerations(options.max_delta_sizes)
@@ -172,6 +186,7 @@ class Shard:
             "transfers_answered": 0,
             "transfers_answered_full": 0,
             "transfers_merged": 0,
+            "deltas_too_large": 0,
             "dropped": 0,
         }
         self.drops: dict[str, int] = {}
@@ -298,8 +313,17 @@ class Shard:
             state.compact()
             self.generations.push(state, delta)
             self._silent_periods = 0
-            self._send(out, Heartbeat(self.ref, state.clocks()[1], delta))
-            self.counters["delta_values_sent"] += len(delta.values)
+            clocks = state.clocks()[1]
+            message = encode(Heartbeat(self.ref, clocks, delta), self.options.pool_size)
+            if self._measure(message) > self.options.transfer_part_bytes:
+                # Too big for one frame: peers see our clock ahead and ask for it; the
+                # answer (a generation, or the full state) travels in parts.
+                self._send(out, Heartbeat(self.ref, clocks, None))
+                self.counters["deltas_too_large"] += 1
+            else:
+                out.sends.append(Send(message))
+                self.counters["messages_out"] += 1
+                self.counters["delta_values_sent"] += len(delta.values)
         elif self._silent_periods >= self.options.max_silent_periods:
             self._silent_periods = 0
             self._send(out, Heartbeat(self.ref, state.clocks()[1], None))
@@ -404,7 +428,7 @@ class Shard:
         elif isinstance(message, TransferRequest):
             self._on_transfer_request(message, now, out)
         elif isinstance(message, TransferAck):
-            self._on_transfer_ack(message, out)
+            self._on_transfer_ack(message, now, out)
         else:
             self._on_graceful_permdown(message, now, out)
         return out
@@ -475,13 +499,20 @@ class Shard:
         self.counters["transfers_answered"] += 1
         kind = "snapshot" if isinstance(payload, Snapshot) else "delta"
         parts = split_payload(
-            payload, self.options.transfer_part_values, self.options.transfer_part_bytes
+            payload,
+            self.options.transfer_part_values,
+            self.options.transfer_part_bytes,
+            self._measure,
         )
         for i, data in enumerate(parts):
             ack = TransferAck(self.ref, message.request, i, len(parts), kind, data)
             self._send(out, ack, node=requester[0])
 
-    def _on_transfer_ack(self, message: TransferAck, out: Output) -> None:
+    def _on_transfer_ack(self, message: TransferAck, now: float, out: Output) -> None:
+        # An answer counts only if it matches a request still outstanding to that very
+        # incarnation (a permdown forgets the request). The responder may have been
+        # marked down meanwhile: building a large answer can keep it from heartbeating,
+        # and what it sends is still its state (merged silently while it is down).
         pending = self._requests.get(message.request)
         replica = self.replicas.get(message.sender[0])
         if (
@@ -489,10 +520,10 @@ class Shard:
             or pending.responder != message.sender
             or replica is None
             or replica.ref != message.sender
-            or replica.status is not Status.UP
         ):
             self._count_drop("unexpected_transfer")
             return
+        pending.sent_at = now  # progress: the timeout counts from the latest part
         if pending.parts is None:
             pending.parts = [None] * message.parts
             pending.kind = message.kind

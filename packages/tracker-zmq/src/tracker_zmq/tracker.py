@@ -38,6 +38,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+import orjson
+
 from crdt_state import Key, Meta, Topic
 from pubsub_zmq import Overflow, PubSub, PubSubError, Subscription
 from tracker_zmq.errors import ConfigError, NoPresence, TrackerNotRunning
@@ -130,6 +132,12 @@ class Tracker:
         permdown_on_shutdown: Whether :meth:`stop` runs :meth:`graceful_permdown`, so
             peers drop this node's presences at once instead of after ``down_period``.
         log_level: Level of the replica up / down / permdown log lines.
+        transfer_timeout: Seconds a transfer request waits for the next part of its
+            answer before it is dropped; None: ``down_period``.
+        transfer_part_values: Most values in one part of a transfer answer.
+        transfer_part_bytes: Most encoded bytes in one part, and in one heartbeat (a
+            larger delta is fetched by transfer instead); None: half the PubSub's
+            ``max_frame_bytes``.
 
     Raises:
         ConfigError: An option is invalid or inconsistent (also a ValueError), or the
@@ -150,6 +158,10 @@ class Tracker:
         max_delta_sizes: tuple[int, ...] = (100, 1000, 10000),
         permdown_on_shutdown: bool = False,
         log_level: int = logging.DEBUG,
+        *,
+        transfer_timeout: float | None = None,
+        transfer_part_values: int = 20_000,
+        transfer_part_bytes: int | None = None,
     ) -> None:
         if not isinstance(pubsub, PubSub):
             raise ConfigError(f"pubsub must be a PubSub, not {type(pubsub).__name__}")
@@ -168,7 +180,17 @@ class Tracker:
             clock_sample_periods=clock_sample_periods,
             max_delta_sizes=max_delta_sizes,
             pool_size=pool_size,
+            transfer_timeout=transfer_timeout,
+            transfer_part_values=transfer_part_values,
+            transfer_part_bytes=(
+                pubsub.max_frame_bytes // 2 if transfer_part_bytes is None else transfer_part_bytes
+            ),
         )
+        if self.options.transfer_part_bytes > pubsub.max_frame_bytes // 2:
+            raise ConfigError(
+                f"transfer_part_bytes ({transfer_part_bytes}) must be at most half the "
+                f"PubSub's max_frame_bytes ({pubsub.max_frame_bytes}): parts must fit a frame"
+            )
         self.name = name
         self.pubsub = pubsub
         self.permdown_on_shutdown = permdown_on_shutdown
@@ -237,7 +259,14 @@ class Tracker:
         self.vsn = _new_vsn(node, self.pubsub.incarnation, self._rng)
         now = time.monotonic()
         for i in range(self.options.pool_size):
-            shard = Shard(node, self.vsn, i, self.options, random.Random(self._rng.random()))
+            shard = Shard(
+                node,
+                self.vsn,
+                i,
+                self.options,
+                random.Random(self._rng.random()),
+                measure=_encoded_size,
+            )
             runner = _Runner(shard, f"phx_presence:{self.name}_shard{i}")
             self._runners.append(runner)
             runner.sub = self.pubsub.subscribe(
@@ -625,3 +654,8 @@ class Tracker:
                 log.exception("tracker %r shard %d: handler raised", self.name, runner.index)
             finally:
                 queue.task_done()
+
+
+def _encoded_size(data: object) -> int:
+    """The bytes ``data`` takes as the PubSub encodes it (orjson)."""
+    return len(orjson.dumps(data))

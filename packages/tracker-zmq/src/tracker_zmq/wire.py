@@ -28,9 +28,10 @@ and, by kind:
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "decode",
     "encode",
     "join_payload",
+    "json_size",
     "shard_for",
     "split_payload",
 ]
@@ -246,42 +248,39 @@ def decode(
     raise MessageError(f"unknown message kind {kind!r:.20}")
 
 
+def json_size(data: object) -> int:
+    """The bytes of ``data`` as compact JSON (the default way a Shard measures parts)."""
+    return len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
 def split_payload(
-    payload: Snapshot | Delta, part_values: int, part_bytes: int = 512 * 1024
+    payload: Snapshot | Delta,
+    part_values: int,
+    part_bytes: int = 512 * 1024,
+    measure: Callable[[object], int] = json_size,
 ) -> list[dict[str, Any]]:
     """A payload's wire form cut into parts, so that each fits in one frame.
 
-    A part holds at most ``part_values`` values and about ``part_bytes`` bytes of them
-    once encoded (estimated from the values' text; a single larger value travels alone).
+    A part holds at most ``part_values`` values and, as ``measure`` counts it, at most
+    ``part_bytes`` bytes (a part too large is halved until it fits or holds one value).
     The first part carries every field; later parts carry only more ``values``.
     """
     data = payload.to_wire()
     values = data["values"]
+    pending = [values[i : i + part_values] for i in range(0, len(values), part_values)]
+    pending.reverse()
     chunks: list[list[Any]] = []
-    chunk: list[Any] = []
-    size = 0
-    for value in values:
-        cost = _estimate(value)
-        if chunk and (len(chunk) >= part_values or size + cost > part_bytes):
-            chunks.append(chunk)
-            chunk, size = [], 0
-        chunk.append(value)
-        size += cost
-    chunks.append(chunk)
-    if len(chunks) == 1:
+    while pending:
+        chunk = pending.pop()
+        part = dict(data, values=chunk) if not chunks else {"values": chunk}
+        if len(chunk) > 1 and measure(part) > part_bytes:
+            half = len(chunk) // 2
+            pending.extend((chunk[half:], chunk[:half]))
+            continue
+        chunks.append(chunk)
+    if len(chunks) <= 1:
         return [data]
     return [dict(data, values=chunks[0]), *({"values": c} for c in chunks[1:])]
-
-
-def _estimate(value: object) -> int:
-    """Roughly the bytes ``value`` takes in JSON: a little more, never much less."""
-    if isinstance(value, str):
-        return len(value) * 2 + 2  # room for escapes
-    if isinstance(value, dict):
-        return 2 + sum(_estimate(k) + _estimate(v) + 2 for k, v in value.items())
-    if isinstance(value, list):
-        return 2 + sum(_estimate(v) + 1 for v in value)
-    return 24
 
 
 def join_payload(kind: str, parts: list[dict[str, Any]], max_entries: int) -> Snapshot | Delta:

@@ -1,0 +1,327 @@
+"""tracker-zmq on a local cluster of node processes (not a test).
+
+Run with ``make bench`` or ``.venv/bin/python bench/bench_tracker.py [--quick]``. Every node
+is ``bench/tracker_bench_node.py`` (PubSub + Tracker) on 127.0.0.1, driven with JSON lines
+over stdin/stdout. Times are ``time.monotonic()``, which on Linux is CLOCK_MONOTONIC,
+system-wide, so stamps taken in different processes compare directly.
+
+* **Join latency**: 5 nodes, broadcast_period 0.05 s. Every node tracks keys at random
+  moments (a random pause of up to 20 ms between two); each key's latency is the time from
+  just before ``track`` on its node to the moment the join reached the handler on the
+  last of the 4 other nodes.
+* **SIGKILL detection**: a node with one presence is SIGKILLed; the time from the kill to
+  its presence's leave reaching the handler on the last survivor, against down_period
+  (1.0 s, the default for broadcast_period 0.05 s). The node is then restarted (a new
+  replica) for the next repetition.
+* **Full-state transfer**: a node tracks N presences alone (one loop in the node, no round
+  trip per presence); then a new node starts with it as peer. The time runs from the new
+  tracker's start to the moment its handler has seen all N joins (its first heartbeat
+  exchange, the transfer request at the next clock sampling, the answer and the merge).
+* **Idle CPU**: both nodes of the 100k transfer (the holder and the new node, 100k
+  presences each) sit idle for a window; process CPU time (user + system, from
+  /proc/PID/stat) over the window, as a share of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+NODE = Path(__file__).with_name("tracker_bench_node.py")
+PERIOD = 0.05
+DOWN = 1.0  # the default for PERIOD: broadcast_period * max_silent_periods (10) * 2
+TICK = os.sysconf("SC_CLK_TCK")
+VERBOSE = "--verbose" in sys.argv  # the nodes' stderr (their log lines) on ours
+
+
+class Node:
+    """A bench node process and its command pipe."""
+
+    def __init__(self, name: str, peers: list[str], *options: str) -> None:
+        cmd = [sys.executable, str(NODE), "--name", name, *options]
+        for peer in peers:
+            cmd += ["--peer", peer]
+        self.name = name
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None if VERBOSE else subprocess.DEVNULL,
+            text=True,
+        )
+        ready = self.read(30.0)
+        assert ready["ready"] == name, ready
+        self.endpoint: str = ready["endpoint"]
+        self.started: float = ready["started"]
+
+    def read(self, timeout: float) -> Any:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                raise RuntimeError(f"node {self.name} did not answer within {timeout} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"node {self.name} exited (code {self.proc.poll()})")
+        result = json.loads(line)
+        if isinstance(result, dict) and "error" in result:
+            raise RuntimeError(f"node {self.name}: {result['error']}")
+        return result
+
+    def send(self, cmd: str, **args: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+        self.proc.stdin.flush()
+
+    def call(self, cmd: str, timeout: float = 30.0, **args: Any) -> Any:
+        self.send(cmd, **args)
+        return self.read(timeout)
+
+    def cpu(self) -> float:
+        """This process's CPU seconds so far (user + system)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+class Cluster:
+    """Every node the bench started, all killed at the end whatever happens."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+
+    def start(self, name: str, peers: list[str], *options: str) -> Node:
+        node = Node(name, peers, *options)
+        self.nodes.append(node)
+        return node
+
+    def kill_all(self) -> None:
+        for node in self.nodes:
+            try:
+                node.kill()
+            except Exception as exc:  # keep killing the others
+                print(f"could not kill {node.name}: {exc}", file=sys.stderr)
+        self.nodes.clear()
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start_five(cluster: Cluster) -> list[Node]:
+    first = cluster.start("n0", [])
+    nodes = [first] + [cluster.start(f"n{i}", [first.endpoint]) for i in range(1, 5)]
+    for node in nodes:  # every tracker sees every other: one presence each, everywhere
+        node.call("track", topic="hello", key=node.name)
+    names = {n.name for n in nodes}
+    wait_until(
+        lambda: all(set(n.call("joins", topic="hello")) == names for n in nodes),
+        20.0,
+        "the 5 nodes to see each other",
+    )
+    return nodes
+
+
+def join_latency(nodes: list[Node], per_node: int) -> list[float]:
+    """Latency (in periods) of every key: track to the join on the last other node."""
+    for node in nodes:
+        keys = [f"{node.name}-{i}" for i in range(per_node)]
+        node.send("series", topic="lat", keys=keys, gap=0.02)
+    tracked: dict[str, tuple[str, float]] = {}
+    for node in nodes:
+        for key, t in node.read(60.0).items():
+            tracked[key] = (node.name, t)
+    total = len(tracked)
+    wait_until(
+        lambda: all(len(n.call("joins", topic="lat")) == total for n in nodes),
+        10.0,
+        "every join everywhere",
+    )
+    arrivals = {n.name: n.call("joins", topic="lat") for n in nodes}
+    latencies = []
+    for key, (origin, t) in tracked.items():
+        last = max(arrivals[name][key] for name in arrivals if name != origin)
+        latencies.append((last - t) / PERIOD)
+    return latencies
+
+
+def kill_detection(cluster: Cluster, nodes: list[Node], reps: int) -> list[float]:
+    """Detection time (in down_periods) of a SIGKILLed node, on the last survivor."""
+    results = []
+    for rep in range(reps):
+        victim = nodes[-1 - rep % 4]
+        key = f"victim-{rep}"
+        victim.call("track", topic="kill", key=key)
+        others = [n for n in nodes if n is not victim]
+        wait_until(
+            lambda key=key, others=others: all(
+                key in n.call("joins", topic="kill") for n in others
+            ),
+            10.0,
+            "the victim's presence everywhere",
+        )
+        time.sleep(0.3)  # a random-ish phase against the victim's heartbeats
+        killed = time.monotonic()
+        victim.kill()
+        wait_until(
+            lambda key=key, others=others: all(
+                key in n.call("leaves", topic="kill") for n in others
+            ),
+            10.0,
+            "the victim's leave everywhere",
+        )
+        last = max(n.call("leaves", topic="kill")[key] for n in others)
+        results.append((last - killed) / DOWN)
+        # restart it under the same name (a new replica) for the next repetition
+        fresh = cluster.start(victim.name, [nodes[0].endpoint])
+        nodes[nodes.index(victim)] = fresh
+        fresh.call("track", topic="kill", key=f"back-{rep}")
+        wait_until(
+            lambda rep=rep: all(f"back-{rep}" in n.call("joins", topic="kill") for n in nodes),
+            20.0,
+            "the restarted node everywhere",
+        )
+    return results
+
+
+def transfer(cluster: Cluster, n: int, cap: float) -> dict[str, Any]:
+    """Full-state transfer of n presences to a new node, given at most ``cap`` seconds."""
+    holder = cluster.start(f"holder{n}", [])
+    filled = holder.call("fill", timeout=600.0, topic="big", n=n)["seconds"]
+    time.sleep(3 * PERIOD)  # the holder's next heartbeat takes the fill as its delta
+    fresh = cluster.start(f"new{n}", [holder.endpoint], "--watch", f"big:{n}")
+    deadline = time.monotonic() + cap
+    answer = {"at": None}
+    while time.monotonic() < deadline:
+        answer = fresh.call("reached", timeout=120.0, topic="big")
+        if answer["at"] is not None:
+            break
+        time.sleep(0.1)
+    stats = fresh.call("stats", timeout=60.0)
+    waited = time.monotonic() - fresh.started
+    holder.kill()
+    fresh.kill()
+    return {
+        "n": n,
+        "fill": filled,
+        "transfer": None if answer["at"] is None else answer["at"] - fresh.started,
+        "waited": waited,
+        "got": answer["count"],
+        "stats": stats["totals"],
+        "status": stats["replicas"].get(holder.name, {}).get("status"),
+    }
+
+
+def idle_cpu(cluster: Cluster, n: int, window: float) -> tuple[list[float], float]:
+    """CPU share of two nodes holding n presences each, idle for ``window`` seconds."""
+    a = cluster.start("idle-a", [])
+    b = cluster.start("idle-b", [a.endpoint], "--watch", f"big:{n}")
+    wait_until(
+        lambda: b.call("stats")["replicas"].get("idle-a", {}).get("status") == "up", 10.0, "up"
+    )
+    # in chunks of 5,000, two periods apart: the delta heartbeats carry them to b
+    a.call("fill", timeout=600.0, topic="big", n=n, chunk=5_000, pause=2 * PERIOD)
+    wait_until(lambda: b.call("reached", topic="big")["at"] is not None, 60.0, "b to hold all")
+    time.sleep(1.0)  # the last heartbeats and merges settle
+    before = [node.cpu() for node in (a, b)]
+    t0 = time.monotonic()
+    time.sleep(window)
+    elapsed = time.monotonic() - t0
+    after = [node.cpu() for node in (a, b)]
+    a.kill()
+    b.kill()
+    return [(x - y) / elapsed * 100 for x, y in zip(after, before, strict=True)], elapsed
+
+
+def row(measure: str, figure: object, target: str = "") -> None:
+    print(f"{measure:<50} {figure!s:>14} {target:>10}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller N, fewer repetitions")
+    parser.add_argument("--verbose", action="store_true", help="show the nodes' log lines")
+    args = parser.parse_args()
+    quick = args.quick
+    per_node = 20 if quick else 60
+    reps = 2 if quick else 4
+    sizes = [20_000] if quick else [100_000, 1_000_000]
+    idle_n, window = (20_000, 3.0) if quick else (100_000, 10.0)
+
+    cluster = Cluster()
+    began = time.monotonic()
+    print(f"tracker-zmq, local cluster on 127.0.0.1{' (--quick)' if quick else ''}")
+    print(f"broadcast_period {PERIOD} s, max_silent_periods 10, down_period {DOWN} s")
+    print()
+    row("measure", "figure", "target")
+    try:
+        nodes = start_five(cluster)
+        lat = join_latency(nodes, per_node)
+        row("join latency p50, 5 nodes (broadcast_periods)", f"{quantile(lat, 0.5):.2f}")
+        row("join latency p99, 5 nodes (broadcast_periods)", f"{quantile(lat, 0.99):.2f}", "<= 1.5")
+        row("  tracks measured / max (broadcast_periods)", f"{len(lat)} / {max(lat):.2f}")
+        kills = kill_detection(cluster, nodes, reps)
+        row("SIGKILL detection mean (down_periods)", f"{statistics.mean(kills):.2f}")
+        row("SIGKILL detection max (down_periods)", f"{max(kills):.2f}", "<= 1.1")
+        row("  repetitions", len(kills))
+        cluster.kill_all()
+        for n in sizes:
+            cap = 20.0 if n < 1_000_000 else 60.0
+            t = transfer(cluster, n, cap)
+            target = "< 5 s" if n >= 1_000_000 else ""
+            label = f"full-state transfer of {n:,} to a new node (s)"
+            if t["transfer"] is not None:
+                row(label, f"{t['transfer']:.2f}", target)
+            else:
+                row(label, f"none in {t['waited']:.0f}", target)
+                totals = t["stats"]
+                drops = ", ".join(f"{k} {v}" for k, v in sorted(totals["drops"].items()))
+                print(
+                    f"    new node got {t['got']:,} of {n:,}; holder seen {t['status']}; "
+                    f"transfers requested {totals['transfers_requested']}, "
+                    f"merged {totals['transfers_merged']}; drops: {drops}"
+                )
+            row(f"  building {n:,} on the holder (s)", f"{t['fill']:.2f}")
+            if t["transfer"] is None and n < sizes[-1]:
+                print(f"    larger sizes skipped: {n:,} did not complete")
+                break
+        cpu, elapsed = idle_cpu(cluster, idle_n, window)
+        row(f"idle CPU, {idle_n:,} presences, node a (% of a core)", f"{cpu[0]:.1f}")
+        row(f"idle CPU, {idle_n:,} presences, node b (% of a core)", f"{cpu[1]:.1f}")
+        print(
+            f"    2-node cluster, both holding them, broadcast_period {PERIOD} s (the bench's), "
+            f"CPU over {elapsed:.0f} s idle"
+        )
+    finally:
+        cluster.kill_all()
+    print(f"\nbench took {time.monotonic() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""A PubSub + Tracker node whose tracker traffic can be cut off (partition tests).
+
+Usage: ``python tests/tracker_partition_node.py --name a [--bind EP] [--peer EP ...]
+[--broadcast-period S] [--max-silent-periods N] [--down-period S] [--permdown-period S]``.
+Prints ``{"ready": name, "endpoint": ..., "vsn": ...}`` once started, then answers each
+JSON command line on stdin with one JSON line. Commands: ``track`` / ``untrack`` /
+``update`` (owner, topic, key, meta), ``list`` (topic), ``stats``, ``partition`` (on:
+bool), ``stop``.
+
+The partition lives in a small PubSub subclass, not in the library: while it is on, the
+node drops every tracker message it would send (``broadcast_from``, ``direct_broadcast``)
+and every one it receives (the subscription callback is wrapped). The PubSub mesh itself
+stays connected, as in a partition of only the tracker's traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from pubsub_zmq import PubSub, Subscription
+from tracker_zmq import Tracker
+
+TRACKER_TOPICS = "phx_presence:"
+
+
+class PartitionablePubSub(PubSub):
+    """A PubSub that drops the tracker's messages, both ways, while ``partitioned``."""
+
+    partitioned = False
+    dropped_in = 0
+    dropped_out = 0
+
+    def subscribe(self, topic: str, *args: Any, callback: Any = None, **kwargs: Any) -> Any:
+        if callback is None or not topic.startswith(TRACKER_TOPICS):
+            return super().subscribe(topic, *args, callback=callback, **kwargs)
+        inner = callback
+
+        def filtered(message: Any) -> Any:
+            if self.partitioned:
+                self.dropped_in += 1
+                return None
+            return inner(message)
+
+        return super().subscribe(topic, *args, callback=filtered, **kwargs)
+
+    def broadcast_from(self, sender: Subscription, topic: str, message: Any) -> None:
+        if self.partitioned and topic.startswith(TRACKER_TOPICS):
+            self.dropped_out += 1
+            return
+        super().broadcast_from(sender, topic, message)
+
+    def direct_broadcast(self, node_name: str, topic: str, message: Any) -> None:
+        if self.partitioned and topic.startswith(TRACKER_TOPICS):
+            self.dropped_out += 1
+            return
+        super().direct_broadcast(node_name, topic, message)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    async with (
+        PartitionablePubSub(
+            args.name,
+            bind=args.bind,
+            peers=args.peer,
+            gossip_interval=0.1,
+            peer_timeout=1.0,
+            start_timeout=5.0,
+        ) as ps,
+        Tracker(
+            ps,
+            broadcast_period=args.broadcast_period,
+            max_silent_periods=args.max_silent_periods,
+            down_period=args.down_period,
+            permdown_period=args.permdown_period,
+        ) as tracker,
+    ):
+        reader = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+        def reply(value: Any) -> None:
+            sys.stdout.write(json.dumps(value) + "\n")
+            sys.stdout.flush()
+
+        reply({"ready": args.name, "endpoint": ps.endpoint, "vsn": tracker.vsn})
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            cmd = json.loads(line)
+            op = cmd["cmd"]
+            try:
+                if op == "track":
+                    reply(
+                        {"ref": tracker.track(cmd["owner"], cmd["topic"], cmd["key"], cmd["meta"])}
+                    )
+                elif op == "untrack":
+                    tracker.untrack(cmd["owner"], cmd["topic"], cmd["key"])
+                    reply({"ok": True})
+                elif op == "update":
+                    ref = tracker.update(cmd["owner"], cmd["topic"], cmd["key"], cmd["meta"])
+                    reply({"ref": ref})
+                elif op == "list":
+                    reply(tracker.list(cmd["topic"]))
+                elif op == "stats":
+                    stats = tracker.stats()
+                    stats["partition_dropped"] = [ps.dropped_in, ps.dropped_out]
+                    reply(stats)
+                elif op == "partition":
+                    ps.partitioned = bool(cmd["on"])
+                    reply({"ok": True})
+                elif op == "stop":
+                    reply({"ok": True})
+                    return
+                else:
+                    reply({"error": f"unknown command {op!r}"})
+            except Exception as exc:  # report to the test, keep serving
+                reply({"error": repr(exc)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--bind", default="tcp://127.0.0.1:0")
+    parser.add_argument("--peer", action="append", default=[])
+    parser.add_argument("--broadcast-period", type=float, default=0.1)
+    parser.add_argument("--max-silent-periods", type=int, default=3)
+    parser.add_argument("--down-period", type=float, default=1.0)
+    parser.add_argument("--permdown-period", type=float, default=10.0)
+    asyncio.run(serve(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

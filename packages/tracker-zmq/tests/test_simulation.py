@@ -11,6 +11,7 @@ that, once healed and quiet, every live node shows exactly what the live nodes t
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from typing import Any
 
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from tracker_zmq import AlreadyTracked, NoPresence, Options, Status
+from tracker_zmq import AlreadyTracked, NoPresence, Options, Shard, Status
 from tracker_zmq.testing import Cluster, Network, network_configs
 
 PHOENIX = Options(broadcast_period=0.1, max_silent_periods=2, permdown_period=1.5)
@@ -604,3 +605,69 @@ def test_late_messages_of_a_permdowned_replica_are_still_dropped() -> None:
     assert b.drops.get("from_permdowned", 0) == before + len(late.sends)
     assert replica(cluster, "b", "a") is None
     assert cluster.list("b", TOPIC) == []
+
+
+def test_a_delta_too_large_for_a_heartbeat_is_fetched_by_transfer() -> None:
+    options = Options(
+        broadcast_period=0.1,
+        max_silent_periods=2,
+        permdown_period=1.5,
+        transfer_part_values=500,
+        transfer_part_bytes=16 * 1024,
+    )
+    cluster = Cluster(options, seed=24, nodes=["a", "b"])
+    assert cluster.settle()
+    for i in range(3000):  # one tick's worth: far over 16 KiB
+        cluster.track("a", f"pid-{i}", TOPIC, f"user-{i}", {"n": i})
+    run_until_true(cluster, lambda: len(cluster.list("b", TOPIC)) == 3000, timeout=3.0)
+    a = cluster.node("a").shards[0]
+    assert a.counters["deltas_too_large"] >= 1
+    assert a.counters["transfers_answered"] >= 1
+    sizes = [
+        len(s.message.get("data", {}).get("values", []))
+        for s in cluster.sent
+        if s.message["t"] == "tack"
+    ]
+    assert max(sizes) <= 500
+
+
+def test_an_answer_from_a_responder_marked_down_meanwhile_is_still_merged() -> None:
+    def wire(message):
+        return json.loads(json.dumps(message))
+
+    a = Shard("a", 1, 0, PHOENIX, random.Random(1))
+    b = Shard("b", 2, 0, PHOENIX, random.Random(2))
+    now = 0.0
+    a.start(now)
+    b.start(now)
+    a.track("pid", TOPIC, "alice", {})
+    a.state.reset_delta()  # the heartbeat carrying alice is lost
+    a.state.join("pid-2", TOPIC, "anna", {"phx_ref": "x"})
+    a.state.reset_delta()
+    heartbeat = a.tick(now).sends  # an empty heartbeat, with a's clock ahead of b's
+    for send in heartbeat:
+        b.receive(wire(send.message), now)
+    request = None
+    while request is None:  # b samples clocks and asks a
+        now += PHOENIX.broadcast_period
+        request = next((s for s in b.tick(now).sends if s.message["t"] == "treq"), None)
+    answer = a.receive(wire(request.message), now).sends  # a answers...
+    while b.replicas["a"].status is Status.UP:  # ...but slowly: b marks a down first
+        now += PHOENIX.broadcast_period
+        b.tick(now)
+    merged = b.counters["transfers_merged"]
+    out = None
+    for send in answer:
+        out = b.receive(wire(send.message), now)
+    assert b.counters["transfers_merged"] == merged + 1
+    assert out is not None
+    assert out.diff == {}  # merged silently while a is down
+    assert b.list(TOPIC) == []
+    sends: list[Any] = []
+    while not sends:  # a's next heartbeat brings it up again: its presences join
+        now += PHOENIX.broadcast_period
+        sends = a.tick(now).sends
+    for send in sends:
+        out = b.receive(wire(send.message), now)
+    assert keys(out.diff[TOPIC][0]) == ["alice", "anna"]
+    assert keys(b.list(TOPIC)) == ["alice", "anna"]

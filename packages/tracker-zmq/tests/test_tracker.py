@@ -230,6 +230,8 @@ def test_config_errors() -> None:
         {"handler": 42},
         {"name": ""},
         {"permdown_on_shutdown": 1},
+        {"transfer_part_bytes": 1 << 20},  # more than half of PubSub's 1 MiB frames
+        {"transfer_timeout": 0},
     ):
         with pytest.raises(ConfigError):
             Tracker(pubsub, **bad)
@@ -238,6 +240,8 @@ def test_config_errors() -> None:
     t = Tracker(pubsub)
     assert t.options.down_period == 30.0
     assert t.options.permdown_period == 1200
+    assert t.options.transfer_timeout == 30.0
+    assert t.options.transfer_part_bytes == pubsub.max_frame_bytes // 2
 
 
 def test_task_owner_and_tracking() -> None:

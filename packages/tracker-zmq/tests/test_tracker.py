@@ -240,7 +240,7 @@ def test_config_errors() -> None:
     t = Tracker(pubsub)
     assert t.options.down_period == 30.0
     assert t.options.permdown_period == 1200
-    assert t.options.transfer_timeout == 30.0
+    assert t.options.transfer_timeout == 150.0
     assert t.options.transfer_part_bytes == pubsub.max_frame_bytes // 2
 
 

@@ -36,7 +36,8 @@ class Options:
         pool_size: Number of shards; topics map to shards by a stable hash. Every node
             of a cluster must use the same.
         transfer_timeout: Seconds a transfer request stays outstanding without a part of
-            its answer arriving; None: ``down_period``.
+            its answer arriving; None: ``5 * down_period`` (a responder builds a large
+            answer before its first part leaves).
         transfer_part_values: Most values in one part of a transfer answer.
         transfer_part_bytes: About the most bytes of values in one part; keep it well
             under the PubSub's ``max_frame_bytes``.
@@ -97,7 +98,7 @@ class Options:
                 f"down_period ({self.down_period} s)"
             )
         if self.transfer_timeout is None:
-            object.__setattr__(self, "transfer_timeout", self.down_period)
+            object.__setattr__(self, "transfer_timeout", 5 * self.down_period)
         _positive_number("transfer_timeout", self.transfer_timeout)
 
     @property

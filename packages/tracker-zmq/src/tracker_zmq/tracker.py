@@ -133,7 +133,7 @@ class Tracker:
             peers drop this node's presences at once instead of after ``down_period``.
         log_level: Level of the replica up / down / permdown log lines.
         transfer_timeout: Seconds a transfer request waits for the next part of its
-            answer before it is dropped; None: ``down_period``.
+            answer before it is dropped; None: ``5 * down_period``.
         transfer_part_values: Most values in one part of a transfer answer.
         transfer_part_bytes: Most encoded bytes in one part, and in one heartbeat (a
             larger delta is fetched by transfer instead); None: half the PubSub's

@@ -6,102 +6,34 @@ condition with a deadline, and every process is killed at teardown, also on fail
 
 from __future__ import annotations
 
-import json
 import os
-import selectors
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import zmq
+
+from tests.nodeproc import NodeProcess, spawner, wait_until
 
 pytestmark = pytest.mark.cluster
 
 NODE = Path(__file__).with_name("pubsub_node.py")
 
 
-class Node:
-    """A node process and its command pipe."""
+class Node(NodeProcess):
+    """A pubsub node process (``pubsub_node.py``) and its command pipe."""
 
     def __init__(self, name: str, bind: str = "tcp://127.0.0.1:0", peers: tuple[str, ...] = ()):
-        cmd = [sys.executable, str(NODE), "--name", name, "--bind", bind]
-        for peer in peers:
-            cmd += ["--peer", peer]
-        self.name = name
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONWARNINGS": "error"},
-        )
-        ready = self._read(20.0)
-        assert ready["ready"] == name
-        self.endpoint: str = ready["endpoint"]
-        self.incarnation: int = ready["incarnation"]
-
-    def _read(self, timeout: float) -> Any:
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                raise AssertionError(f"node {self.name} did not answer within {timeout} s")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"node {self.name} exited (code {self.proc.poll()})")
-        return json.loads(line)
-
-    def call(self, cmd: str, timeout: float = 10.0, **args: Any) -> Any:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
-        self.proc.stdin.flush()
-        return self._read(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.call("stop", timeout=5)
-                self.proc.wait(5)
-            except (AssertionError, OSError, subprocess.TimeoutExpired):
-                pass
-        self.kill()
+        args = ["--bind", bind, *(a for p in peers for a in ("--peer", p))]
+        super().__init__(NODE, name, *args, check_errors=False)
+        self.incarnation: int = self.ready["incarnation"]
 
 
 @pytest.fixture
-def spawn() -> Iterator[Callable[..., Node]]:
-    nodes: list[Node] = []
-
-    def start(name: str, bind: str = "tcp://127.0.0.1:0", peers: tuple[str, ...] = ()) -> Node:
-        node = Node(name, bind, peers)
-        nodes.append(node)
-        return node
-
-    try:
+def spawn() -> Iterator[Callable[..., NodeProcess]]:
+    with spawner(Node) as start:
         yield start
-    finally:
-        for node in nodes:
-            node.stop()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def meshed(nodes: list[Node]) -> None:

@@ -9,18 +9,15 @@ is killed at teardown, also on failure.
 
 from __future__ import annotations
 
-import json
-import os
-import selectors
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.nodeproc import NodeProcess, spawner, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -31,89 +28,21 @@ DOWN = 1.0
 SLACK = 0.5
 
 
-class Node:
-    """A tracker node process and its command pipe."""
+class Node(NodeProcess):
+    """A tracker node process (``tracker_node.py``) and its command pipe."""
 
     def __init__(self, name: str, peers: tuple[str, ...] = (), *options: str) -> None:
-        cmd = [sys.executable, str(NODE), "--name", name, *options]
-        for peer in peers:
-            cmd += ["--peer", peer]
-        self.name = name
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONWARNINGS": "error"},
-        )
-        ready = self._read(20.0)
-        assert ready["ready"] == name
-        self.endpoint: str = ready["endpoint"]
-        self.vsn: int = ready["vsn"]
-
-    def _read(self, timeout: float) -> Any:
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                raise AssertionError(f"node {self.name} did not answer within {timeout} s")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"node {self.name} exited (code {self.proc.poll()})")
-        return json.loads(line)
-
-    def call(self, cmd: str, timeout: float = 10.0, **args: Any) -> Any:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
-        self.proc.stdin.flush()
-        result = self._read(timeout)
-        assert not (isinstance(result, dict) and "error" in result), result
-        return result
+        super().__init__(NODE, name, *options, *(a for p in peers for a in ("--peer", p)))
+        self.vsn: int = self.ready["vsn"]
 
     def keys(self, topic: str | int) -> set[str]:
         return {key for key, _ in self.call("list", topic=topic)}
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.call("stop", timeout=5)
-                self.proc.wait(5)
-            except (AssertionError, OSError, subprocess.TimeoutExpired):
-                pass
-        self.kill()
-
 
 @pytest.fixture
-def spawn() -> Iterator[Callable[..., Node]]:
-    nodes: list[Node] = []
-
-    def start(name: str, peers: tuple[str, ...] = (), *options: str) -> Node:
-        node = Node(name, peers, *options)
-        nodes.append(node)
-        return node
-
-    try:
+def spawn() -> Iterator[Callable[..., NodeProcess]]:
+    with spawner(Node) as start:
         yield start
-    finally:
-        for node in nodes:
-            node.stop()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - start
 
 
 def replicas(node: Node) -> dict[str, Any]:

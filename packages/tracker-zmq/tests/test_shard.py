@@ -559,3 +559,21 @@ def test_stats_show_replicas_and_counters() -> None:
     assert stats["replicas"] == {"b": {"vsn": 3, "status": "up"}}
     assert stats["presences"] == 1
     assert stats["messages_in"] == 1
+
+
+def test_a_large_delta_splits_values_and_cloud_tags_into_parts_that_fit() -> None:
+    from crdt_state import State
+    from tracker_zmq.wire import join_payload, json_size, split_payload
+
+    state = State(("a", 1))
+    for i in range(3000):
+        state.join(f"pid-{i}", "topic", f"user-{i}", {"n": i})
+    for i in range(0, 3000, 2):
+        state.leave(f"pid-{i}", "topic", f"user-{i}")
+    delta = state.take_delta()  # 1,500 values, 6,000 cloud tags
+    parts = split_payload(delta, part_values=1000, part_bytes=8 * 1024)
+    assert len(parts) > 1
+    assert all(json_size(part) <= 8 * 1024 for part in parts)
+    wired = [json.loads(json.dumps(part)) for part in parts]
+    assert join_payload("delta", wired, max_entries=10**6) == delta
+    assert split_payload(delta, part_values=10**6, part_bytes=10**9) == [delta.to_wire()]

@@ -98,7 +98,7 @@ class Options:
                 f"down_period ({self.down_period} s)"
             )
         if self.transfer_timeout is None:
-            object.__setattr__(self, "transfer_timeout", 5 * self.down_period)
+            object.__setattr__(self, "transfer_timeout", 5 * self.down)
         _positive_number("transfer_timeout", self.transfer_timeout)
 
     @property

@@ -20,7 +20,7 @@ and, by kind:
 * ``treq``: ``id`` (``[ref, counter]``, unique per requester) and ``clock``;
 * ``tack``: ``id`` (echoed), ``part`` and ``parts`` (a large answer travels in parts and
   is merged once all have arrived), ``kind`` (``snapshot`` or ``delta``) and ``data``
-  (the payload's wire form; parts after the first carry only more ``values``);
+  (the payload's wire form, or one part of it: see :func:`split_payload`);
 * ``perm``: nothing more.
 
 :func:`decode` checks all of it and raises :class:`MessageError` for anything else.
@@ -261,26 +261,37 @@ def split_payload(
 ) -> list[dict[str, Any]]:
     """A payload's wire form cut into parts, so that each fits in one frame.
 
-    A part holds at most ``part_values`` values and, as ``measure`` counts it, at most
-    ``part_bytes`` bytes (a part too large is halved until it fits or holds one value).
-    The first part carries every field; later parts carry only more ``values``.
+    A payload that fits goes whole, as its wire form. Otherwise its values and its cloud
+    tags (a delta has one per value, and more) are spread over parts of at most
+    ``part_values`` of each and, as ``measure`` counts it, at most ``part_bytes`` bytes
+    (a part too large is halved until it fits or holds a single item). Each part has
+    ``values`` and ``cloud`` (tags as ``[replica, clock]`` pairs); the first part also
+    carries the payload's other fields. :func:`join_payload` puts them back together.
     """
     data = payload.to_wire()
     values = data["values"]
-    pending = [values[i : i + part_values] for i in range(0, len(values), part_values)]
-    pending.reverse()
-    chunks: list[list[Any]] = []
-    while pending:
-        chunk = pending.pop()
-        part = dict(data, values=chunk) if not chunks else {"values": chunk}
-        if len(chunk) > 1 and measure(part) > part_bytes:
-            half = len(chunk) // 2
-            pending.extend((chunk[half:], chunk[:half]))
-            continue
-        chunks.append(chunk)
-    if len(chunks) <= 1:
+    pairs = [[r, c] for r, clocks in data["clouds"] for c in clocks]
+    if len(values) + len(pairs) <= part_values and measure(data) <= part_bytes:
         return [data]
-    return [dict(data, values=chunks[0]), *({"values": c} for c in chunks[1:])]
+    head = {k: v for k, v in data.items() if k not in ("values", "clouds")}
+    count = max(len(values), len(pairs), 1)
+    pending = [
+        (values[i : i + part_values], pairs[i : i + part_values])
+        for i in range(0, count, part_values)
+    ]
+    pending.reverse()
+    parts: list[dict[str, Any]] = []
+    while pending:
+        vals, cloud = pending.pop()
+        part: dict[str, Any] = {"values": vals, "cloud": cloud}
+        if not parts:
+            part.update(head)
+        if len(vals) + len(cloud) > 1 and measure(part) > part_bytes:
+            v, c = len(vals) // 2, len(cloud) // 2
+            pending.extend(((vals[v:], cloud[c:]), (vals[:v], cloud[:c])))
+            continue
+        parts.append(part)
+    return parts
 
 
 def join_payload(kind: str, parts: list[dict[str, Any]], max_entries: int) -> Snapshot | Delta:
@@ -289,18 +300,36 @@ def join_payload(kind: str, parts: list[dict[str, Any]], max_entries: int) -> Sn
     Raises:
         MessageError: When the parts do not form a valid payload.
     """
-    first = parts[0]
-    if len(parts) > 1:
-        values = list(first.get("values") or [])
-        for part in parts[1:]:
-            if set(part) != {"values"} or type(part["values"]) is not list:
-                raise MessageError("a later transfer part must carry only values")
-            values.extend(part["values"])
-        first = dict(first, values=values)
+    if len(parts) == 1 and "clouds" in parts[0]:
+        data = parts[0]
+    else:
+        values: list[Any] = []
+        clouds: dict[Any, list[Any]] = {}
+        names: dict[Any, Any] = {}
+        for part in parts:
+            vals, cloud = part.get("values"), part.get("cloud")
+            if type(vals) is not list or type(cloud) is not list:
+                raise MessageError("a transfer part must carry values and cloud lists")
+            values.extend(vals)
+            for pair in cloud:
+                if type(pair) is not list or len(pair) != 2:
+                    raise MessageError(f"a cloud tag must be [replica, clock], not {pair!r:.60}")
+                replica = pair[0]
+                key = tuple(replica) if type(replica) is list else replica
+                try:
+                    clocks = clouds.get(key)
+                except TypeError as exc:
+                    raise MessageError(f"bad replica {replica!r:.60}") from exc
+                if clocks is None:
+                    clocks = clouds[key] = []
+                    names[key] = replica
+                clocks.append(pair[1])
+        head = {k: v for k, v in parts[0].items() if k not in ("values", "cloud")}
+        data = {**head, "values": values, "clouds": [[names[k], c] for k, c in clouds.items()]}
     try:
         if kind == "snapshot":
-            return Snapshot.from_wire(first, max_size=max_entries)
-        return Delta.from_wire(first, max_size=max_entries)
+            return Snapshot.from_wire(data, max_size=max_entries)
+        return Delta.from_wire(data, max_size=max_entries)
     except WireError as exc:
         raise MessageError(f"bad transfer payload: {exc}") from exc
 

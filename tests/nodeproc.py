@@ -1,0 +1,105 @@
+"""Driving node processes from the cluster tests: spawn, talk JSON lines, stop, wait.
+
+Each test node script (``pubsub_node.py``, ``tracker_node.py``,
+``tracker_partition_node.py``) prints one JSON line when ready (with ``"ready": name``),
+then answers each JSON command line on stdin with one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class NodeProcess:
+    """A node process and its command pipe; ``ready`` is what it said when it came up."""
+
+    def __init__(self, script: Path, name: str, *args: str, check_errors: bool = True) -> None:
+        self.name = name
+        self.check_errors = check_errors
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), "--name", name, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+        self.ready: dict[str, Any] = self._read(20.0)
+        assert self.ready["ready"] == name
+        self.endpoint: str = self.ready["endpoint"]
+
+    def _read(self, timeout: float) -> Any:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                raise AssertionError(f"node {self.name} did not answer within {timeout} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"node {self.name} exited (code {self.proc.poll()})")
+        return json.loads(line)
+
+    def call(self, cmd: str, timeout: float = 10.0, **args: Any) -> Any:
+        """Send one command and return the node's answer."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+        self.proc.stdin.flush()
+        result = self._read(timeout)
+        if self.check_errors:
+            assert not (isinstance(result, dict) and "error" in result), result
+        return result
+
+    def kill(self) -> None:
+        """SIGKILL the process (if still running) and close its pipes."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+    def stop(self) -> None:
+        """Ask the node to stop cleanly; kill it if it does not."""
+        if self.proc.poll() is None:
+            try:
+                self.call("stop", timeout=5)
+                self.proc.wait(5)
+            except (AssertionError, OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+
+
+@contextmanager
+def spawner(make: Callable[..., NodeProcess]) -> Iterator[Callable[..., NodeProcess]]:
+    """Yield ``make``, remembering every node it made; stop them all on the way out."""
+    nodes: list[NodeProcess] = []
+
+    def start(*args: Any, **kwargs: Any) -> NodeProcess:
+        node = make(*args, **kwargs)
+        nodes.append(node)
+        return node
+
+    try:
+        yield start
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> float:
+    """Poll ``condition`` until true; the seconds it took. Fails after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+    return time.monotonic() - start

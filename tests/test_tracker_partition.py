@@ -32,6 +32,7 @@ class Node(NodeProcess):
 
     def __init__(self, name: str, peers: tuple[str, ...] = ()) -> None:
         super().__init__(NODE, name, *(a for p in peers for a in ("--peer", p)))
+        self.vsn: int = self.ready["vsn"]
 
     def listing(self) -> list[tuple[str, str]]:
         """The topic's presences as sorted (key, meta as JSON) pairs."""

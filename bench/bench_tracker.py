@@ -17,6 +17,8 @@ system-wide, so stamps taken in different processes compare directly.
   trip per presence); then a new node starts with it as peer. The time runs from the new
   tracker's start to the moment its handler has seen all N joins (its first heartbeat
   exchange, the transfer request at the next clock sampling, the answer and the merge).
+  Both nodes run with ``transfer_timeout`` equal to the time allowed (30 s, 90 s at 1M):
+  the holder builds the whole answer before its first part leaves.
 * **Idle CPU**: both nodes of the 100k transfer (the holder and the new node, 100k
   presences each) sit idle for a window; process CPU time (user + system, from
   /proc/PID/stat) over the window, as a share of one core.
@@ -211,10 +213,12 @@ def kill_detection(cluster: Cluster, nodes: list[Node], reps: int) -> list[float
 
 def transfer(cluster: Cluster, n: int, cap: float) -> dict[str, Any]:
     """Full-state transfer of n presences to a new node, given at most ``cap`` seconds."""
-    holder = cluster.start(f"holder{n}", [])
+    # a large answer takes the holder seconds to build: give requests time enough
+    timeout = ("--transfer-timeout", str(cap))
+    holder = cluster.start(f"holder{n}", [], *timeout)
     filled = holder.call("fill", timeout=600.0, topic="big", n=n)["seconds"]
     time.sleep(3 * PERIOD)  # the holder's next heartbeat takes the fill as its delta
-    fresh = cluster.start(f"new{n}", [holder.endpoint], "--watch", f"big:{n}")
+    fresh = cluster.start(f"new{n}", [holder.endpoint], "--watch", f"big:{n}", *timeout)
     deadline = time.monotonic() + cap
     answer = {"at": None}
     while time.monotonic() < deadline:
@@ -291,7 +295,7 @@ def main() -> int:
         row("  repetitions", len(kills))
         cluster.kill_all()
         for n in sizes:
-            cap = 20.0 if n < 1_000_000 else 60.0
+            cap = 30.0 if n < 1_000_000 else 90.0
             t = transfer(cluster, n, cap)
             target = "< 5 s" if n >= 1_000_000 else ""
             label = f"full-state transfer of {n:,} to a new node (s)"

@@ -1,12 +1,15 @@
-"""Driving node processes from the cluster tests: spawn, talk JSON lines, stop, wait.
+"""Node processes for the cluster tests: both ends of their JSON-lines command pipe.
 
 Each test node script (``pubsub_node.py``, ``tracker_node.py``,
-``tracker_partition_node.py``) prints one JSON line when ready (with ``"ready": name``),
-then answers each JSON command line on stdin with one JSON line on stdout.
+``tracker_partition_node.py``) runs :func:`serve_commands`: it prints one JSON line when
+ready (with ``"ready": name``), then answers each JSON command line on stdin with one
+JSON line on stdout. The tests drive them with :class:`NodeProcess`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import selectors
@@ -14,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -103,3 +106,42 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str =
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
     return time.monotonic() - start
+
+
+def _reply(value: Any) -> None:
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()
+
+
+async def serve_commands(ready: dict[str, Any], commands: Mapping[str, Callable[..., Any]]) -> None:
+    """Node side: say ``ready``, then answer each command until ``stop`` or end of input.
+
+    ``commands`` maps a command name to a function of the command dict (sync or async)
+    whose result is the reply; an unknown command or an exception is replied as
+    ``{"error": ...}`` and the node keeps serving.
+    """
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    _reply(ready)
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        cmd = json.loads(line)
+        op = cmd["cmd"]
+        if op == "stop":
+            _reply({"ok": True})
+            return
+        handle = commands.get(op)
+        if handle is None:
+            _reply({"error": f"unknown command {op!r}"})
+            continue
+        try:
+            result = handle(cmd)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:  # report to the test, keep serving
+            _reply({"error": repr(exc)})
+            continue
+        _reply(result)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 from typing import Any
 
 import zmq
+from nodeproc import serve_commands
 
 from pubsub_zmq import PubSub
 
@@ -30,49 +29,35 @@ async def serve(args: argparse.Namespace) -> None:
         peer_timeout=1.0,
         start_timeout=5.0,
     ) as ps:
-        reader = asyncio.StreamReader()
-        loop = asyncio.get_running_loop()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
-        def reply(value: Any) -> None:
-            sys.stdout.write(json.dumps(value) + "\n")
-            sys.stdout.flush()
+        def subscribe(cmd: dict[str, Any]) -> dict[str, bool]:
+            ps.subscribe(cmd["topic"], callback=received.setdefault(cmd["topic"], []).append)
+            return {"ok": True}
 
-        reply({"ready": args.name, "endpoint": ps.endpoint, "incarnation": ps.incarnation})
-        while True:
-            line = await reader.readline()
-            if not line:
-                return
-            cmd = json.loads(line)
-            op = cmd["cmd"]
-            if op == "info":
-                reply({"peers": ps.peers(), "incarnation": ps.incarnation})
-            elif op == "subscribe":
-                topic = cmd["topic"]
-                box = received.setdefault(topic, [])
-                ps.subscribe(topic, callback=box.append)
-                reply({"ok": True})
-            elif op == "broadcast":
-                for message in cmd["messages"]:
-                    ps.broadcast(cmd["topic"], message)
-                await ps.flush()
-                reply({"ok": True})
-            elif op == "direct":
-                for message in cmd["messages"]:
-                    ps.direct_broadcast(cmd["node"], cmd["topic"], message)
-                await ps.flush()
-                reply({"ok": True})
-            elif op == "received":
-                reply(received.get(cmd["topic"], []))
-            elif op == "stats":
-                reply(ps.stats())
-            elif op == "remote_subscribers":
-                reply(ps.remote_subscribers(cmd["topic"]))
-            elif op == "stop":
-                reply({"ok": True})
-                return
-            else:
-                reply({"error": f"unknown command {op!r}"})
+        async def broadcast(cmd: dict[str, Any]) -> dict[str, bool]:
+            for message in cmd["messages"]:
+                ps.broadcast(cmd["topic"], message)
+            await ps.flush()
+            return {"ok": True}
+
+        async def direct(cmd: dict[str, Any]) -> dict[str, bool]:
+            for message in cmd["messages"]:
+                ps.direct_broadcast(cmd["node"], cmd["topic"], message)
+            await ps.flush()
+            return {"ok": True}
+
+        await serve_commands(
+            {"ready": args.name, "endpoint": ps.endpoint, "incarnation": ps.incarnation},
+            {
+                "info": lambda c: {"peers": ps.peers(), "incarnation": ps.incarnation},
+                "subscribe": subscribe,
+                "broadcast": broadcast,
+                "direct": direct,
+                "received": lambda c: received.get(c["topic"], []),
+                "stats": lambda c: ps.stats(),
+                "remote_subscribers": lambda c: ps.remote_subscribers(c["topic"]),
+            },
+        )
 
 
 def main() -> None:

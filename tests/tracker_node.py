@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 from typing import Any
+
+from nodeproc import serve_commands
 
 from pubsub_zmq import PubSub
 from tracker_zmq import Tracker
@@ -47,47 +47,31 @@ async def serve(args: argparse.Namespace) -> None:
             permdown_period=args.permdown_period,
         ) as tracker,
     ):
-        reader = asyncio.StreamReader()
-        loop = asyncio.get_running_loop()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
-        def reply(value: Any) -> None:
-            sys.stdout.write(json.dumps(value) + "\n")
-            sys.stdout.flush()
+        async def permdown(cmd: dict[str, Any]) -> dict[str, bool]:
+            await tracker.graceful_permdown()
+            return {"ok": True}
 
-        reply({"ready": args.name, "endpoint": ps.endpoint, "vsn": tracker.vsn})
-        while True:
-            line = await reader.readline()
-            if not line:
-                return
-            cmd = json.loads(line)
-            op = cmd["cmd"]
-            try:
-                if op == "track":
-                    ref = tracker.track(cmd["owner"], cmd["topic"], cmd["key"], cmd["meta"])
-                    reply({"ref": ref})
-                elif op == "untrack":
-                    tracker.untrack(cmd["owner"], cmd["topic"], cmd["key"])
-                    reply({"ok": True})
-                elif op == "update":
-                    ref = tracker.update(cmd["owner"], cmd["topic"], cmd["key"], cmd["meta"])
-                    reply({"ref": ref})
-                elif op == "list":
-                    reply(tracker.list(cmd["topic"]))
-                elif op == "diffs":
-                    reply(diffs)
-                elif op == "stats":
-                    reply(tracker.stats())
-                elif op == "permdown":
-                    await tracker.graceful_permdown()
-                    reply({"ok": True})
-                elif op == "stop":
-                    reply({"ok": True})
-                    return
-                else:
-                    reply({"error": f"unknown command {op!r}"})
-            except Exception as exc:  # report to the test, keep serving
-                reply({"error": repr(exc)})
+        def untrack(cmd: dict[str, Any]) -> dict[str, bool]:
+            tracker.untrack(cmd["owner"], cmd["topic"], cmd["key"])
+            return {"ok": True}
+
+        await serve_commands(
+            {"ready": args.name, "endpoint": ps.endpoint, "vsn": tracker.vsn},
+            {
+                "track": lambda c: {
+                    "ref": tracker.track(c["owner"], c["topic"], c["key"], c["meta"])
+                },
+                "untrack": untrack,
+                "update": lambda c: {
+                    "ref": tracker.update(c["owner"], c["topic"], c["key"], c["meta"])
+                },
+                "list": lambda c: tracker.list(c["topic"]),
+                "diffs": lambda c: diffs,
+                "stats": lambda c: tracker.stats(),
+                "permdown": permdown,
+            },
+        )
 
 
 def main() -> None:

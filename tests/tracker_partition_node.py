@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 from typing import Any
+
+from nodeproc import serve_commands
 
 from pubsub_zmq import PubSub, Subscription
 from tracker_zmq import Tracker
@@ -78,48 +78,35 @@ async def serve(args: argparse.Namespace) -> None:
             permdown_period=args.permdown_period,
         ) as tracker,
     ):
-        reader = asyncio.StreamReader()
-        loop = asyncio.get_running_loop()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
-        def reply(value: Any) -> None:
-            sys.stdout.write(json.dumps(value) + "\n")
-            sys.stdout.flush()
+        def untrack(cmd: dict[str, Any]) -> dict[str, bool]:
+            tracker.untrack(cmd["owner"], cmd["topic"], cmd["key"])
+            return {"ok": True}
 
-        reply({"ready": args.name, "endpoint": ps.endpoint, "vsn": tracker.vsn})
-        while True:
-            line = await reader.readline()
-            if not line:
-                return
-            cmd = json.loads(line)
-            op = cmd["cmd"]
-            try:
-                if op == "track":
-                    reply(
-                        {"ref": tracker.track(cmd["owner"], cmd["topic"], cmd["key"], cmd["meta"])}
-                    )
-                elif op == "untrack":
-                    tracker.untrack(cmd["owner"], cmd["topic"], cmd["key"])
-                    reply({"ok": True})
-                elif op == "update":
-                    ref = tracker.update(cmd["owner"], cmd["topic"], cmd["key"], cmd["meta"])
-                    reply({"ref": ref})
-                elif op == "list":
-                    reply(tracker.list(cmd["topic"]))
-                elif op == "stats":
-                    stats = tracker.stats()
-                    stats["partition_dropped"] = [ps.dropped_in, ps.dropped_out]
-                    reply(stats)
-                elif op == "partition":
-                    ps.partitioned = bool(cmd["on"])
-                    reply({"ok": True})
-                elif op == "stop":
-                    reply({"ok": True})
-                    return
-                else:
-                    reply({"error": f"unknown command {op!r}"})
-            except Exception as exc:  # report to the test, keep serving
-                reply({"error": repr(exc)})
+        def stats(cmd: dict[str, Any]) -> dict[str, Any]:
+            result = tracker.stats()
+            result["partition_dropped"] = [ps.dropped_in, ps.dropped_out]
+            return result
+
+        def partition(cmd: dict[str, Any]) -> dict[str, bool]:
+            ps.partitioned = bool(cmd["on"])
+            return {"ok": True}
+
+        await serve_commands(
+            {"ready": args.name, "endpoint": ps.endpoint, "vsn": tracker.vsn},
+            {
+                "track": lambda c: {
+                    "ref": tracker.track(c["owner"], c["topic"], c["key"], c["meta"])
+                },
+                "untrack": untrack,
+                "update": lambda c: {
+                    "ref": tracker.update(c["owner"], c["topic"], c["key"], c["meta"])
+                },
+                "list": lambda c: tracker.list(c["topic"]),
+                "stats": stats,
+                "partition": partition,
+            },
+        )
 
 
 def main() -> None:

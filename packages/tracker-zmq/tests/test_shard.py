@@ -359,7 +359,7 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner),
     max_leaves=20,
 )
-fields = st.sampled_from(["v", "t", "from", "pool", "clock", "delta", "id", "part", "parts"])
+fields = st.sampled_from(["v", "t", "from", "pool", "clock", "delta", "id", "part", "last"])
 
 
 @settings(max_examples=300, deadline=None)
@@ -396,7 +396,7 @@ def test_a_corrupted_message_never_raises(field: str, value: Any, kind: str) -> 
             "pool": [1, "crc32"],
             "id": [["a", 1], 1],
             "part": 0,
-            "parts": 1,
+            "last": True,
             "kind": "snapshot",
             "data": {"values": value},
         },
@@ -451,9 +451,11 @@ def test_transfer_parts_are_merged_only_when_all_came_and_once() -> None:
     requests = [s for t in (1.0, 2.0) for s in tick(a, t).sends if s.message["t"] == "treq"]
     assert [s.node for s in requests] == ["b"]
     answer = b.receive(wire(requests[0].message), 2.0)
-    parts = [wire(s.message) for s in answer.sends]
+    assert answer.sends == []  # the answer is built part by part, as it is pulled
+    sends = [send for parts in answer.later for send in parts]
+    parts = [wire(s.message) for s in sends]
     assert len(parts) == 4
-    assert {s.node for s in answer.sends} == {"a"}
+    assert {s.node for s in sends} == {"a"}
     for part in (parts[3], parts[1], parts[0]):
         assert a.receive(part, 2.1).diff == {}
         assert a.list(T) == []
@@ -475,7 +477,8 @@ def test_an_unrequested_transfer_ack_is_dropped() -> None:
     answer = b.receive(wire(requests[0].message), 2.0)
     a.receive(beat(b, 2.0), 2.0)
     # The answer to c's request, shown to a (which asked nothing) is dropped.
-    out = deliver(Output(sends=[s.__class__(s.message, "a") for s in answer.sends]), a, 2.1)
+    sends = [send for parts in answer.later for send in parts]
+    out = deliver(Output(sends=[s.__class__(s.message, "a") for s in sends]), a, 2.1)
     assert out.diff == {}
     assert a.drops == {"unexpected_transfer": 1}
 

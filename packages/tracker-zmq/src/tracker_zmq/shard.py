@@ -40,7 +40,7 @@ from __future__ import annotations
 import base64
 import builtins
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,9 +69,9 @@ from tracker_zmq.wire import (
     check_meta,
     decode,
     encode,
+    iter_parts,
     join_payload,
     json_size,
-    split_payload,
 )
 
 __all__ = ["Diff", "Output", "ReplicaEvent", "Send", "Shard"]
@@ -108,6 +108,8 @@ class Output:
     sends: list[Send] = field(default_factory=list)
     diff: Diff = field(default_factory=dict)
     events: list[ReplicaEvent] = field(default_factory=list)
+    later: list[Iterator[Send]] = field(default_factory=list)
+    """Sends to make after ``sends``, each built when pulled (large transfer answers)."""
 
     def report(self, joins: list[Entry], leaves: list[Entry]) -> None:
         """Fold entries that joined and left into the diff, grouped by topic."""
@@ -122,7 +124,8 @@ class Output:
 class _Request:
     responder: Ref
     sent_at: float
-    parts: list[dict[str, Any] | None] | None = None
+    parts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    last: int | None = None
     kind: str = ""
 
 
@@ -497,16 +500,26 @@ class Shard:
             self._answered_full[requester[0]] = now
             self.counters["transfers_answered_full"] += 1
         self.counters["transfers_answered"] += 1
+        out.later.append(self._answer(payload, message.request, requester[0]))
+
+    def _answer(
+        self, payload: Snapshot | Delta, request: tuple[Ref, int], node: str
+    ) -> Iterator[Send]:
+        """The parts of a transfer answer, each built only when asked for.
+
+        The payload was extracted when the request came (a consistent cut); encoding
+        it, the costly part, happens as the caller pulls the parts, so an event loop
+        can heartbeat in between.
+        """
         kind = "snapshot" if isinstance(payload, Snapshot) else "delta"
-        parts = split_payload(
-            payload,
-            self.options.transfer_part_values,
-            self.options.transfer_part_bytes,
-            self._measure,
+        options = self.options
+        parts = iter_parts(
+            payload, options.transfer_part_values, options.transfer_part_bytes, self._measure
         )
-        for i, data in enumerate(parts):
-            ack = TransferAck(self.ref, message.request, i, len(parts), kind, data)
-            self._send(out, ack, node=requester[0])
+        for i, (data, last) in enumerate(parts):
+            ack = TransferAck(self.ref, request, i, last, kind, data)
+            self.counters["messages_out"] += 1
+            yield Send(encode(ack, options.pool_size), node)
 
     def _on_transfer_ack(self, message: TransferAck, now: float, out: Output) -> None:
         # An answer counts only if it matches a request still outstanding to that very
@@ -524,17 +537,24 @@ class Shard:
             self._count_drop("unexpected_transfer")
             return
         pending.sent_at = now  # progress: the timeout counts from the latest part
-        if pending.parts is None:
-            pending.parts = [None] * message.parts
+        if not pending.parts:
             pending.kind = message.kind
-        elif len(pending.parts) != message.parts or pending.kind != message.kind:
+        if (
+            pending.kind != message.kind
+            or message.part in pending.parts
+            or (message.last and pending.last is not None)
+            or (pending.last is not None and message.part > pending.last)
+            or (message.last and any(part > message.part for part in pending.parts))
+        ):
             self._forget_request(message.request)
             self._count_drop("inconsistent_transfer")
             return
         pending.parts[message.part] = message.data
-        if any(part is None for part in pending.parts):
+        if message.last:
+            pending.last = message.part
+        if pending.last is None or len(pending.parts) != pending.last + 1:
             return
-        parts = [part for part in pending.parts if part is not None]
+        parts = [pending.parts[i] for i in range(pending.last + 1)]
         self._forget_request(message.request)
         try:
             payload = join_payload(pending.kind, parts, self.options.max_message_entries)

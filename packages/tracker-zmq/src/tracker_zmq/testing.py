@@ -573,7 +573,7 @@ class Cluster:
             node.diffs.append(DiffRecord(self.now, node.vsn, index, out.diff))
         for event in out.events:
             node.events.append(EventRecord(self.now, node.vsn, index, event))
-        for send in out.sends:
+        for send in [*out.sends, *(send for parts in out.later for send in parts)]:
             self._sender(node.ref, node.name, index, send.message, send.node)()
 
     def _sender(

@@ -35,7 +35,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import orjson
@@ -44,7 +44,7 @@ from crdt_state import Key, Meta, Topic
 from pubsub_zmq import Overflow, PubSub, PubSubError, Subscription
 from tracker_zmq.errors import ConfigError, NoPresence, TrackerNotRunning
 from tracker_zmq.options import Options
-from tracker_zmq.shard import Diff, Output, Shard
+from tracker_zmq.shard import Diff, Output, Send, Shard
 from tracker_zmq.wire import shard_for
 
 __all__ = ["DiffHandler", "Handler", "Tracker"]
@@ -200,6 +200,7 @@ class Tracker:
         self._runners: list[_Runner] = []
         self.vsn = 0
         self._task_ids: dict[asyncio.Task[Any], str] = {}
+        self._streams: set[asyncio.Task[None]] = set()
         self._owner_counter = 0
         self.counters: dict[str, int] = {
             "handler_errors": 0,
@@ -325,6 +326,7 @@ class Tracker:
     async def _shutdown(self) -> None:
         self._state = _STOPPING
         ticks = [runner.tasks[0] for runner in self._runners if runner.tasks]
+        ticks += self._streams
         for task in ticks:
             task.cancel()
         await asyncio.gather(*ticks, return_exceptions=True)
@@ -612,6 +614,10 @@ class Tracker:
     def _apply(self, runner: _Runner, out: Output) -> None:
         if out.sends:
             self._send(runner, out)
+        for parts in out.later:
+            task = asyncio.create_task(self._stream(runner, parts))
+            self._streams.add(task)
+            task.add_done_callback(self._streams.discard)
         if out.diff:
             self.counters["diffs_reported"] += 1
             runner.queue.put_nowait(out.diff)
@@ -639,6 +645,18 @@ class Tracker:
             except (PubSubError, TypeError, ValueError) as exc:
                 self.counters["send_errors"] += 1
                 log.warning("tracker %r shard %d: send failed: %s", self.name, runner.index, exc)
+
+    async def _stream(self, runner: _Runner, parts: Iterator[Send]) -> None:
+        """Send a large answer part by part, letting the loop run (and tick) in between."""
+        try:
+            for send in parts:  # each part is built as it is pulled
+                self._send(runner, Output(sends=[send]))
+                await asyncio.sleep(0)
+        except Exception:
+            self.counters["send_errors"] += 1
+            log.exception(
+                "tracker %r shard %d: answering a transfer failed", self.name, runner.index
+            )
 
     async def _handler_loop(self, runner: _Runner) -> None:
         queue = runner.queue

@@ -18,8 +18,9 @@ and, by kind:
 * ``hb``: ``clock`` (the sender's context without down replicas, ``[[ref, clock], ...]``)
   and ``delta`` (a :class:`crdt_state.Delta` wire form, or None for an empty heartbeat);
 * ``treq``: ``id`` (``[ref, counter]``, unique per requester) and ``clock``;
-* ``tack``: ``id`` (echoed), ``part`` and ``parts`` (a large answer travels in parts and
-  is merged once all have arrived), ``kind`` (``snapshot`` or ``delta``) and ``data``
+* ``tack``: ``id`` (echoed), ``part`` (its number, from 0) and ``last`` (a large answer
+  travels in parts, made one at a time, and is merged once all up to the last have
+  arrived), ``kind`` (``snapshot`` or ``delta``) and ``data``
   (the payload's wire form, or one part of it: see :func:`split_payload`);
 * ``perm``: nothing more.
 
@@ -31,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "check_meta",
     "decode",
     "encode",
+    "iter_parts",
     "join_payload",
     "json_size",
     "shard_for",
@@ -58,6 +60,9 @@ __all__ = [
 
 PROTOCOL = 1
 """The protocol version every message carries."""
+
+MAX_PARTS = 100_000
+"""Most parts one transfer answer may have."""
 
 HASH_NAME = "crc32"
 """The topic hash shards agree on: ``zlib.crc32`` of the topic's UTF-8 text."""
@@ -103,7 +108,7 @@ class TransferAck:
     sender: Ref
     request: RequestId
     part: int
-    parts: int
+    last: bool
     kind: str
     data: dict[str, Any]
 
@@ -150,7 +155,7 @@ def encode(message: Message, pool_size: int) -> dict[str, Any]:
     elif isinstance(message, TransferAck):
         out["id"] = [_ref_out(message.request[0]), message.request[1]]
         out["part"] = message.part
-        out["parts"] = message.parts
+        out["last"] = message.last
         out["kind"] = message.kind
         out["data"] = message.data
     return out
@@ -230,17 +235,19 @@ def decode(
                 sender, _request(data.get("id")), _clock(data.get("clock"), max_replicas)
             )
         if kind == "tack":
-            parts = _int(data.get("parts"), "parts", 1)
             part = _int(data.get("part"), "part")
-            if part >= parts:
-                raise MessageError(f"part {part} of {parts}")
+            if part >= MAX_PARTS:
+                raise MessageError(f"part {part}: at most {MAX_PARTS} parts")
+            last = data.get("last")
+            if type(last) is not bool:
+                raise MessageError(f"last must be a bool, not {last!r:.20}")
             payload_kind = data.get("kind")
             if payload_kind not in ("snapshot", "delta"):
                 raise MessageError(f"unknown payload kind {payload_kind!r:.20}")
             payload = data.get("data")
             if type(payload) is not dict:
                 raise MessageError("a transfer part's data must be a dict")
-            return TransferAck(sender, _request(data.get("id")), part, parts, payload_kind, payload)
+            return TransferAck(sender, _request(data.get("id")), part, last, payload_kind, payload)
         if kind == "perm":
             return GracefulPermdown(sender)
     except WireError as exc:
@@ -253,26 +260,28 @@ def json_size(data: object) -> int:
     return len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
-def split_payload(
+def iter_parts(
     payload: Snapshot | Delta,
     part_values: int,
     part_bytes: int = 512 * 1024,
     measure: Callable[[object], int] = json_size,
-) -> list[dict[str, Any]]:
-    """A payload's wire form cut into parts, so that each fits in one frame.
+) -> Iterator[tuple[dict[str, Any], bool]]:
+    """A payload's wire form in parts that each fit in one frame, made one at a time.
 
-    A payload that fits goes whole, as its wire form. Otherwise its values and its cloud
-    tags (a delta has one per value, and more) are spread over parts of at most
-    ``part_values`` of each and, as ``measure`` counts it, at most ``part_bytes`` bytes
-    (a part too large is halved until it fits or holds a single item). Each part has
-    ``values`` and ``cloud`` (tags as ``[replica, clock]`` pairs); the first part also
-    carries the payload's other fields. :func:`join_payload` puts them back together.
+    Yields ``(part, last)``. A payload that fits goes whole, as its wire form. Otherwise
+    its values and its cloud tags (a delta has one per value, and more) are spread over
+    parts of at most ``part_values`` of each and, as ``measure`` counts it, at most
+    ``part_bytes`` bytes (a part too large is halved until it fits or holds a single
+    item). Each part has ``values`` and ``cloud`` (tags as ``[replica, clock]`` pairs);
+    the first also carries the payload's other fields. Nothing is built before the
+    first ``next``, so a caller can spread the work over several event-loop turns.
     """
     data = payload.to_wire()
     values = data["values"]
     pairs = [[r, c] for r, clocks in data["clouds"] for c in clocks]
     if len(values) + len(pairs) <= part_values and measure(data) <= part_bytes:
-        return [data]
+        yield data, True
+        return
     head = {k: v for k, v in data.items() if k not in ("values", "clouds")}
     count = max(len(values), len(pairs), 1)
     pending = [
@@ -280,18 +289,31 @@ def split_payload(
         for i in range(0, count, part_values)
     ]
     pending.reverse()
-    parts: list[dict[str, Any]] = []
+    ready: dict[str, Any] | None = None
     while pending:
         vals, cloud = pending.pop()
         part: dict[str, Any] = {"values": vals, "cloud": cloud}
-        if not parts:
-            part.update(head)
+        if ready is None:
+            part.update(head)  # the first part carries the other fields
         if len(vals) + len(cloud) > 1 and measure(part) > part_bytes:
             v, c = len(vals) // 2, len(cloud) // 2
             pending.extend(((vals[v:], cloud[c:]), (vals[:v], cloud[:c])))
             continue
-        parts.append(part)
-    return parts
+        if ready is not None:
+            yield ready, False
+        ready = part
+    assert ready is not None
+    yield ready, True
+
+
+def split_payload(
+    payload: Snapshot | Delta,
+    part_values: int,
+    part_bytes: int = 512 * 1024,
+    measure: Callable[[object], int] = json_size,
+) -> list[dict[str, Any]]:
+    """All of :func:`iter_parts` at once, as a list of parts."""
+    return [part for part, _ in iter_parts(payload, part_values, part_bytes, measure)]
 
 
 def join_payload(kind: str, parts: list[dict[str, Any]], max_entries: int) -> Snapshot | Delta:

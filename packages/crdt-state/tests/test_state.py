@@ -1383,3 +1383,21 @@ def test_diffs_track_visibility_and_every_order_converges_to_the_model(ops):
             assert state.merge(delta) == ([], [])
     for state in cluster.states:
         assert visible_set(state) == expected
+
+
+def test_payload_length_and_value_replicas_without_building_entries():
+    a, b = State(("a", 1)), State(("b", 1))
+    a.replica_up(b.replica)
+    b.replica_up(a.replica)
+    a.join("o1", "t", "k1", {})
+    a.join("o2", "t", "k2", {})
+    a.leave("o1", "t", "k1")
+    delta = a.take_delta()
+    assert len(delta) == len(delta.values) == 1
+    assert delta.value_replicas() == {("a", 1)}
+    b.merge(delta)
+    snapshot = b.extract(("c", 1), {("a", 1): 0, ("b", 1): 0})
+    assert len(snapshot) == 1
+    assert snapshot.value_replicas() == {("a", 1)}
+    assert len(State(("c", 1)).take_delta()) == 0
+    assert State(("c", 1)).take_delta().value_replicas() == set()

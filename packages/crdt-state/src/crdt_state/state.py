@@ -160,6 +160,14 @@ class _Payload:
         """The number of values plus the number of cloud tags (Phoenix's delta_size)."""
         return _values_size(self._values) + _clouds_size(self._clouds)
 
+    def __len__(self) -> int:
+        """The number of values carried (without building them, unlike :attr:`values`)."""
+        return _values_size(self._values)
+
+    def value_replicas(self) -> set[Replica]:
+        """The replicas that tagged the values carried, in time proportional to them."""
+        return {r for r, vals in self._values.items() if vals}
+
     def to_wire(self) -> dict[str, Any]:
         """Plain lists, dicts, str, int and None, for any JSON or msgpack codec.
 

@@ -326,7 +326,7 @@ class Shard:
             else:
                 out.sends.append(Send(message))
                 self.counters["messages_out"] += 1
-                self.counters["delta_values_sent"] += len(delta.values)
+                self.counters["delta_values_sent"] += len(delta)
         elif self._silent_periods >= self.options.max_silent_periods:
             self._silent_periods = 0
             self._send(out, Heartbeat(self.ref, state.clocks()[1], None))
@@ -454,7 +454,7 @@ class Shard:
     def _on_heartbeat(self, message: Heartbeat, now: float, out: Output) -> None:
         sender = message.sender
         delta = message.delta
-        if delta is not None and any(tag[0] != sender for tag in delta.values):
+        if delta is not None and not delta.value_replicas() <= {sender}:
             self._count_drop("foreign_values_in_heartbeat")
             return
         if not self._heard(sender, now, out):

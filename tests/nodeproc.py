@@ -8,6 +8,7 @@ JSON line on stdout. The tests drive them with :class:`NodeProcess`.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import inspect
 import json
@@ -145,3 +146,32 @@ async def serve_commands(ready: dict[str, Any], commands: Mapping[str, Callable[
             _reply({"error": repr(exc)})
             continue
         _reply(result)
+
+
+def tracker_commands(tracker: Any) -> dict[str, Callable[..., Any]]:
+    """The commands every tracker test node answers: track, untrack, update, list, stats."""
+
+    def untrack(cmd: dict[str, Any]) -> dict[str, bool]:
+        tracker.untrack(cmd["owner"], cmd["topic"], cmd["key"])
+        return {"ok": True}
+
+    return {
+        "track": lambda c: {"ref": tracker.track(c["owner"], c["topic"], c["key"], c["meta"])},
+        "untrack": untrack,
+        "update": lambda c: {"ref": tracker.update(c["owner"], c["topic"], c["key"], c["meta"])},
+        "list": lambda c: tracker.list(c["topic"]),
+        "stats": lambda c: tracker.stats(),
+    }
+
+
+def tracker_arguments(permdown_period: float) -> argparse.Namespace:
+    """The command line of a tracker test node: name, endpoints and short periods."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--bind", default="tcp://127.0.0.1:0")
+    parser.add_argument("--peer", action="append", default=[])
+    parser.add_argument("--broadcast-period", type=float, default=0.1)
+    parser.add_argument("--max-silent-periods", type=int, default=3)
+    parser.add_argument("--down-period", type=float, default=1.0)
+    parser.add_argument("--permdown-period", type=float, default=permdown_period)
+    return parser.parse_args()

@@ -15,7 +15,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from nodeproc import serve_commands
+from nodeproc import serve_commands, tracker_arguments, tracker_commands
 
 from pubsub_zmq import PubSub
 from tracker_zmq import Tracker
@@ -52,38 +52,14 @@ async def serve(args: argparse.Namespace) -> None:
             await tracker.graceful_permdown()
             return {"ok": True}
 
-        def untrack(cmd: dict[str, Any]) -> dict[str, bool]:
-            tracker.untrack(cmd["owner"], cmd["topic"], cmd["key"])
-            return {"ok": True}
-
         await serve_commands(
             {"ready": args.name, "endpoint": ps.endpoint, "vsn": tracker.vsn},
-            {
-                "track": lambda c: {
-                    "ref": tracker.track(c["owner"], c["topic"], c["key"], c["meta"])
-                },
-                "untrack": untrack,
-                "update": lambda c: {
-                    "ref": tracker.update(c["owner"], c["topic"], c["key"], c["meta"])
-                },
-                "list": lambda c: tracker.list(c["topic"]),
-                "diffs": lambda c: diffs,
-                "stats": lambda c: tracker.stats(),
-                "permdown": permdown,
-            },
+            {**tracker_commands(tracker), "diffs": lambda c: diffs, "permdown": permdown},
         )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--bind", default="tcp://127.0.0.1:0")
-    parser.add_argument("--peer", action="append", default=[])
-    parser.add_argument("--broadcast-period", type=float, default=0.1)
-    parser.add_argument("--max-silent-periods", type=int, default=3)
-    parser.add_argument("--down-period", type=float, default=1.0)
-    parser.add_argument("--permdown-period", type=float, default=5.0)
-    asyncio.run(serve(parser.parse_args()))
+    asyncio.run(serve(tracker_arguments(permdown_period=5.0)))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from nodeproc import serve_commands
+from nodeproc import serve_commands, tracker_arguments, tracker_commands
 
 from pubsub_zmq import PubSub, Subscription
 from tracker_zmq import Tracker
@@ -79,10 +79,6 @@ async def serve(args: argparse.Namespace) -> None:
         ) as tracker,
     ):
 
-        def untrack(cmd: dict[str, Any]) -> dict[str, bool]:
-            tracker.untrack(cmd["owner"], cmd["topic"], cmd["key"])
-            return {"ok": True}
-
         def stats(cmd: dict[str, Any]) -> dict[str, Any]:
             result = tracker.stats()
             result["partition_dropped"] = [ps.dropped_in, ps.dropped_out]
@@ -94,31 +90,12 @@ async def serve(args: argparse.Namespace) -> None:
 
         await serve_commands(
             {"ready": args.name, "endpoint": ps.endpoint, "vsn": tracker.vsn},
-            {
-                "track": lambda c: {
-                    "ref": tracker.track(c["owner"], c["topic"], c["key"], c["meta"])
-                },
-                "untrack": untrack,
-                "update": lambda c: {
-                    "ref": tracker.update(c["owner"], c["topic"], c["key"], c["meta"])
-                },
-                "list": lambda c: tracker.list(c["topic"]),
-                "stats": stats,
-                "partition": partition,
-            },
+            {**tracker_commands(tracker), "stats": stats, "partition": partition},
         )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--bind", default="tcp://127.0.0.1:0")
-    parser.add_argument("--peer", action="append", default=[])
-    parser.add_argument("--broadcast-period", type=float, default=0.1)
-    parser.add_argument("--max-silent-periods", type=int, default=3)
-    parser.add_argument("--down-period", type=float, default=1.0)
-    parser.add_argument("--permdown-period", type=float, default=10.0)
-    asyncio.run(serve(parser.parse_args()))
+    asyncio.run(serve(tracker_arguments(permdown_period=10.0)))
 
 
 if __name__ == "__main__":

@@ -414,3 +414,34 @@ def test_a_transfer_pushed_into_the_requesters_generations_does_not_stall_a_thir
         answer(gens, (0, r0), (2, r2))
     assert r2.clocks()[1][r0.replica] == r0.clocks()[1][r0.replica]
     assert sorted(e.key for e in r2.online_list()) == ["p", "q", "t"]
+
+
+def test_a_delta_larger_than_every_cap_leaves_empty_windows_and_a_full_transfer():
+    # Phoenix keeps such a delta as the first generation, over its cap, and every later
+    # merge inherits it; here each generation stays within its cap.
+    s1, s2 = State("s1"), State("s2")
+    gens = DeltaGenerations(CAPS)
+    s1.join("pid-0", "lobby", "user0", {})
+    gens.push(s1, s1.take_delta())
+    for i in range(1, 8):  # 7 values and 7 cloud tags: more than the largest cap (6)
+        s1.join(f"pid-{i}", "lobby", f"user{i}", {})
+    big = s1.take_delta()
+    gens.push(s1, big)
+    assert [gen.size() for gen in gens.generations] == [0, 0, 0]
+    assert all(gen.range == (s1.context, s1.context) for gen in gens.generations)
+    s2.replica_up("s1")
+    # a remote that has only user0 gets the full state, as a snapshot
+    s2.merge(gens.generations[0])  # an empty window changes nothing
+    answer = gens.extract(s1, "s2", {"s1": 1, "s2": 0})
+    assert isinstance(answer, Snapshot)
+    s2.merge(answer)
+    assert sorted(key for key, _ in s2.get_by_topic("lobby")) == [f"user{i}" for i in range(8)]
+    # later small deltas slide into the windows again, contiguous with the empty ones
+    s1.leave("pid-3", "lobby", "user3")
+    gens.push(s1, s1.take_delta())
+    assert len({gen.size() for gen in gens.generations}) == 1
+    assert 0 < gens.generations[0].size() <= CAPS[0]
+    answer = gens.extract(s1, "s2", s2.clocks()[1])
+    assert isinstance(answer, Delta)
+    s2.merge(answer)
+    assert "user3" not in {key for key, _ in s2.get_by_topic("lobby")}

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from crdt_state import clock as _clock
 from crdt_state._types import Replica
-from crdt_state.state import Delta, Snapshot, State, merge_deltas
+from crdt_state.state import Delta, Snapshot, State, _clouds_size, merge_deltas
 
 __all__ = ["DeltaGenerations"]
 
@@ -51,23 +51,40 @@ class DeltaGenerations:
         merge would exceed its cap takes the previous (smaller) generation's result
         instead, so the windows slide. A non-contiguous delta leaves a generation as is.
 
+        Unlike Phoenix, a generation never holds more than its cap: when even the
+        previous result is too big (``delta`` alone exceeds it), the generation becomes
+        an empty window ending where the merge would end, and a remote behind it gets
+        the full state, which is smaller than such a delta (no cloud tag per value).
+        A delta with more cloud tags than a cap is not merged into that generation at
+        all, since the result could not fit.
+
         Args:
             state: The State the generations belong to.
             delta: The delta just sent or merged.
         """
         gens = self._gens or [state.delta for _ in self.max_sizes]
+        tags = _clouds_size(delta._clouds)
         out: list[Delta] = []
         prev = delta
         for gen, cap in zip(gens, self.max_sizes, strict=True):
-            merged = merge_deltas(gen, delta)
-            if merged is None:
-                out.append(gen)
+            if not (
+                _clock.dominates_or_equal(delta._end, gen._start)
+                and _clock.dominates_or_equal(gen._end, delta._start)
+            ):
+                out.append(gen)  # not contiguous
                 prev = gen
-            elif merged.size() <= cap:
+                continue
+            merged = merge_deltas(gen, delta) if tags <= cap else None
+            if merged is not None and merged.size() <= cap:
                 out.append(merged)
                 prev = merged
-            else:
+                continue
+            if prev.size() <= cap:
                 out.append(prev)
+            else:
+                end = _clock.upperbound(gen._end, delta._end)
+                out.append(Delta._make(gen.replica, {}, {}, dict(end), end))
+            if merged is not None:
                 prev = merged
         self._gens = out
 

@@ -43,6 +43,11 @@ _MAX_CLOCK = 2**63 - 1
 
 _WireReplica = str | int | list[str | int]
 
+_ID_TYPES = frozenset((str, int))
+"""Types of a topic, owner or key (``type(True)`` is bool: not one of them)."""
+
+_STR_ONLY = frozenset((str,))
+
 
 def _replica_out(replica: Replica) -> _WireReplica:
     return list(replica) if type(replica) is tuple else replica  # type: ignore[return-value]
@@ -68,6 +73,13 @@ def _values_out(values: dict[Replica, dict[int, Record]]) -> list[list[Any]]:
 
 def snapshot_to_wire(snapshot: Snapshot) -> dict[str, Any]:
     """Write a Snapshot as plain data (see the module's table)."""
+    if len(snapshot) >= BULK_SIZE:
+        with gc_paused():
+            return _snapshot_to_wire(snapshot)
+    return _snapshot_to_wire(snapshot)
+
+
+def _snapshot_to_wire(snapshot: Snapshot) -> dict[str, Any]:
     return {
         "replica": _replica_out(snapshot.replica),
         "context": _context_out(snapshot._context),
@@ -78,6 +90,13 @@ def snapshot_to_wire(snapshot: Snapshot) -> dict[str, Any]:
 
 def delta_to_wire(delta: Delta) -> dict[str, Any]:
     """Write a Delta as plain data (see the module's table)."""
+    if len(delta) >= BULK_SIZE:
+        with gc_paused():
+            return _delta_to_wire(delta)
+    return _delta_to_wire(delta)
+
+
+def _delta_to_wire(delta: Delta) -> dict[str, Any]:
     return {
         "replica": _replica_out(delta.replica),
         "clouds": _clouds_out(delta._clouds),
@@ -152,26 +171,45 @@ class _Reader:
         rows = _list(data, "values")
         self.grow(len(rows))
         out: dict[Replica, dict[int, Record]] = {}
+        ids, str_keys = _ID_TYPES, _STR_ONLY
+        # Rows of one replica mostly follow each other: its wire form is read once per run.
+        last_wire: object = None
+        replica: Replica = ""
+        held: dict[int, Record] = {}
         for row in rows:
-            items = _list(row, "a value")
-            if len(items) != 5:
+            if type(row) is not list or len(row) != 5:
                 raise WireError(
                     f"a value must be [topic, owner, key, meta, [replica, clock]], not {row!r:.80}"
                 )
-            topic, owner, key, meta, tag = items
-            if not (is_id(topic) and is_id(owner) and is_id(key)):
+            topic, owner, key, meta, tag = row
+            if type(topic) not in ids or type(owner) not in ids or type(key) not in ids:
                 raise WireError(f"topic, owner and key must be str or int in {row!r:.80}")
-            if type(meta) is not dict or not all(type(k) is str for k in meta):
+            if type(meta) is not dict or not {*map(type, meta)} <= str_keys:
                 raise WireError(f"a meta must be a dict with str keys in {row!r:.80}")
-            tag_items = _list(tag, "a tag")
-            if len(tag_items) != 2:
+            if type(tag) is not list or len(tag) != 2:
                 raise WireError(f"a tag must be [replica, clock], not {tag!r:.80}")
-            replica = self.replica(tag_items[0])
-            c = _clock(tag_items[1], minimum=1)
-            held = out.get(replica)
-            if held is None:
-                held = out[replica] = {}
-            elif c in held:
+            wire_replica, c = tag
+            if type(c) is not int or not 1 <= c <= _MAX_CLOCK:
+                _clock(c, minimum=1)  # raises with the message
+            # Equal to the last one and made of str and int only (1.0 and True equal 1):
+            # the same replica. Otherwise it is read and checked in full.
+            kind = type(wire_replica)
+            if wire_replica != last_wire or not (
+                kind in ids
+                or (
+                    kind is list
+                    and len(wire_replica) == 2
+                    and type(wire_replica[0]) in ids
+                    and type(wire_replica[1]) in ids
+                )
+            ):
+                replica = self.replica(wire_replica)
+                last_wire = wire_replica
+                found = out.get(replica)
+                if found is None:
+                    found = out[replica] = {}
+                held = found
+            if c in held:
                 raise WireError(f"tag {(replica, c)!r:.80} appears twice")
             held[c] = (topic, owner, key, meta, replica, c)
         return out

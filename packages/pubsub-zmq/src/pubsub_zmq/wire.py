@@ -36,6 +36,7 @@ subclasses :class:`UnknownVersion` and :class:`FrameTooLarge`), never another ex
 
 from __future__ import annotations
 
+import gc
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -258,6 +259,27 @@ def encode_control(kind: Kind, incarnation: int, seq: int, sender: bytes, body: 
     )
 
 
+BULK_BYTES = 64 * 1024
+"""Bodies at least this long are decoded with the cyclic garbage collector paused."""
+
+
+def _loads(body: memoryview) -> Any:
+    """``orjson.loads``, with the collector paused for a large body.
+
+    Decoding a large body allocates many containers, each one counted towards the
+    collector's next run, and each run walks everything the process holds: a 512 KiB
+    transfer part decodes about five times faster without those runs. No cycle can be
+    made by decoding, so none is missed; the counts carry over to the next regular run.
+    """
+    if len(body) < BULK_BYTES or not gc.isenabled():
+        return orjson.loads(body)
+    gc.disable()
+    try:
+        return orjson.loads(body)
+    finally:
+        gc.enable()
+
+
 def decode(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
     """Decode and validate one frame.
 
@@ -304,7 +326,7 @@ def decode(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame
         raise WireError("topic or sender is not UTF-8") from exc
     pos += name_len
     try:
-        body = orjson.loads(memoryview(data)[pos:])
+        body = _loads(memoryview(data)[pos:])
     except orjson.JSONDecodeError as exc:
         raise WireError(f"body is not JSON: {exc}") from exc
     if kind in _DATA_KINDS:

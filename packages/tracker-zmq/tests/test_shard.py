@@ -580,3 +580,19 @@ def test_a_large_delta_splits_values_and_cloud_tags_into_parts_that_fit() -> Non
     wired = [json.loads(json.dumps(part)) for part in parts]
     assert join_payload("delta", wired, max_entries=10**6) == delta
     assert split_payload(delta, part_values=10**6, part_bytes=10**9) == [delta.to_wire()]
+
+
+def test_a_value_larger_than_a_part_travels_alone() -> None:
+    from crdt_state import State
+    from tracker_zmq.wire import join_payload, split_payload
+
+    state = State(("a", 1))
+    state.join("pid-big", "topic", "big", {"blob": "x" * 5000})
+    state.join("pid-gone", "topic", "gone", {})
+    state.leave("pid-gone", "topic", "gone")
+    delta = state.take_delta()  # 1 value over the part size, and its cloud tags
+    parts = split_payload(delta, part_values=1000, part_bytes=1024)
+    assert [len(p["values"]) for p in parts].count(1) == 1
+    assert sum(len(p["cloud"]) for p in parts) == delta.size() - 1
+    wired = [json.loads(json.dumps(part)) for part in parts]
+    assert join_payload("delta", wired, max_entries=10**6) == delta

@@ -271,7 +271,7 @@ def iter_parts(
     Yields ``(part, last)``. A payload that fits goes whole, as its wire form. Otherwise
     its values and its cloud tags (a delta has one per value, and more) are spread over
     parts of at most ``part_values`` of each and, as ``measure`` counts it, at most
-    ``part_bytes`` bytes (a part too large is halved until it fits or holds a single
+    ``part_bytes`` bytes (a part too large is cut down until it fits or holds a single
     item). Each part has ``values`` and ``cloud`` (tags as ``[replica, clock]`` pairs);
     the first also carries the payload's other fields. Nothing is built before the
     first ``next``, so a caller can spread the work over several event-loop turns.
@@ -283,26 +283,30 @@ def iter_parts(
         yield data, True
         return
     head = {k: v for k, v in data.items() if k not in ("values", "clouds")}
-    count = max(len(values), len(pairs), 1)
-    pending = [
-        (values[i : i + part_values], pairs[i : i + part_values])
-        for i in range(0, count, part_values)
-    ]
-    pending.reverse()
+    # Part sizes follow what the measured parts weighed, aiming at 90% of part_bytes,
+    # so that a part is seldom measured twice.
+    step = part_values
+    at_value = at_pair = 0
     ready: dict[str, Any] | None = None
-    while pending:
-        vals, cloud = pending.pop()
+    while ready is None or at_value < len(values) or at_pair < len(pairs):
+        vals = values[at_value : at_value + step]
+        cloud = pairs[at_pair : at_pair + step]
         part: dict[str, Any] = {"values": vals, "cloud": cloud}
         if ready is None:
             part.update(head)  # the first part carries the other fields
-        if len(vals) + len(cloud) > 1 and measure(part) > part_bytes:
-            v, c = len(vals) // 2, len(cloud) // 2
-            pending.extend(((vals[v:], cloud[c:]), (vals[:v], cloud[:c])))
-            continue
+        size = measure(part)
+        fit = max(1, min(part_values, int(step * part_bytes * 0.9 / max(size, 1))))
+        if len(vals) + len(cloud) > 1 and size > part_bytes:
+            if step > 1:
+                step = min(fit, step // 2)
+                continue
+            del cloud[:]  # one value and one tag: the value goes alone (whatever its size)
         if ready is not None:
             yield ready, False
         ready = part
-    assert ready is not None
+        at_value += len(vals)
+        at_pair += len(cloud)
+        step = fit
     yield ready, True
 
 

@@ -56,6 +56,7 @@ from crdt_state import (
     State,
     Topic,
 )
+from crdt_state._bulk import BULK_SIZE, gc_paused  # the same package family, pinned
 from crdt_state.clock import Clock, append_clock, clockset_replicas
 from tracker_zmq.errors import AlreadyTracked, NoPresence
 from tracker_zmq.options import Options
@@ -113,11 +114,33 @@ class Output:
 
     def report(self, joins: list[Entry], leaves: list[Entry]) -> None:
         """Fold entries that joined and left into the diff, grouped by topic."""
+        if len(joins) + len(leaves) >= BULK_SIZE:
+            with gc_paused():  # a large transfer's joins: see crdt_state._bulk
+                self._report(joins, leaves)
+        else:
+            self._report(joins, leaves)
+
+    def _report(self, joins: list[Entry], leaves: list[Entry]) -> None:
         diff = self.diff
-        for entry in joins:
-            diff.setdefault(entry.topic, ([], []))[0].append((entry.key, entry.meta))
-        for entry in leaves:
-            diff.setdefault(entry.topic, ([], []))[1].append((entry.key, entry.meta))
+        for side, entries in ((0, joins), (1, leaves)):
+            # entries mostly come grouped by topic: look the topic up once per run
+            last: object = _NO_TOPIC
+            add: Callable[[tuple[Key, Meta]], None] = _no_append
+            for topic, _owner, key, meta, _tag in entries:
+                if topic != last:  # topics are str or int: 1 never equals "1"
+                    pair = diff.get(topic)
+                    if pair is None:
+                        pair = diff[topic] = ([], [])
+                    add = pair[side].append
+                    last = topic
+                add((key, meta))
+
+
+_NO_TOPIC = object()
+
+
+def _no_append(item: tuple[Key, Meta]) -> None:
+    raise AssertionError("unreachable: the first entry always looks its topic up")
 
 
 @dataclass(slots=True)

@@ -30,7 +30,16 @@ typecheck: $(STAMP) ## mypy --strict on the packages
 	$(BIN)/mypy packages/crdt-state/src/crdt_state packages/pubsub-zmq/src/pubsub_zmq \
 		packages/tracker-zmq/src/tracker_zmq
 
-pytest: $(STAMP) ## Run every test (package tests and real-process cluster tests)
+.PHONY: js-deps
+JS_STAMP := tests/js/node_modules/.installed
+
+js-deps: $(JS_STAMP) ## Install the phoenix npm client the interop test runs (npm ci in tests/js)
+
+$(JS_STAMP): tests/js/package-lock.json tests/js/package.json
+	npm ci --prefix tests/js --no-audit --no-fund
+	touch $@
+
+pytest: $(STAMP) $(JS_STAMP) ## Run every test (package tests and real-process cluster tests)
 	$(BIN)/pytest -q
 
 check-install: $(STAMP) ## Install each package alone into a fresh virtualenv and import it
@@ -49,7 +58,7 @@ bench: $(STAMP) ## Benchmarks: print the figures tables (not a test)
 	$(BIN)/python bench/bench_pubsub.py
 	$(BIN)/python bench/bench_tracker.py
 
-demo: $(STAMP) ## The demo: replicas joining, splitting and converging
+demo: $(STAMP) ## The demo: a 3-node cluster on loopback; one node crashes and rejoins
 	$(BIN)/python scripts/demo.py
 
 clean: ## Remove the virtualenv and build output

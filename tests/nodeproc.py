@@ -3,7 +3,9 @@
 Each test node script (``pubsub_node.py``, ``tracker_node.py``,
 ``tracker_partition_node.py``) runs :func:`serve_commands`: it prints one JSON line when
 ready (with ``"ready": name``), then answers each JSON command line on stdin with one
-JSON line on stdout. The tests drive them with :class:`NodeProcess`.
+JSON line on stdout. The tests drive them with :class:`NodeProcess`. Standalone nodes
+(``python -m tracker_zmq node``, driven through their client endpoint) run as
+:class:`CliNode`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -175,3 +178,126 @@ def tracker_arguments(permdown_period: float) -> argparse.Namespace:
     parser.add_argument("--down-period", type=float, default=1.0)
     parser.add_argument("--permdown-period", type=float, default=permdown_period)
     return parser.parse_args()
+
+
+# ---------------------------------------------------------------------------
+# standalone nodes: ``python -m tracker_zmq node`` processes (tests/test_node.py)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# short periods for tests: heartbeats every 0.1 s, down after 1 s, permdown after 5 s
+FAST_NODE_OPTIONS = (
+    "--broadcast-period", "0.1",
+    "--max-silent-periods", "3",
+    "--down-period", "1",
+    "--permdown-period", "5",
+    "--gossip-interval", "0.1",
+    "--peer-timeout", "1",
+    "--client-min-lease", "0.5",
+)  # fmt: skip
+
+
+class CliNode:
+    """A ``python -m tracker_zmq node`` process on 127.0.0.1.
+
+    Its stderr (the log) goes to a file under ``log_dir`` (a pipe nobody reads could
+    fill up and stall the node); its stdout gives the ready line, parsed into
+    ``vsn``, ``endpoint`` and ``client_endpoint``. The same ports can be given again
+    to restart a node in place.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        log_dir: Path,
+        *options: str,
+        peers: tuple[str, ...] = (),
+        port: int | None = None,
+        client_port: int | None = None,
+        timeout: float = 20.0,
+    ) -> None:
+        self.name = name
+        self.port = port if port is not None else free_port()
+        self.client_port = client_port if client_port is not None else free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.client_endpoint = f"tcp://127.0.0.1:{self.client_port}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("w")
+        command = [
+            sys.executable, "-m", "tracker_zmq", "node",
+            "--name", name,
+            "--bind", self.endpoint,
+            "--client-bind", self.client_endpoint,
+            *(arg for peer in peers for arg in ("--peer", peer)),
+            *options,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+        try:
+            self.ready = self._read_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.vsn = int(self.ready["vsn"])
+
+    def _read_ready(self, timeout: float) -> dict[str, str]:
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                raise AssertionError(f"node {self.name} not ready within {timeout} s\n{self.log()}")
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            raise AssertionError(f"node {self.name} exited ({self.proc.poll()})\n{self.log()}")
+        return dict(field.split("=", 1) for field in line.split()[1:])
+
+    def log(self) -> str:
+        """What the node logged so far."""
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def running(self) -> bool:
+        """Whether the process is still alive."""
+        return self.proc.poll() is None
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM the node and wait for its exit status (SIGKILL after ``timeout``)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"node {self.name} ignored SIGTERM\n{self.log()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL the node (if still running)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        """Stop the node however it goes (SIGTERM, then SIGKILL) and close its files."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()

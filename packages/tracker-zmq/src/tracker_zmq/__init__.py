@@ -2,9 +2,21 @@
 
 :class:`Tracker` runs a pool of :class:`Shard` protocol machines (pure: no I/O, no clock)
 over pubsub-zmq with real timers; :mod:`tracker_zmq.testing` runs the same shards in a
-deterministic simulator.
+deterministic simulator. :class:`Presence` (a port of Phoenix.Presence) runs a Tracker and
+publishes its changes as ``presence_diff`` broadcasts in the phoenix.js client's shape.
 """
 
+from tracker_zmq.client import (
+    Client,
+    ClientClosed,
+    ClientDiff,
+    ClientError,
+    DiffSubscription,
+    LimitExceeded,
+    ProtocolError,
+    RequestError,
+    RequestTimeout,
+)
 from tracker_zmq.errors import (
     AlreadyTracked,
     ConfigError,
@@ -12,7 +24,9 @@ from tracker_zmq.errors import (
     TrackerError,
     TrackerNotRunning,
 )
+from tracker_zmq.node import ClientLimits, Node
 from tracker_zmq.options import Options
+from tracker_zmq.presence import KeyCollision, Presence, PresenceDiff, Presences, TopicPresences
 from tracker_zmq.replica import Ref, Replica, Status
 from tracker_zmq.shard import Diff, Output, ReplicaEvent, Send, Shard
 from tracker_zmq.tracker import Tracker
@@ -21,17 +35,33 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyTracked",
+    "Client",
+    "ClientClosed",
+    "ClientDiff",
+    "ClientError",
+    "ClientLimits",
     "ConfigError",
     "Diff",
+    "DiffSubscription",
+    "KeyCollision",
+    "LimitExceeded",
     "NoPresence",
+    "Node",
     "Options",
     "Output",
+    "Presence",
+    "PresenceDiff",
+    "Presences",
+    "ProtocolError",
     "Ref",
     "Replica",
     "ReplicaEvent",
+    "RequestError",
+    "RequestTimeout",
     "Send",
     "Shard",
     "Status",
+    "TopicPresences",
     "Tracker",
     "TrackerError",
     "TrackerNotRunning",

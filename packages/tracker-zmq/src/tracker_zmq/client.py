@@ -1,0 +1,1034 @@
+"""The client side of a standalone node's client endpoint, and the protocol's codec.
+
+There is no Phoenix module to port here: in Phoenix the tracked processes live on the
+node. A standalone node (:mod:`tracker_zmq.node`) serves a ZeroMQ ROUTER so that other
+processes, in any language, can track presences through it; this module holds both the
+pure codec of that protocol (the functions and frozen dataclasses below, which do no
+I/O) and :class:`Client`, the asyncio Python client (not pure: it owns a DEALER socket
+and two tasks). ``docs/node.md`` specifies the protocol for writers of other clients.
+
+Wire format. Each ZeroMQ message is one frame holding one JSON object (UTF-8, orjson).
+Every frame carries ``"v": 1`` (:data:`PROTOCOL_VERSION`). Client to node:
+
+==========  ==============================================  ============================
+op          fields (besides ``v``, ``id``, ``op``)           result
+==========  ==============================================  ============================
+hello       ``client``, ``lease`` (optional, seconds)        ``session``, ``token``, ...
+heartbeat   ``token``                                        ``lease``
+bye         ``token``                                        ``untracked``
+track       ``token``, ``topic``, ``key``, ``meta``,         ``ref``
+            ``owner`` (optional)
+update      same as track                                    ``ref``
+untrack     ``token``, ``topic`` + ``key`` (optional),       ``untracked``
+            ``owner`` (optional)
+subscribe   ``token``, ``topic``                             ``{}``
+unsubscribe ``token``, ``topic``                             ``{}``
+list        ``topic``                                        ``presences``: [[key, meta]]
+get_by_key  ``topic``, ``key``                               ``presences``: [[owner, meta]]
+status      (none)                                           node, replicas, stats
+==========  ==============================================  ============================
+
+The node answers each request with ``{"v": 1, "id": id, "ok": true, "result": {...}}``
+or ``{"v": 1, "id": id, "ok": false, "error": {"code": ..., "message": ...}}``, and
+pushes ``{"v": 1, "event": "diff", "topic": t, "joins": [[key, meta], ...], "leaves":
+[...]}`` for subscribed topics. Decoding never raises anything but
+:class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import collections
+import contextlib
+import inspect
+import logging
+import math
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Self, TypeAlias
+
+import orjson
+import zmq
+import zmq.asyncio
+
+from crdt_state import Key, Meta, Topic
+from tracker_zmq.errors import AlreadyTracked, NoPresence, TrackerError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "ERROR_CODES",
+    "OPS",
+    "PROTOCOL_VERSION",
+    "Client",
+    "ClientClosed",
+    "ClientDiff",
+    "ClientError",
+    "DiffCallback",
+    "DiffSubscription",
+    "Event",
+    "LimitExceeded",
+    "ProtocolError",
+    "Reply",
+    "Request",
+    "RequestError",
+    "RequestTimeout",
+    "decode_message",
+    "decode_request",
+    "encode_diff",
+    "encode_error",
+    "encode_ok",
+    "encode_request",
+]
+
+log = logging.getLogger("tracker_zmq.client")
+
+PROTOCOL_VERSION: Final = 1
+"""The version every frame carries as ``"v"``; a node answers other versions with
+``unsupported_version``."""
+
+DEFAULT_MAX_FRAME_BYTES: Final = 1024 * 1024
+"""The largest frame a node accepts by default (and a client accepts), in bytes."""
+
+OPS: Final = frozenset(
+    {
+        "hello",
+        "heartbeat",
+        "bye",
+        "track",
+        "update",
+        "untrack",
+        "subscribe",
+        "unsubscribe",
+        "list",
+        "get_by_key",
+        "status",
+    }
+)
+"""Every request op of protocol version 1."""
+
+SESSION_OPS: Final = frozenset(
+    {"heartbeat", "bye", "track", "update", "untrack", "subscribe", "unsubscribe"}
+)
+"""The ops that need a session ``token``."""
+
+ERROR_CODES: Final = frozenset(
+    {
+        "bad_request",
+        "unsupported_version",
+        "unknown_op",
+        "unknown_session",
+        "bad_lease",
+        "already_tracked",
+        "no_presence",
+        "limit_exceeded",
+        "too_many_sessions",
+        "not_running",
+        "internal",
+    }
+)
+"""Every error code a node of protocol version 1 replies with."""
+
+MAX_ID_CHARS: Final = 256
+"""The longest client id, owner, token or string topic or key, in characters."""
+
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+_REQUEST_ID_MAX = 2**53  # exact in every JSON implementation (JavaScript included)
+
+
+class ProtocolError(TrackerError, ValueError):
+    """A frame that is not a valid message of the client protocol.
+
+    The one exception the codec raises. A node drops such a frame (counting it) and,
+    when the frame still had a usable request ``id``, answers with ``code``.
+
+    Attributes:
+        code: ``"bad_request"``, ``"unsupported_version"`` or ``"unknown_op"``.
+        request_id: The frame's request id when it had a valid one, else None.
+    """
+
+    def __init__(self, message: str, code: str = "bad_request", request_id: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+
+
+# ----------------------------------------------------------------------- the codec
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request of a client, as decoded (or to encode).
+
+    Attributes:
+        id: The request id, an int in ``[0, 2**53]``; the reply carries it back.
+        op: One of :data:`OPS`.
+        token: The session token (the ops of ``SESSION_OPS`` need it).
+        client: ``hello``: the client's id, a label of 1 to 256 characters.
+        lease: ``hello``: the lease the client asks for, in seconds (None: the node's
+            default).
+        topic: The topic (str or int) of the ops that take one.
+        key: The key (str or int) of the ops that take one.
+        meta: ``track`` and ``update``: the meta, a JSON object.
+        owner: ``track``, ``update``, ``untrack``: a sub-owner inside the session (a
+            str, e.g. a connection id); None: the session itself.
+    """
+
+    id: int
+    op: str
+    token: str | None = None
+    client: str | None = None
+    lease: float | None = None
+    topic: Topic | None = None
+    key: Key | None = None
+    meta: Meta | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The node's answer to one request.
+
+    Attributes:
+        id: The request id it answers.
+        ok: Whether the request succeeded.
+        result: The result fields (empty on error).
+        code: The error code (one of :data:`ERROR_CODES`, or a newer one), or None.
+        message: The error's human-readable text, or None.
+        error: The whole error object (code, message and any extra fields).
+    """
+
+    id: int
+    ok: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    code: str | None = None
+    message: str | None = None
+    error: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the node pushes without a request (protocol version 1: diffs).
+
+    Attributes:
+        kind: The event's name (``"diff"``; clients ignore kinds they do not know).
+        topic: The topic of a diff.
+        joins: ``[(key, meta), ...]`` that joined.
+        leaves: ``[(key, meta), ...]`` that left.
+    """
+
+    kind: str
+    topic: Topic | None = None
+    joins: list[tuple[Key, Meta]] = field(default_factory=list)
+    leaves: list[tuple[Key, Meta]] = field(default_factory=list)
+
+
+def encode_request(request: Request) -> bytes:
+    """Encode a request as one frame; fields that are None are left out."""
+    body: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": request.id, "op": request.op}
+    for name in ("token", "client", "lease", "topic", "key", "meta", "owner"):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    return orjson.dumps(body)
+
+
+def encode_ok(request_id: int, result: Mapping[str, Any] | None = None) -> bytes:
+    """Encode a successful reply to request ``request_id``."""
+    return orjson.dumps(
+        {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result or {}}
+    )
+
+
+def encode_error(request_id: int, code: str, message: str, **extra: Any) -> bytes:
+    """Encode an error reply; ``extra`` adds fields to the error object."""
+    error = {"code": code, "message": message, **extra}
+    return orjson.dumps({"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": error})
+
+
+def encode_diff(
+    topic: Topic, joins: list[tuple[Key, Meta]], leaves: list[tuple[Key, Meta]]
+) -> bytes:
+    """Encode the push of one topic's diff."""
+    return orjson.dumps(
+        {"v": PROTOCOL_VERSION, "event": "diff", "topic": topic, "joins": joins, "leaves": leaves}
+    )
+
+
+def _load_object(frame: bytes, max_bytes: int) -> dict[str, Any]:
+    if not isinstance(frame, bytes | bytearray | memoryview):
+        raise ProtocolError(f"a frame is bytes, not {type(frame).__name__}")
+    if len(frame) > max_bytes:
+        raise ProtocolError(f"frame of {len(frame)} bytes is over the {max_bytes} byte limit")
+    try:
+        data = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if type(data) is not dict:
+        raise ProtocolError(f"a frame is a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _is_id(value: object) -> bool:
+    if type(value) is str:
+        return 0 < len(value) <= MAX_ID_CHARS
+    return type(value) is int and _INT_MIN <= value <= _INT_MAX
+
+
+def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Request:
+    """Decode and check one request frame (what a node does with each frame).
+
+    Unknown fields are ignored, so that a version can grow optional fields.
+
+    Raises:
+        ProtocolError: For anything but a well-formed request of version 1: its
+            ``request_id`` is set when the frame had a usable id (so the node can
+            answer), and its ``code`` says what to answer.
+    """
+    data = _load_object(frame, max_bytes)
+    rid = data.get("id")
+    request_id = rid if type(rid) is int and 0 <= rid <= _REQUEST_ID_MAX else None
+    if data.get("v") != PROTOCOL_VERSION or type(data.get("v")) is not int:
+        raise ProtocolError(
+            f"unsupported protocol version {data.get('v')!r}; this node speaks {PROTOCOL_VERSION}",
+            "unsupported_version",
+            request_id,
+        )
+    if request_id is None:
+        raise ProtocolError("a request needs an int id from 0 to 2**53")
+    op = data.get("op")
+    if type(op) is not str:
+        raise ProtocolError("a request needs an op (a string)", "bad_request", request_id)
+    if op not in OPS:
+        raise ProtocolError(f"unknown op {op[:64]!r}", "unknown_op", request_id)
+
+    def bad(text: str) -> ProtocolError:
+        return ProtocolError(f"{op}: {text}", "bad_request", request_id)
+
+    token = data.get("token")
+    if op in SESSION_OPS:
+        if type(token) is not str or not 0 < len(token) <= MAX_ID_CHARS:
+            raise bad("needs a session token (a string)")
+    else:
+        token = None
+    fields: dict[str, Any] = {}
+    if op == "hello":
+        client = data.get("client")
+        if type(client) is not str or not 0 < len(client) <= MAX_ID_CHARS:
+            raise bad(f"client must be a string of 1 to {MAX_ID_CHARS} characters")
+        fields["client"] = client
+        lease = data.get("lease")
+        if lease is not None:
+            if type(lease) not in (int, float) or not math.isfinite(lease) or lease <= 0:
+                raise bad("lease must be a positive number of seconds")
+            fields["lease"] = float(lease)
+    if op in ("track", "update", "untrack", "subscribe", "unsubscribe", "list", "get_by_key"):
+        topic = data.get("topic")
+        if op == "untrack" and topic is None:
+            if data.get("key") is not None:
+                raise bad("key without topic")
+        elif not _is_id(topic):
+            raise bad("topic must be a string (1 to 256 characters) or a 64-bit int")
+        else:
+            fields["topic"] = topic
+    if op in ("track", "update", "untrack", "get_by_key"):
+        key = data.get("key")
+        if op == "untrack" and key is None:
+            if "topic" in fields:
+                raise bad("topic without key")
+        elif not _is_id(key):
+            raise bad("key must be a string (1 to 256 characters) or a 64-bit int")
+        else:
+            fields["key"] = key
+    if op in ("track", "update"):
+        meta = data.get("meta")
+        if type(meta) is not dict:
+            raise bad("meta must be a JSON object")
+        fields["meta"] = meta
+    if op in ("track", "update", "untrack"):
+        owner = data.get("owner")
+        if owner is not None:
+            if type(owner) is not str or not 0 < len(owner) <= MAX_ID_CHARS:
+                raise bad(f"owner must be a string of 1 to {MAX_ID_CHARS} characters")
+            fields["owner"] = owner
+    return Request(request_id, op, token, **fields)
+
+
+def decode_message(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Reply | Event:
+    """Decode one frame from a node: a reply or a pushed event (what a client does).
+
+    Raises:
+        ProtocolError: The frame is not a reply or event of version 1.
+    """
+    data = _load_object(frame, max_bytes)
+    if data.get("v") != PROTOCOL_VERSION or type(data.get("v")) is not int:
+        raise ProtocolError(f"unsupported protocol version {data.get('v')!r}")
+    kind = data.get("event")
+    if kind is not None:
+        if type(kind) is not str:
+            raise ProtocolError("event must be a string")
+        if kind != "diff":
+            return Event(kind)
+        topic = data.get("topic")
+        if not _is_id(topic):
+            raise ProtocolError("a diff needs a topic")
+        return Event(kind, topic, _pairs(data.get("joins")), _pairs(data.get("leaves")))
+    rid = data.get("id")
+    if type(rid) is not int or not 0 <= rid <= _REQUEST_ID_MAX:
+        raise ProtocolError("a reply needs an int id")
+    ok = data.get("ok")
+    if type(ok) is not bool:
+        raise ProtocolError("a reply needs ok (true or false)")
+    if ok:
+        result = data.get("result", {})
+        if type(result) is not dict:
+            raise ProtocolError("result must be an object")
+        return Reply(rid, True, result)
+    error = data.get("error")
+    if type(error) is not dict or type(error.get("code")) is not str:
+        raise ProtocolError("an error reply needs an error object with a code")
+    message = error.get("message")
+    return Reply(rid, False, {}, error["code"], str(message), error)
+
+
+def _pairs(value: object) -> list[tuple[Any, Any]]:
+    if type(value) is not list:
+        raise ProtocolError("joins and leaves must be lists")
+    out: list[tuple[Any, Any]] = []
+    for item in value:
+        if type(item) is not list or len(item) != 2:
+            raise ProtocolError("joins and leaves hold [key, meta] pairs")
+        key, meta = item
+        if not _is_id(key) or type(meta) is not dict:
+            raise ProtocolError("joins and leaves hold [key, meta] pairs")
+        out.append((key, meta))
+    return out
+
+
+# ----------------------------------------------------------------------- errors
+
+
+class ClientError(TrackerError):
+    """Base class of the errors the :class:`Client` raises on purpose."""
+
+
+class RequestError(ClientError):
+    """The node refused a request.
+
+    ``already_tracked`` and ``no_presence`` are raised as :class:`AlreadyTracked` and
+    :class:`NoPresence` instead (as the Tracker does), ``limit_exceeded`` as
+    :class:`LimitExceeded`.
+
+    Attributes:
+        code: The protocol's error code (see :data:`ERROR_CODES`).
+        error: The whole error object the node sent.
+    """
+
+    def __init__(self, code: str, message: str, error: Mapping[str, Any] | None = None):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.error = dict(error or {})
+
+
+class LimitExceeded(RequestError):
+    """``track`` beyond the node's per-session presence limit (``limit_exceeded``)."""
+
+
+class RequestTimeout(ClientError, TimeoutError):
+    """No reply from the node within the request timeout (node down or unreachable)."""
+
+
+class ClientClosed(ClientError):
+    """The client was closed (or never connected)."""
+
+
+# ----------------------------------------------------------------------- the client
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDiff:
+    """A diff of one topic pushed by the node.
+
+    Attributes:
+        topic: The topic.
+        joins: ``[(key, meta), ...]`` that joined.
+        leaves: ``[(key, meta), ...]`` that left.
+    """
+
+    topic: Topic
+    joins: list[tuple[Key, Meta]]
+    leaves: list[tuple[Key, Meta]]
+
+
+DiffCallback: TypeAlias = Callable[[ClientDiff], Awaitable[object] | object]
+"""A diff callback: called with each :class:`ClientDiff` in order; may be async."""
+
+
+class DiffSubscription:
+    """Diffs of one topic: an async iterator of :class:`ClientDiff`, or a callback.
+
+    Made by :meth:`Client.subscribe`. The queue is bounded: when it is full the oldest
+    diff is dropped (counted in ``dropped``); a consumer that falls behind should
+    re-read :meth:`Client.list`. Iteration ends when the subscription or the client is
+    closed.
+
+    Attributes:
+        topic: The subscribed topic.
+        dropped: Diffs dropped because the queue was full.
+    """
+
+    def __init__(
+        self, client: Client, topic: Topic, queue_size: int, callback: DiffCallback | None
+    ) -> None:
+        self.topic = topic
+        self.dropped = 0
+        self._client = client
+        self._items: collections.deque[ClientDiff] = collections.deque(maxlen=queue_size)
+        self._waiter: asyncio.Future[None] | None = None
+        self._active = True
+        self._callback = callback
+        self._pump: asyncio.Task[None] | None = None
+        if callback is not None:
+            self._pump = asyncio.create_task(self._run_callback(callback))
+
+    @property
+    def active(self) -> bool:
+        """Whether the subscription still receives diffs."""
+        return self._active
+
+    def _push(self, diff: ClientDiff) -> None:
+        if not self._active:
+            return
+        if len(self._items) == self._items.maxlen:
+            self.dropped += 1
+        self._items.append(diff)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ClientDiff:
+        while not self._items:
+            if not self._active:
+                raise StopAsyncIteration
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    async def _run_callback(self, callback: DiffCallback) -> None:
+        async for diff in self:
+            try:
+                result = callback(diff)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("diff callback for topic %r raised", self.topic)
+
+    async def close(self) -> None:
+        """Stop this subscription (the node stops pushing the topic once no
+        subscription of this client wants it). Idempotent."""
+        if not self._active:
+            return
+        await self._client._unsubscribe(self)
+
+    def _close(self) -> None:
+        self._active = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _finish(self) -> None:
+        self._close()
+        pump = self._pump
+        if pump is not None and pump is not asyncio.current_task():
+            # let the callback consume what is queued, then end
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(pump)
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+_Presence = tuple[str | None, Topic, Key]
+
+
+class Client:
+    """An asyncio client of a standalone node's client endpoint.
+
+    The client holds a session with the node: it says hello, heartbeats every
+    ``heartbeat_interval`` seconds, and remembers every presence it tracked and every
+    topic it subscribed to. When the node answers ``unknown_session`` (the node
+    restarted, or the session's lease ran out while the client was cut off) the client
+    opens a new session and tracks and subscribes everything again, then retries the
+    request. Use it as an async context manager, or call :meth:`connect` and
+    :meth:`close`.
+
+    Example::
+
+        async with Client("tcp://127.0.0.1:5560", client_id="web-7") as client:
+            await client.track("room:42", "alice", {"status": "online"})
+            diffs = await client.subscribe("room:42")
+            print(await client.list("room:42"))
+            async for diff in diffs:
+                ...
+
+    Args:
+        endpoint: The node's client endpoint (``--client-bind``).
+        client_id: A label of this client (1 to 256 characters) used in logs and in the
+            owner ids of its presences; default: a random one.
+        heartbeat_interval: Seconds between heartbeats.
+        lease: Seconds the node keeps the session's presences without hearing from the
+            client; default ``3 * heartbeat_interval``. The node refuses a lease
+            outside its bounds (``bad_lease``).
+        timeout: Seconds a request waits for its reply.
+        queue_size: Diffs each subscription holds before dropping the oldest.
+        max_frame_bytes: The largest frame accepted from the node.
+        curve_secret_key: This client's CURVE secret key (Z85), when the node uses
+            CURVE; its public key must be on the node's client allow-list.
+        curve_server_key: The node's CURVE public key (Z85); needed with
+            ``curve_secret_key``.
+
+    Raises:
+        ValueError: An option is invalid.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        client_id: str | None = None,
+        heartbeat_interval: float = 2.0,
+        lease: float | None = None,
+        timeout: float = 5.0,
+        queue_size: int = 10_000,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        curve_secret_key: str | None = None,
+        curve_server_key: str | None = None,
+    ) -> None:
+        if type(endpoint) is not str or not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError(
+                f"endpoint must be a tcp://, ipc:// or inproc:// address: {endpoint!r}"
+            )
+        if client_id is None:
+            client_id = f"py-{secrets.token_hex(6)}"
+        if type(client_id) is not str or not 0 < len(client_id) <= MAX_ID_CHARS:
+            raise ValueError(f"client_id must be a str of 1 to {MAX_ID_CHARS} characters")
+        for name, value in (("heartbeat_interval", heartbeat_interval), ("timeout", timeout)):
+            if not _positive(value):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if lease is None:
+            lease = 3 * heartbeat_interval
+        if not _positive(lease) or lease <= heartbeat_interval:
+            raise ValueError(f"lease must be seconds above heartbeat_interval, not {lease!r}")
+        if type(queue_size) is not int or queue_size < 1:
+            raise ValueError(f"queue_size must be a positive int, not {queue_size!r}")
+        if (curve_secret_key is None) != (curve_server_key is None):
+            raise ValueError("curve_secret_key and curve_server_key go together")
+        self.endpoint = endpoint
+        self.client_id = client_id
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.lease = float(lease)
+        self.timeout = float(timeout)
+        self.queue_size = queue_size
+        self.max_frame_bytes = max_frame_bytes
+        self._curve = (
+            (curve_secret_key, curve_server_key)
+            if curve_secret_key is not None and curve_server_key is not None
+            else None
+        )
+        self.session: str | None = None
+        """The current session's id (``"<client>@<node>:<vsn>:<n>"``), once connected."""
+        self.node: str | None = None
+        """The name of the node the session is with."""
+        self.node_vsn: int | None = None
+        """The node's incarnation the session belongs to."""
+        self.resyncs = 0
+        """How many times the client opened a new session and re-tracked everything."""
+        self.max_presences: int | None = None
+        """The node's per-session presence limit (told in hello)."""
+        self._token: str | None = None
+        self._ctx: zmq.asyncio.Context | None = None
+        self._sock: zmq.asyncio.Socket | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._next_id = 0
+        self._presences: dict[_Presence, Meta] = {}
+        self._subs: dict[Topic, list[DiffSubscription]] = {}
+        self._resync_lock = asyncio.Lock()
+        self._closed = False
+        self.dropped_frames = 0
+        """Frames from the node that did not decode (dropped)."""
+
+    # ------------------------------------------------------------ life cycle
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect, open a session and start heartbeating.
+
+        Raises:
+            RequestTimeout: The node did not answer hello within ``timeout``.
+            RequestError: The node refused the session (e.g. ``bad_lease``).
+            ClientClosed: The client was already closed.
+        """
+        await self.open()
+        try:
+            await self._hello()
+        except BaseException:
+            await self.close(bye=False)
+            raise
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+
+    async def open(self) -> None:
+        """Connect the socket without opening a session.
+
+        Enough for the session-less requests (:meth:`list`, :meth:`get_by_key`,
+        :meth:`status`); :meth:`connect` calls it.
+
+        Raises:
+            ClientClosed: The client was closed.
+        """
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        if self._sock is not None:
+            return
+        ctx = self._ctx = zmq.asyncio.Context()
+        sock = self._sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.immediate = 1  # never queue requests for a node that is not connected
+        sock.maxmsgsize = self.max_frame_bytes * 2 + 65536
+        if self._curve is not None:
+            secret, server = self._curve
+            sock.curve_secretkey = secret.encode("ascii")
+            sock.curve_publickey = zmq.curve_public(secret.encode("ascii"))
+            sock.curve_serverkey = server.encode("ascii")
+        sock.connect(self.endpoint)
+        self._tasks.append(asyncio.create_task(self._read_loop(sock)))
+
+    async def close(self, *, bye: bool = True) -> None:
+        """Close the client: end the session, the tasks and the socket. Idempotent.
+
+        Args:
+            bye: Tell the node to untrack this session's presences now (best effort,
+                within ``timeout``). False just goes silent: the node untracks them when
+                the lease runs out, as for a client that died.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if bye and self._token is not None and self._sock is not None:
+            with contextlib.suppress(ClientError):
+                await self._request("bye", self._token)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ClientClosed("the client was closed"))
+        self._pending.clear()
+        subs = [sub for subs in self._subs.values() for sub in subs]
+        self._subs.clear()
+        for sub in subs:
+            await sub._finish()
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+        self._token = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    # -------------------------------------------------------------- the API
+
+    async def track(self, topic: Topic, key: Key, meta: Meta, *, owner: str | None = None) -> str:
+        """Track a presence of this client under ``key`` in ``topic``.
+
+        Args:
+            topic: The topic (str or int).
+            key: The key (str or int), e.g. a user id.
+            meta: The meta: a JSON object (dict).
+            owner: A sub-owner inside the session (e.g. one connection of the client),
+                so that the same key can be tracked twice in one topic and untracked
+                per owner.
+
+        Returns:
+            The presence's ``phx_ref``.
+
+        Raises:
+            AlreadyTracked: The session already tracks (owner, topic, key).
+            LimitExceeded: The session holds the node's most presences.
+            RequestError: Another refusal (``bad_request`` for a bad meta).
+            RequestTimeout: No reply within ``timeout``.
+        """
+        result = await self._call("track", topic=topic, key=key, meta=meta, owner=owner)
+        self._presences[(owner, topic, key)] = meta
+        return str(result["ref"])
+
+    async def update(self, topic: Topic, key: Key, meta: Meta, *, owner: str | None = None) -> str:
+        """Replace the meta of a presence this client tracks.
+
+        Returns:
+            The new ``phx_ref`` (the meta gets the old one as ``phx_ref_prev``).
+
+        Raises:
+            NoPresence: The session does not track (owner, topic, key).
+            RequestError: Another refusal.
+            RequestTimeout: No reply within ``timeout``.
+        """
+        result = await self._call("update", topic=topic, key=key, meta=meta, owner=owner)
+        self._presences[(owner, topic, key)] = meta
+        return str(result["ref"])
+
+    async def untrack(
+        self, topic: Topic | None = None, key: Key | None = None, *, owner: str | None = None
+    ) -> int:
+        """Untrack one presence, or with no topic and key every presence of ``owner``
+        (of the whole session when ``owner`` is None too).
+
+        Returns:
+            How many presences were untracked.
+
+        Raises:
+            TypeError: ``topic`` without ``key`` or the reverse.
+            RequestTimeout: No reply within ``timeout``.
+        """
+        if (topic is None) != (key is None):
+            raise TypeError("untrack takes topic and key, or neither")
+        result = await self._call("untrack", topic=topic, key=key, owner=owner)
+        if topic is not None:
+            self._presences.pop((owner, topic, key), None)  # type: ignore[arg-type]
+        else:
+            for held in [p for p in self._presences if owner is None or p[0] == owner]:
+                del self._presences[held]
+        return int(result.get("untracked", 0))
+
+    async def list(self, topic: Topic) -> list[tuple[Key, Meta]]:
+        """Every visible presence of ``topic``, cluster-wide, as ``(key, meta)``.
+
+        Needs no session (works after :meth:`open` alone).
+        """
+        result = await self._call("list", session=False, topic=topic)
+        return [(k, m) for k, m in result["presences"]]
+
+    async def get_by_key(self, topic: Topic, key: Key) -> builtins.list[tuple[str | int, Meta]]:
+        """Every visible presence of ``key`` in ``topic`` as ``(owner, meta)``.
+
+        Owners of client sessions read ``"<client>@<node>:<vsn>:<n>"`` (and
+        ``"/<owner>"`` after it for a sub-owner). Needs no session.
+        """
+        result = await self._call("get_by_key", session=False, topic=topic, key=key)
+        return [(o, m) for o, m in result["presences"]]
+
+    async def status(self) -> dict[str, Any]:
+        """The node's status: name, vsn, endpoints, peers, replicas and counters.
+
+        Needs no session.
+        """
+        return await self._call("status", session=False)
+
+    async def subscribe(
+        self, topic: Topic, callback: DiffCallback | None = None
+    ) -> DiffSubscription:
+        """Receive the diffs of ``topic`` as the node sees them.
+
+        The subscription only sees diffs from now on: call :meth:`list` after
+        subscribing to get the current presences (a join may then show in both).
+
+        Args:
+            topic: The topic.
+            callback: Called with each :class:`ClientDiff` (sync or async, awaited
+                before the next) instead of iterating the subscription.
+
+        Returns:
+            The subscription: ``async for diff in subscription``.
+        """
+        sub = DiffSubscription(self, topic, self.queue_size, callback)
+        subs = self._subs.setdefault(topic, [])
+        subs.append(sub)
+        if len(subs) == 1:
+            try:
+                await self._call("subscribe", topic=topic)
+            except BaseException:
+                subs.remove(sub)
+                if not subs:
+                    del self._subs[topic]
+                await sub._finish()
+                raise
+        return sub
+
+    async def _unsubscribe(self, sub: DiffSubscription) -> None:
+        subs = self._subs.get(sub.topic, [])
+        if sub in subs:
+            subs.remove(sub)
+            if not subs:
+                del self._subs[sub.topic]
+                if not self._closed:
+                    with contextlib.suppress(ClientError):
+                        await self._call("unsubscribe", topic=sub.topic)
+        await sub._finish()
+
+    def presences(self) -> dict[tuple[str | None, Topic, Key], Meta]:
+        """What this client tracks (and re-tracks after a new session):
+        ``(owner, topic, key) -> meta``."""
+        return dict(self._presences)
+
+    # ---------------------------------------------------------- requests
+
+    async def _call(self, op: str, *, session: bool = True, **fields: Any) -> dict[str, Any]:
+        for attempt in range(3):
+            token = None
+            if session:
+                async with self._resync_lock:
+                    token = self._token
+                if token is None:
+                    raise ClientClosed("no session: call connect() first")
+            try:
+                return await self._request(op, token, **fields)
+            except RequestError as exc:
+                if exc.code != "unknown_session" or attempt == 2:
+                    raise
+                await self._resync(token)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _request(self, op: str, token: str | None, **fields: Any) -> dict[str, Any]:
+        sock = self._sock
+        if sock is None or (self._closed and op != "bye"):
+            raise ClientClosed("the client is closed")
+        self._next_id += 1
+        rid = self._next_id
+        frame = encode_request(
+            Request(rid, op, token, **{k: v for k, v in fields.items() if v is not None})
+        )
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        try:
+            async with asyncio.timeout(self.timeout):
+                await sock.send(frame)
+                reply = await future
+        except TimeoutError:
+            raise RequestTimeout(
+                f"{op}: no reply from {self.endpoint} within {self.timeout} s"
+            ) from None
+        finally:
+            self._pending.pop(rid, None)
+        if reply.ok:
+            return reply.result
+        code, message = reply.code or "internal", reply.message or ""
+        if code == "already_tracked":
+            raise AlreadyTracked(message)
+        if code == "no_presence":
+            raise NoPresence(message)
+        if code == "limit_exceeded":
+            raise LimitExceeded(code, message, reply.error)
+        raise RequestError(code, message, reply.error)
+
+    async def _hello(self) -> None:
+        result = await self._request("hello", None, client=self.client_id, lease=self.lease)
+        self._token = str(result["token"])
+        self.session = str(result["session"])
+        self.node = str(result["node"])
+        self.node_vsn = int(result["vsn"])
+        limit = result.get("max_presences")
+        self.max_presences = limit if type(limit) is int else None
+
+    async def _resync(self, stale: str | None) -> None:
+        """Open a new session and track and subscribe everything again."""
+        async with self._resync_lock:
+            if self._token != stale or self._closed:
+                return  # another request already did it
+            old_session = self.session
+            self._token = None
+            try:
+                await self._hello()
+                token = self._token
+                for (owner, topic, key), meta in list(self._presences.items()):
+                    try:
+                        await self._request(
+                            "track", token, topic=topic, key=key, meta=meta, owner=owner
+                        )
+                    except AlreadyTracked:
+                        pass
+                    except RequestError as exc:
+                        if exc.code == "unknown_session":
+                            raise
+                        log.warning(
+                            "client %s: re-tracking %r in %r failed: %s",
+                            self.client_id,
+                            key,
+                            topic,
+                            exc,
+                        )
+                for topic in list(self._subs):
+                    await self._request("subscribe", token, topic=topic)
+            except BaseException:
+                self._token = stale  # try again with the next request or heartbeat
+                raise
+            self.resyncs += 1
+            log.info(
+                "client %s: session %s unknown to the node; now %s, %d presences re-tracked",
+                self.client_id,
+                old_session,
+                self.session,
+                len(self._presences),
+            )
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self._call("heartbeat")
+            except (RequestTimeout, RequestError) as exc:
+                # the node is down or restarting: keep trying; a new session is opened
+                # (and everything re-tracked) as soon as it answers unknown_session
+                log.debug("client %s: heartbeat failed: %s", self.client_id, exc)
+
+    async def _read_loop(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frame = await sock.recv()
+            try:
+                message = decode_message(frame, self.max_frame_bytes)
+            except ProtocolError as exc:
+                self.dropped_frames += 1
+                log.warning("client %s: dropped a frame from the node: %s", self.client_id, exc)
+                continue
+            if isinstance(message, Reply):
+                future = self._pending.get(message.id)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            elif message.kind == "diff" and message.topic is not None:
+                diff = ClientDiff(message.topic, message.joins, message.leaves)
+                for sub in self._subs.get(message.topic, ()):
+                    sub._push(diff)
+
+
+def _positive(value: object) -> bool:
+    return (
+        type(value) in (int, float)
+        and math.isfinite(value)  # type: ignore[arg-type]
+        and value > 0  # type: ignore[operator]
+    )

@@ -558,3 +558,18 @@ def test_caps_are_enforced_exactly(max_size, max_replicas):
             assert not fits
         else:
             assert fits
+
+
+def test_a_payload_written_piece_by_piece_equals_its_wire_form():
+    from crdt_state.wire import iter_wire_values, wire_head
+
+    state = State(("a", 1))
+    for i in range(5):
+        state.join(f"pid-{i}", "topic", i, {"n": i})
+    state.leave("pid-3", "topic", 3)
+    delta = state.delta
+    snapshot = state.extract(("b", 2), {("a", 1): 0, ("b", 2): 0})
+    for payload in (delta, snapshot):
+        pieces = {**wire_head(payload), "values": list(iter_wire_values(payload))}
+        assert pieces == payload.to_wire()
+        assert type(payload).from_wire(pieces) == payload

@@ -853,7 +853,11 @@ class State:
             return []
         self._status[replica] = True
         self._down.discard(replica)
-        return [entry_of(rec) for rec in self._values.get(replica, _EMPTY_DICT).values()]
+        held = self._values.get(replica, _EMPTY_DICT)
+        if len(held) >= BULK_SIZE:
+            with gc_paused():
+                return [entry_of(rec) for rec in held.values()]
+        return [entry_of(rec) for rec in held.values()]
 
     def replica_down(self, replica: Replica) -> list[Entry]:
         """Mark a replica down: its values stay held but hidden.
@@ -870,7 +874,11 @@ class State:
             return []
         self._status[replica] = False
         self._down.add(replica)
-        return [entry_of(rec) for rec in self._values.get(replica, _EMPTY_DICT).values()]
+        held = self._values.get(replica, _EMPTY_DICT)
+        if len(held) >= BULK_SIZE:
+            with gc_paused():
+                return [entry_of(rec) for rec in held.values()]
+        return [entry_of(rec) for rec in held.values()]
 
     def remove_down_replicas(self, replica: Replica) -> list[Entry]:
         """Forget a replica entirely: its values, context, clouds and status.

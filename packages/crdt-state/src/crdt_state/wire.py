@@ -22,6 +22,7 @@ size (values plus cloud tags) and on distinct replicas.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from crdt_state._bulk import BULK_SIZE, gc_paused
@@ -32,10 +33,12 @@ from crdt_state.state import Delta, Snapshot
 __all__ = [
     "delta_from_wire",
     "delta_to_wire",
+    "iter_wire_values",
     "payload_from_wire",
     "payload_to_wire",
     "snapshot_from_wire",
     "snapshot_to_wire",
+    "wire_head",
 ]
 
 _MAX_CLOCK = 2**63 - 1
@@ -69,6 +72,34 @@ def _values_out(values: dict[Replica, dict[int, Record]]) -> list[list[Any]]:
         for c, (topic, owner, key, meta, _, _) in vals.items():
             append([topic, owner, key, meta, [wire_r, c]])
     return out
+
+
+def iter_wire_values(payload: Snapshot | Delta) -> Iterator[list[Any]]:
+    """The ``values`` rows of a payload's wire form, one at a time, in ``to_wire``'s order.
+
+    With :func:`wire_head`, this writes a large payload piece by piece (a transfer in
+    parts) instead of building its whole wire form at once. The payload must not change
+    while it is iterated (Snapshot and Delta never do).
+    """
+    for r, vals in payload._values.items():
+        wire_r = _replica_out(r)
+        for c, (topic, owner, key, meta, _, _) in vals.items():
+            yield [topic, owner, key, meta, [wire_r, c]]
+
+
+def wire_head(payload: Snapshot | Delta) -> dict[str, Any]:
+    """A payload's wire form without its ``values`` (see :func:`iter_wire_values`)."""
+    if isinstance(payload, Snapshot):
+        return {
+            "replica": _replica_out(payload.replica),
+            "context": _context_out(payload._context),
+            "clouds": _clouds_out(payload._clouds),
+        }
+    return {
+        "replica": _replica_out(payload.replica),
+        "clouds": _clouds_out(payload._clouds),
+        "range": [_context_out(payload._start), _context_out(payload._end)],
+    }
 
 
 def snapshot_to_wire(snapshot: Snapshot) -> dict[str, Any]:

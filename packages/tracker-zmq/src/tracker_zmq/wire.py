@@ -34,9 +34,12 @@ import math
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from crdt_state import Delta, Snapshot, WireError
+from crdt_state._bulk import gc_paused  # the same package family, pinned
+from crdt_state.wire import iter_wire_values, wire_head
 from tracker_zmq.replica import Ref
 
 __all__ = [
@@ -276,38 +279,46 @@ def iter_parts(
     the first also carries the payload's other fields. Nothing is built before the
     first ``next``, so a caller can spread the work over several event-loop turns.
     """
-    data = payload.to_wire()
-    values = data["values"]
-    pairs = [[r, c] for r, clocks in data["clouds"] for c in clocks]
-    if len(values) + len(pairs) <= part_values and measure(data) <= part_bytes:
-        yield data, True
-        return
-    head = {k: v for k, v in data.items() if k not in ("values", "clouds")}
-    # Part sizes follow what the measured parts weighed, aiming at 90% of part_bytes,
-    # so that a part is seldom measured twice.
+    count = len(payload)
+    head = wire_head(payload)
+    tags = sum(len(clocks) for _, clocks in head["clouds"])
+    if count + tags <= part_values:
+        data = {**head, "values": list(iter_wire_values(payload))}
+        if measure(data) <= part_bytes:
+            yield data, True
+            return
+    del head["clouds"]  # they travel as [replica, clock] pairs, spread over the parts
+    values = iter_wire_values(payload)
+    pairs = ([r, c] for r, clocks in wire_head(payload)["clouds"] for c in clocks)
+    # Parts are built one at a time from the payload, so a large one never sits whole in
+    # its wire form; their sizes follow what the measured parts weighed, aiming at 90%
+    # of part_bytes, so that a part is seldom measured twice.
+    held_values: list[Any] = []
+    held_pairs: list[Any] = []
     step = part_values
-    at_value = at_pair = 0
-    ready: dict[str, Any] | None = None
-    while ready is None or at_value < len(values) or at_pair < len(pairs):
-        vals = values[at_value : at_value + step]
-        cloud = pairs[at_pair : at_pair + step]
-        part: dict[str, Any] = {"values": vals, "cloud": cloud}
-        if ready is None:
-            part.update(head)  # the first part carries the other fields
-        size = measure(part)
+    first = True
+    while first or count or tags:
+        with gc_paused():
+            held_values += islice(values, max(0, step - len(held_values)))
+            held_pairs += islice(pairs, max(0, step - len(held_pairs)))
+            vals, cloud = held_values[:step], held_pairs[:step]
+            part: dict[str, Any] = {"values": vals, "cloud": cloud}
+            if first:
+                part.update(head)  # the first part carries the other fields
+            size = measure(part)
         fit = max(1, min(part_values, int(step * part_bytes * 0.9 / max(size, 1))))
         if len(vals) + len(cloud) > 1 and size > part_bytes:
             if step > 1:
                 step = min(fit, step // 2)
                 continue
             del cloud[:]  # one value and one tag: the value goes alone (whatever its size)
-        if ready is not None:
-            yield ready, False
-        ready = part
-        at_value += len(vals)
-        at_pair += len(cloud)
+        del held_values[: len(vals)]
+        del held_pairs[: len(cloud)]
+        count -= len(vals)
+        tags -= len(cloud)
+        first = False
         step = fit
-    yield ready, True
+        yield part, not (count or tags)
 
 
 def split_payload(

@@ -7,6 +7,7 @@ data only ever raise WireError or produce a valid object.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 
@@ -573,3 +574,78 @@ def test_a_payload_written_piece_by_piece_equals_its_wire_form():
         pieces = {**wire_head(payload), "values": list(iter_wire_values(payload))}
         assert pieces == payload.to_wire()
         assert type(payload).from_wire(pieces) == payload
+
+
+def _pieces(payload, size):
+    from crdt_state.wire import iter_wire_values, wire_head
+
+    head = wire_head(payload)
+    rows = list(iter_wire_values(payload))
+    pairs = [[r, c] for r, clocks in head.pop("clouds") for c in clocks]
+    chunks = [
+        (rows[i : i + size], pairs[i : i + size]) for i in range(0, len(rows) + len(pairs), size)
+    ]
+    return head, chunks
+
+
+@given(size=st.integers(1, 8), reverse=st.booleans())
+def test_a_payload_read_in_pieces_equals_one_read_whole(size, reverse):
+    from crdt_state.wire import PayloadReader
+
+    state = State(("a", 1))
+    for i in range(9):
+        state.join(f"pid-{i}", "topic", i, {"n": i})
+    for i in (2, 5):
+        state.leave(f"pid-{i}", "topic", i)
+    for payload in (state.delta, state.extract(("b", 2), {("a", 1): 0, ("b", 2): 0})):
+        head, chunks = _pieces(payload, size)
+        reader = PayloadReader(type(payload), max_size=100, max_replicas=4)
+        for rows, pairs in reversed(chunks) if reverse else chunks:
+            reader.add_values(json.loads(json.dumps(rows)))
+            reader.add_cloud_tags(json.loads(json.dumps(pairs)))
+        assert reader.finish(json.loads(json.dumps(head))) == payload
+
+
+def test_a_payload_reader_checks_across_pieces():
+    from crdt_state.wire import PayloadReader
+
+    state = State(("a", 1))
+    for i in range(4):
+        state.join(f"pid-{i}", "topic", i, {})
+    delta = state.delta
+    head, ((rows, pairs),) = _pieces(delta, 100)
+    reader = PayloadReader(Delta)
+    reader.add_values(rows[:2])
+    with pytest.raises(WireError, match="twice"):
+        reader.add_values(rows[1:])
+    reader = PayloadReader(Delta)
+    reader.add_cloud_tags(pairs)
+    with pytest.raises(WireError, match="twice"):
+        reader.add_cloud_tags(pairs[:1])
+    reader = PayloadReader(Delta, max_size=5)
+    reader.add_values(rows)
+    with pytest.raises(WireError, match="more than 5"):
+        reader.add_cloud_tags(pairs)
+    reader = PayloadReader(Delta)
+    reader.add_values(rows)  # values whose tags no cloud covers
+    with pytest.raises(WireError, match="outside"):
+        reader.finish(head)
+    with pytest.raises(WireError):
+        PayloadReader(Snapshot).finish(head)  # a delta's head is no snapshot's
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+        max_leaves=12,
+    )
+)
+def test_a_payload_reader_rejects_garbage_with_wire_error(garbage):
+    from crdt_state.wire import PayloadReader
+
+    for kind in (Snapshot, Delta):
+        reader = PayloadReader(kind)
+        for step in (reader.add_values, reader.add_cloud_tags, reader.finish):
+            with contextlib.suppress(WireError):  # any other exception fails the test
+                step(garbage)

@@ -31,6 +31,7 @@ from crdt_state.errors import WireError
 from crdt_state.state import Delta, Snapshot
 
 __all__ = [
+    "PayloadReader",
     "delta_from_wire",
     "delta_to_wire",
     "iter_wire_values",
@@ -198,10 +199,14 @@ class _Reader:
                 out[replica] = cloud
         return out
 
-    def values(self, data: object) -> dict[Replica, dict[int, Record]]:
+    def values(
+        self, data: object, out: dict[Replica, dict[int, Record]] | None = None
+    ) -> dict[Replica, dict[int, Record]]:
+        """Read value rows into ``out`` (a new dict by default); a tag already in it raises."""
         rows = _list(data, "values")
         self.grow(len(rows))
-        out: dict[Replica, dict[int, Record]] = {}
+        if out is None:
+            out = {}
         ids, str_keys = _ID_TYPES, _STR_ONLY
         # Rows of one replica mostly follow each other: its wire form is read once per run.
         last_wire: object = None
@@ -351,6 +356,111 @@ def _delta_from_wire(data: object, max_size: int | None, max_replicas: int | Non
     except (TypeError, ValueError, RecursionError) as exc:
         raise WireError(f"malformed delta: {exc}") from exc
     return Delta._make(delta_replica, delta_values, delta_clouds, start, end)
+
+
+class PayloadReader:
+    """Reads a Snapshot or a Delta that arrives in pieces, checking each piece as it comes.
+
+    The pieces are what :func:`iter_wire_values` and :func:`wire_head` write: value rows
+    and cloud tags as ``[replica, clock]`` pairs, in any grouping and order, then the
+    head (the wire form's other fields, without ``values`` and ``clouds``) at
+    :meth:`finish`. Reading a large transfer part by part keeps only the read values,
+    never the whole wire form, and spreads the checking over the parts' arrival. Every
+    check of :func:`snapshot_from_wire` and :func:`delta_from_wire` applies, across
+    pieces (a tag twice in two pieces raises too).
+
+    Args:
+        kind: :class:`~crdt_state.Snapshot` or :class:`~crdt_state.Delta`.
+        max_size: Most values plus cloud tags in all.
+        max_replicas: Most distinct replicas.
+    """
+
+    def __init__(
+        self,
+        kind: type[Snapshot] | type[Delta],
+        *,
+        max_size: int | None = None,
+        max_replicas: int | None = None,
+    ) -> None:
+        self._kind = kind
+        self._reader = _Reader(max_size, max_replicas)
+        self._values: dict[Replica, dict[int, Record]] = {}
+        self._clouds: dict[Replica, set[int]] = {}
+
+    def add_values(self, rows: object) -> None:
+        """Read value rows (``[[topic, owner, key, meta, [replica, clock]], ...]``).
+
+        Raises:
+            WireError: For a malformed row, a tag seen before, or a cap exceeded.
+        """
+        try:
+            self._reader.values(rows, self._values)
+        except WireError:
+            raise
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise WireError(f"malformed values: {exc}") from exc
+
+    def add_cloud_tags(self, pairs: object) -> None:
+        """Read cloud tags as ``[[replica, clock], ...]``.
+
+        Raises:
+            WireError: For a malformed pair, a tag seen before, or a cap exceeded.
+        """
+        reader, clouds = self._reader, self._clouds
+        try:
+            items = _list(pairs, "cloud tags")
+            reader.grow(len(items))
+            for pair in items:
+                if type(pair) is not list or len(pair) != 2:
+                    raise WireError(f"a cloud tag must be [replica, clock], not {pair!r:.80}")
+                replica = reader.replica(pair[0])
+                c = _clock(pair[1], minimum=1)
+                cloud = clouds.get(replica)
+                if cloud is None:
+                    cloud = clouds[replica] = set()
+                elif c in cloud:
+                    raise WireError(f"cloud tag {(replica, c)!r:.80} appears twice")
+                cloud.add(c)
+        except WireError:
+            raise
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise WireError(f"malformed cloud tags: {exc}") from exc
+
+    def finish(self, head: object) -> Snapshot | Delta:
+        """The payload, from the pieces read and its head; the reader is spent after.
+
+        Args:
+            head: The wire form's fields but ``values`` and ``clouds``: ``replica`` and
+                ``context`` for a Snapshot, ``replica`` and ``range`` for a Delta.
+
+        Raises:
+            WireError: For a malformed head, or values outside the context and clouds.
+        """
+        values, clouds, reader = self._values, self._clouds, self._reader
+        self._values, self._clouds = {}, {}
+        try:
+            if issubclass(self._kind, Snapshot):
+                replica, context = _fields(head, ("replica", "context"), "snapshot head")
+                snap_replica = reader.replica(replica)
+                snap_context = reader.context(context, "context")
+                _check_covered(values, snap_context, clouds)
+                return Snapshot._make(snap_replica, snap_context, clouds, values)
+            replica, range_ = _fields(head, ("replica", "range"), "delta head")
+            delta_replica = reader.replica(replica)
+            ends = _list(range_, "range")
+            if len(ends) != 2:
+                raise WireError("a range must be [start, end]")
+            start = reader.context(ends[0], "range start")
+            end = reader.context(ends[1], "range end")
+            for r, c in start.items():
+                if c > end.get(r, c):
+                    raise WireError(f"the range of {r!r:.80} starts at {c} after its end")
+            _check_covered(values, {}, clouds)
+            return Delta._make(delta_replica, values, clouds, start, end)
+        except WireError:
+            raise
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise WireError(f"malformed payload head: {exc}") from exc
 
 
 def payload_to_wire(payload: Snapshot | Delta) -> dict[str, Any]:

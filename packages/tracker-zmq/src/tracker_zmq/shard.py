@@ -62,6 +62,7 @@ from tracker_zmq.errors import AlreadyTracked, NoPresence
 from tracker_zmq.options import Options
 from tracker_zmq.replica import Ref, Replica, Status
 from tracker_zmq.wire import (
+    Assembly,
     GracefulPermdown,
     Heartbeat,
     MessageError,
@@ -71,7 +72,6 @@ from tracker_zmq.wire import (
     decode,
     encode,
     iter_parts,
-    join_payload,
     json_size,
 )
 
@@ -147,9 +147,9 @@ def _no_append(item: tuple[Key, Meta]) -> None:
 class _Request:
     responder: Ref
     sent_at: float
-    parts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    parts: set[int] = field(default_factory=set)
     last: int | None = None
-    kind: str = ""
+    assembly: Assembly | None = None
 
 
 def _check_ids(owner: object, topic: object, key: object) -> None:
@@ -560,10 +560,12 @@ class Shard:
             self._count_drop("unexpected_transfer")
             return
         pending.sent_at = now  # progress: the timeout counts from the latest part
-        if not pending.parts:
-            pending.kind = message.kind
+        if pending.assembly is None:
+            pending.assembly = Assembly(
+                message.kind, self.options.max_message_entries, self.options.max_replicas
+            )
         if (
-            pending.kind != message.kind
+            pending.assembly.kind != message.kind
             or message.part in pending.parts
             or (message.last and pending.last is not None)
             or (pending.last is not None and message.part > pending.last)
@@ -572,15 +574,20 @@ class Shard:
             self._forget_request(message.request)
             self._count_drop("inconsistent_transfer")
             return
-        pending.parts[message.part] = message.data
+        try:
+            pending.assembly.add(message.part, message.data)  # checked as it arrives
+        except MessageError:
+            self._forget_request(message.request)
+            self._count_drop("invalid")
+            return
+        pending.parts.add(message.part)
         if message.last:
             pending.last = message.part
         if pending.last is None or len(pending.parts) != pending.last + 1:
             return
-        parts = [pending.parts[i] for i in range(pending.last + 1)]
         self._forget_request(message.request)
         try:
-            payload = join_payload(pending.kind, parts, self.options.max_message_entries)
+            payload = pending.assembly.finish()
         except MessageError:
             self._count_drop("invalid")
             return

@@ -39,7 +39,7 @@ from typing import Any
 
 from crdt_state import Delta, Snapshot, WireError
 from crdt_state._bulk import gc_paused  # the same package family, pinned
-from crdt_state.wire import iter_wire_values, wire_head
+from crdt_state.wire import PayloadReader, iter_wire_values, wire_head
 from tracker_zmq.replica import Ref
 
 __all__ = [
@@ -331,44 +331,91 @@ def split_payload(
     return [part for part, _ in iter_parts(payload, part_values, part_bytes, measure)]
 
 
+class Assembly:
+    """A transfer answer put together from its parts, each part checked as it arrives.
+
+    Part data is what :func:`iter_parts` yields. A part's values and cloud tags are read
+    (and checked) at once, so only the read presences are held, never the parts' wire
+    form; the head fields come with part 0 and are checked at :meth:`finish`.
+
+    Args:
+        kind: ``"snapshot"`` or ``"delta"``.
+        max_entries: Most values plus cloud tags in all.
+        max_replicas: Most distinct replicas.
+    """
+
+    def __init__(self, kind: str, max_entries: int, max_replicas: int | None = None) -> None:
+        self.kind = kind
+        self._reader = PayloadReader(
+            Snapshot if kind == "snapshot" else Delta,
+            max_size=max_entries,
+            max_replicas=max_replicas,
+        )
+        self._max_entries = max_entries
+        self._max_replicas = max_replicas
+        self._head: dict[str, Any] | None = None
+        self._whole: dict[str, Any] | None = None
+        self._parts = 0
+
+    def add(self, index: int, data: dict[str, Any]) -> None:
+        """Read part ``index``.
+
+        Raises:
+            MessageError: When the part is malformed or does not fit the others.
+        """
+        self._parts += 1
+        if "clouds" in data:  # a payload small enough to go whole
+            if index != 0 or self._parts != 1:
+                raise MessageError("a whole payload must be the only part")
+            self._whole = data
+            return
+        if self._whole is not None:
+            raise MessageError("a whole payload must be the only part")
+        values, cloud = data.get("values"), data.get("cloud")
+        if type(values) is not list or type(cloud) is not list:
+            raise MessageError("a transfer part must carry values and cloud lists")
+        if index == 0:
+            self._head = {k: v for k, v in data.items() if k not in ("values", "cloud")}
+        try:
+            # Without the pause, the collector would run several times per part, and
+            # each full run walks every presence read so far (records hold a meta dict,
+            # so they stay tracked): a million-presence transfer spent most of its time
+            # there. Paused, the part's allocations are judged in one run after it.
+            with gc_paused():
+                self._reader.add_values(values)
+                self._reader.add_cloud_tags(cloud)
+        except WireError as exc:
+            raise MessageError(f"bad transfer part: {exc}") from exc
+
+    def finish(self) -> Snapshot | Delta:
+        """The payload, once every part was added.
+
+        Raises:
+            MessageError: When the parts do not form a valid payload.
+        """
+        kind = Snapshot if self.kind == "snapshot" else Delta
+        try:
+            if self._whole is not None:
+                return kind.from_wire(
+                    self._whole, max_size=self._max_entries, max_replicas=self._max_replicas
+                )
+            if self._head is None:
+                raise MessageError("part 0 never came")
+            return self._reader.finish(self._head)
+        except WireError as exc:
+            raise MessageError(f"bad transfer payload: {exc}") from exc
+
+
 def join_payload(kind: str, parts: list[dict[str, Any]], max_entries: int) -> Snapshot | Delta:
-    """Assemble and check a payload from its parts (see :func:`split_payload`).
+    """Assemble and check a payload from all its parts (see :class:`Assembly`).
 
     Raises:
         MessageError: When the parts do not form a valid payload.
     """
-    if len(parts) == 1 and "clouds" in parts[0]:
-        data = parts[0]
-    else:
-        values: list[Any] = []
-        clouds: dict[Any, list[Any]] = {}
-        names: dict[Any, Any] = {}
-        for part in parts:
-            vals, cloud = part.get("values"), part.get("cloud")
-            if type(vals) is not list or type(cloud) is not list:
-                raise MessageError("a transfer part must carry values and cloud lists")
-            values.extend(vals)
-            for pair in cloud:
-                if type(pair) is not list or len(pair) != 2:
-                    raise MessageError(f"a cloud tag must be [replica, clock], not {pair!r:.60}")
-                replica = pair[0]
-                key = tuple(replica) if type(replica) is list else replica
-                try:
-                    clocks = clouds.get(key)
-                except TypeError as exc:
-                    raise MessageError(f"bad replica {replica!r:.60}") from exc
-                if clocks is None:
-                    clocks = clouds[key] = []
-                    names[key] = replica
-                clocks.append(pair[1])
-        head = {k: v for k, v in parts[0].items() if k not in ("values", "cloud")}
-        data = {**head, "values": values, "clouds": [[names[k], c] for k, c in clouds.items()]}
-    try:
-        if kind == "snapshot":
-            return Snapshot.from_wire(data, max_size=max_entries)
-        return Delta.from_wire(data, max_size=max_entries)
-    except WireError as exc:
-        raise MessageError(f"bad transfer payload: {exc}") from exc
+    assembly = Assembly(kind, max_entries)
+    for index, part in enumerate(parts):
+        assembly.add(index, part)
+    return assembly.finish()
 
 
 def check_meta(meta: object, _depth: int = 0) -> None:

@@ -21,6 +21,7 @@ from tracker_zmq.errors import (
     AlreadyTracked,
     ConfigError,
     NoPresence,
+    TooManyPresences,
     TrackerError,
     TrackerNotRunning,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "Send",
     "Shard",
     "Status",
+    "TooManyPresences",
     "TopicPresences",
     "Tracker",
     "TrackerError",

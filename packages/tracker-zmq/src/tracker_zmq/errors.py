@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["AlreadyTracked", "ConfigError", "NoPresence", "TrackerError", "TrackerNotRunning"]
+__all__ = [
+    "AlreadyTracked",
+    "ConfigError",
+    "NoPresence",
+    "TooManyPresences",
+    "TrackerError",
+    "TrackerNotRunning",
+]
 
 
 class TrackerError(Exception):
@@ -23,3 +30,15 @@ class NoPresence(TrackerError, LookupError):
 
 class TrackerNotRunning(TrackerError, RuntimeError):
     """A tracker method was called before ``start`` or after ``stop``."""
+
+
+class TooManyPresences(TrackerError):
+    """``track`` on a node that already tracks its ``max_presences`` (a Tracker option).
+
+    Attributes:
+        limit: The node's ``max_presences``.
+    """
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit

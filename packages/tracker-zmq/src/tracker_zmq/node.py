@@ -59,7 +59,13 @@ from tracker_zmq.client import (
     encode_error,
     encode_ok,
 )
-from tracker_zmq.errors import AlreadyTracked, ConfigError, NoPresence, TrackerNotRunning
+from tracker_zmq.errors import (
+    AlreadyTracked,
+    ConfigError,
+    NoPresence,
+    TooManyPresences,
+    TrackerNotRunning,
+)
 from tracker_zmq.shard import Diff
 from tracker_zmq.tracker import Tracker
 
@@ -658,6 +664,8 @@ class Node:
             ref = self.tracker.track(session.owner_id(req.owner), req.topic, req.key, req.meta)
         except AlreadyTracked as exc:
             raise _Refused("already_tracked", str(exc)) from None
+        except TooManyPresences as exc:  # the tracker option max_presences
+            raise _Refused("limit_exceeded", str(exc), limit=exc.limit) from None
         except TypeError as exc:
             raise _Refused("bad_request", f"track: {exc}") from None
         session.presences.add(held)

@@ -43,6 +43,9 @@ class Options:
             under the PubSub's ``max_frame_bytes``.
         max_replicas: Most remote replicas a shard keeps; heartbeats of more are dropped.
         max_message_entries: Most values plus cloud tags accepted in one message.
+        max_presences: Most presences this node may track at once, over all its shards
+            (remote ones do not count); a ``track`` beyond it raises
+            :class:`~tracker_zmq.errors.TooManyPresences`. None: no limit.
     """
 
     broadcast_period: float = 1.5
@@ -57,6 +60,7 @@ class Options:
     transfer_part_bytes: int = 512 * 1024
     max_replicas: int = 1024
     max_message_entries: int = 2_000_000
+    max_presences: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("broadcast_period", "permdown_period"):
@@ -73,6 +77,12 @@ class Options:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ConfigError(f"{name} must be a positive int, not {value!r}")
+        if self.max_presences is not None and (
+            type(self.max_presences) is not int or self.max_presences < 1
+        ):
+            raise ConfigError(
+                f"max_presences must be a positive int or None, not {self.max_presences!r}"
+            )
         sizes = tuple(self.max_delta_sizes) if _is_sequence(self.max_delta_sizes) else ()
         if not sizes or any(type(s) is not int or s < 1 for s in sizes):
             raise ConfigError(

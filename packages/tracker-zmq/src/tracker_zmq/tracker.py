@@ -42,7 +42,7 @@ import orjson
 
 from crdt_state import Key, Meta, Topic
 from pubsub_zmq import Overflow, PubSub, PubSubError, Subscription
-from tracker_zmq.errors import ConfigError, NoPresence, TrackerNotRunning
+from tracker_zmq.errors import ConfigError, NoPresence, TooManyPresences, TrackerNotRunning
 from tracker_zmq.options import Options
 from tracker_zmq.shard import Diff, Output, Send, Shard
 from tracker_zmq.wire import shard_for
@@ -138,6 +138,9 @@ class Tracker:
         transfer_part_bytes: Most encoded bytes in one part, and in one heartbeat (a
             larger delta is fetched by transfer instead); None: half the PubSub's
             ``max_frame_bytes``.
+        max_presences: Most presences this node may track at once (over all shards;
+            presences of other nodes do not count); None: no limit. A ``track`` beyond
+            it raises :class:`TooManyPresences`.
 
     Raises:
         ConfigError: An option is invalid or inconsistent (also a ValueError), or the
@@ -162,6 +165,7 @@ class Tracker:
         transfer_timeout: float | None = None,
         transfer_part_values: int = 20_000,
         transfer_part_bytes: int | None = None,
+        max_presences: int | None = None,
     ) -> None:
         if not isinstance(pubsub, PubSub):
             raise ConfigError(f"pubsub must be a PubSub, not {type(pubsub).__name__}")
@@ -182,6 +186,7 @@ class Tracker:
             pool_size=pool_size,
             transfer_timeout=transfer_timeout,
             transfer_part_values=transfer_part_values,
+            max_presences=max_presences,
             transfer_part_bytes=(
                 pubsub.max_frame_bytes // 2 if transfer_part_bytes is None else transfer_part_bytes
             ),
@@ -368,11 +373,17 @@ class Tracker:
 
         Raises:
             AlreadyTracked: This node already tracks (owner, topic, key).
+            TooManyPresences: This node already tracks ``max_presences``.
             TypeError: An id is not a str or an int, or the meta does not encode.
             TrackerNotRunning: The tracker is not running.
         """
         self._check_running()
         _check_id("topic", topic)
+        limit = self.options.max_presences
+        if limit is not None and self.local_presences() >= limit:
+            raise TooManyPresences(
+                f"node {self.node!r} already tracks {limit} presences (max_presences)", limit
+            )
         runner = self._runner(topic)
         owner_id = self._owner_id(owner, create=True)
         assert owner_id is not None
@@ -435,6 +446,12 @@ class Tracker:
         ref, out = runner.shard.update(owner_id, topic, key, meta)
         self._apply(runner, out)
         return ref
+
+    def local_presences(self) -> int:
+        """How many presences this node tracks (over all shards; remote ones excluded)."""
+        # the local replica's own values, O(pool_size): crdt-state is of the same
+        # package family and pinned (as shard.py's import of crdt_state._bulk)
+        return sum(len(runner.shard.state._own) for runner in self._runners)
 
     def list(self, topic: Topic) -> list[tuple[Key, Meta]]:
         """Every visible presence of ``topic``, cluster-wide, as ``(key, meta)``.

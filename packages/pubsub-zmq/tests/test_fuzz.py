@@ -1,0 +1,87 @@
+"""Fuzzing of the frame decoder with mutations of valid frames.
+
+``test_wire.py`` throws random bytes and structured garbage at :func:`decode`; here the
+inputs start as valid frames (batches, directs, hello, welcome, gossip) and get bytes
+flipped, cut out, spliced in or the frame truncated, so that most of them get past the
+header and exercise the body checks. Only :class:`WireError` (and its subclasses) may
+escape, and what is accepted is well formed. ``make fuzz`` runs the same target longer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pubsub_zmq.errors import WireError
+from pubsub_zmq.wire import (
+    Control,
+    Kind,
+    NodeRecord,
+    decode,
+    encode_batch,
+    encode_control,
+    join_messages,
+    sender_field,
+    topic_prefix,
+)
+
+
+def valid_frames() -> list[bytes]:
+    a = NodeRecord("a", 7, "tcp://127.0.0.1:5550", "tcp://127.0.0.1:5551", None)
+    b = NodeRecord("b", 9, "tcp://127.0.0.1:5552", "tcp://127.0.0.1:5553", None)
+    body = join_messages([orjson.dumps(m) for m in ({"event": "x", "n": [1, 2]}, "two", 3)])
+    return [
+        encode_batch(topic_prefix("room:42"), Kind.BROADCAST, 7, 0, sender_field("a"), body),
+        encode_batch(topic_prefix("phx:t"), Kind.DIRECT, 7, 2**40, sender_field("a"), body),
+        encode_control(Kind.HELLO, 7, 1, sender_field("a"), Control(a, (), "tcp://x:1")),
+        encode_control(Kind.WELCOME, 7, 2, sender_field("a"), Control(a, (b,), None)),
+        encode_control(Kind.GOSSIP, 7, 3, sender_field("a"), Control(a, (a, b), None)),
+    ]
+
+
+FRAMES = valid_frames()
+
+
+@st.composite
+def mangled(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(FRAMES)))
+    for _ in range(draw(st.integers(1, 4))):
+        how = draw(st.sampled_from(["flip", "cut", "insert", "truncate", "byte"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if how == "flip" and data:
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif how == "byte" and data:
+            data[at] = draw(st.sampled_from([0, 1, 0x22, 0x5B, 0x5D, 0x7B, 0x7D, 0xFF]))
+        elif how == "cut":
+            del data[at : at + draw(st.integers(1, 8))]
+        elif how == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+def test_the_originals_decode() -> None:
+    for frame in FRAMES:
+        decode(frame)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(mangled())
+def test_mangled_frames_raise_only_wire_error(data: bytes) -> None:
+    frame = None
+    with contextlib.suppress(WireError):
+        frame = decode(data, 4096)
+    if frame is not None:  # accepted: then well formed
+        assert isinstance(frame.kind, Kind)
+        assert frame.sender
+        if frame.kind in (Kind.BROADCAST, Kind.DIRECT):
+            assert frame.topic
+            assert isinstance(frame.messages, list)
+            assert frame.messages
+        else:
+            assert frame.control is not None
+            assert frame.control.node.name == frame.sender

@@ -9,6 +9,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint typecheck pytest test check-install docs docs-build bench demo clean
+.PHONY: soak soak-netns fuzz
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +58,15 @@ bench: $(STAMP) ## Benchmarks: print the figures tables (not a test)
 	$(BIN)/python bench/bench_crdt_state.py
 	$(BIN)/python bench/bench_pubsub.py
 	$(BIN)/python bench/bench_tracker.py
+
+soak: $(STAMP) ## Soak: 5 nodes, churn, kills, pauses, cut-offs; exact end checks (not a test)
+	$(BIN)/python scripts/soak.py
+
+soak-netns: $(STAMP) ## The soak with each node in a network namespace and real link cuts (root)
+	$(BIN)/python scripts/soak.py --netns
+
+fuzz: $(STAMP) ## Long fuzzing of every network decoder; prints inputs, rejections, crashes
+	$(BIN)/python scripts/fuzz.py
 
 demo: $(STAMP) ## The demo: a 3-node cluster on loopback; one node crashes and rejoins
 	$(BIN)/python scripts/demo.py

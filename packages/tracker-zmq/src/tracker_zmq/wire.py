@@ -364,6 +364,8 @@ class Assembly:
             MessageError: When the part is malformed or does not fit the others.
         """
         self._parts += 1
+        if type(data) is not dict:
+            raise MessageError(f"a transfer part must be a dict, not {type(data).__name__}")
         if "clouds" in data:  # a payload small enough to go whole
             if index != 0 or self._parts != 1:
                 raise MessageError("a whole payload must be the only part")

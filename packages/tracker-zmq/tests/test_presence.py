@@ -463,6 +463,11 @@ def test_client_state_hook(presence_class: type[Presence]) -> None:
             for node in (a, b):
                 calls = node.presence.client_state["calls"]
                 assert [topic for topic, _, _ in calls] == [TOPIC] * len(steps)
+                # the subscriber hears the broadcast on a later loop turn than the hook
+                await until(
+                    lambda n=node: len(n.payloads) == len(steps),  # type: ignore[misc]
+                    message=f"broadcasts heard on {node.name}",
+                )
                 assert [diff for _, diff, _ in calls] == node.payloads
 
             b.presence.track("c4", "room:other", "carol", {"n": 4})

@@ -16,13 +16,14 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pubsub_zmq import PubSub
+from tests.aio import run, until
 from tracker_zmq import Presence, Presences
 
 JS = Path(__file__).resolve().parent / "js"
@@ -50,31 +51,6 @@ def node_binary() -> str:
             "`npm ci --prefix tests/js --no-audit --no-fund` (make pytest does)"
         )
     return node
-
-
-async def until(
-    condition: Callable[[], bool],
-    timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling, not a cancel scope)
-    message: str = "condition",
-) -> None:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        await asyncio.sleep(0.005)
-
-
-def run(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run an async test body in a fresh loop; fail if it leaves a task behind."""
-
-    async def main() -> Any:
-        result = await coro_fn()
-        await asyncio.sleep(0)
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"tasks leaked: {leftover}"
-        return result
-
-    return asyncio.run(main())
 
 
 def by_ref(presences: Presences) -> Presences:

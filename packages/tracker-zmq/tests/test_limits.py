@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
 from pubsub_zmq import PubSub
+from tests.aio import run
 from tracker_zmq import (
     Client,
     ConfigError,
@@ -29,17 +29,6 @@ FAST: dict[str, Any] = {
     "down_period": 0.3,
     "permdown_period": 1.0,
 }
-
-
-def run(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    async def main() -> Any:
-        result = await coro_fn()
-        await asyncio.sleep(0)
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"tasks leaked: {leftover}"
-        return result
-
-    return asyncio.run(main())
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "10"])

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from pubsub_zmq import InvalidTopic, PubSub
+from tests.aio import run, until
 from tracker_zmq import (
     AlreadyTracked,
     ConfigError,
@@ -39,32 +39,6 @@ FAST: dict[str, Any] = {
     "permdown_period": 1.0,
 }
 TOPIC = "room:lobby"
-
-
-async def until(
-    condition: Callable[[], bool],
-    timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling, not a cancel scope)
-    message: str = "condition",
-) -> None:
-    """Poll ``condition`` until true; fail after ``timeout`` s."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        await asyncio.sleep(0.005)
-
-
-def run(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run an async test body in a fresh loop; fail if it leaves a task behind."""
-
-    async def main() -> Any:
-        result = await coro_fn()
-        await asyncio.sleep(0)
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"tasks leaked: {leftover}"
-        return result
-
-    return asyncio.run(main())
 
 
 def by_ref(presences: Any) -> Any:

@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from pubsub_zmq import PubSub
+from tests.aio import run, until
 from tracker_zmq import (
     AlreadyTracked,
     ConfigError,
@@ -33,33 +34,6 @@ FAST: dict[str, Any] = {
     "down_period": 0.3,
     "permdown_period": 1.0,
 }
-
-
-async def until(
-    condition: Callable[[], bool],
-    timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling, not a cancel scope)
-    message: str = "condition",
-) -> float:
-    """Poll ``condition`` until true; fail after ``timeout`` s. Returns the time taken."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - start
-
-
-def run(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run an async test body in a fresh loop; fail if it leaves a task behind."""
-
-    async def main() -> Any:
-        result = await coro_fn()
-        await asyncio.sleep(0)
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"tasks leaked: {leftover}"
-        return result
-
-    return asyncio.run(main())
 
 
 @dataclass

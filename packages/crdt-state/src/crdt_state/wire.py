@@ -181,6 +181,17 @@ class _Reader:
             out[replica] = _clock(items[1], minimum=0)
         return out
 
+    def range(self, data: object) -> tuple[Context, Context]:
+        ends = _list(data, "range")
+        if len(ends) != 2:
+            raise WireError("a range must be [start, end]")
+        start = self.context(ends[0], "range start")
+        end = self.context(ends[1], "range end")
+        for r, c in start.items():
+            if c > end.get(r, c):
+                raise WireError(f"the range of {r!r:.80} starts at {c} after its end")
+        return start, end
+
     def clouds(self, data: object) -> dict[Replica, set[int]]:
         out: dict[Replica, set[int]] = {}
         for pair in _list(data, "clouds"):
@@ -342,14 +353,7 @@ def _delta_from_wire(data: object, max_size: int | None, max_replicas: int | Non
         delta_replica = reader.replica(replica)
         delta_clouds = reader.clouds(clouds)
         delta_values = reader.values(values)
-        ends = _list(range_, "range")
-        if len(ends) != 2:
-            raise WireError("a range must be [start, end]")
-        start = reader.context(ends[0], "range start")
-        end = reader.context(ends[1], "range end")
-        for r, c in start.items():
-            if c > end.get(r, c):
-                raise WireError(f"the range of {r!r:.80} starts at {c} after its end")
+        start, end = reader.range(range_)
         _check_covered(delta_values, {}, delta_clouds)
     except WireError:
         raise
@@ -447,14 +451,7 @@ class PayloadReader:
                 return Snapshot._make(snap_replica, snap_context, clouds, values)
             replica, range_ = _fields(head, ("replica", "range"), "delta head")
             delta_replica = reader.replica(replica)
-            ends = _list(range_, "range")
-            if len(ends) != 2:
-                raise WireError("a range must be [start, end]")
-            start = reader.context(ends[0], "range start")
-            end = reader.context(ends[1], "range end")
-            for r, c in start.items():
-                if c > end.get(r, c):
-                    raise WireError(f"the range of {r!r:.80} starts at {c} after its end")
+            start, end = reader.range(range_)
             _check_covered(values, {}, clouds)
             return Delta._make(delta_replica, values, clouds, start, end)
         except WireError:

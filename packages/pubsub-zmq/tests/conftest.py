@@ -7,36 +7,13 @@ left behind once the coroutine returns.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
 
-
-async def until(
-    condition: Callable[[], bool],
-    timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling, not a cancel scope)
-    message: str = "condition",
-) -> None:
-    """Wait until ``condition()`` is true, polling; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        await asyncio.sleep(0.005)
-
-
-def _run(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    async def main() -> Any:
-        result = await coro_fn()
-        await asyncio.sleep(0)
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"tasks leaked: {leftover}"
-        return result
-
-    return asyncio.run(main())
+from tests.aio import run as _run
+from tests.aio import until
 
 
 @pytest.fixture
@@ -46,6 +23,6 @@ def run() -> Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any]:
 
 
 @pytest.fixture
-def wait() -> Callable[..., Awaitable[None]]:
+def wait() -> Callable[..., Awaitable[float]]:
     """``await wait(condition, timeout=5.0, message=...)``: poll until true."""
     return until

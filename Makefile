@@ -72,4 +72,4 @@ demo: $(STAMP) ## The demo: a 3-node cluster on loopback; one node crashes and r
 	$(BIN)/python scripts/demo.py
 
 clean: ## Remove the virtualenv and build output
-	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis .install-check
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis .install-check tests/js/node_modules

@@ -244,6 +244,32 @@ def test_per_session_presence_limit(cluster: list[CliNode]) -> None:
     run(main)
 
 
+def test_max_presences_limits_the_whole_node(spawn: Callable[..., CliNode]) -> None:
+    for bad in ("0", "-3", "two"):
+        done = cli("node", "--name", "x", "--max-presences", bad)
+        assert done.returncode == 2, done.stderr
+        assert "--max-presences" in done.stderr
+        assert ("positive integer" if bad != "two" else "not an integer") in done.stderr
+    m = spawn("m", "--max-presences", "2")
+
+    async def main() -> None:
+        # two sessions, each far under --client-max-presences: the node's limit applies
+        async with client(m, client_id="one") as one, client(m, client_id="two") as two:
+            await one.track("room:node-limit", "alice", {})
+            await two.track("room:node-limit", "bob", {})
+            with pytest.raises(LimitExceeded) as info:
+                await two.track("room:node-limit", "carol", {})
+            assert info.value.code == "limit_exceeded"
+            assert info.value.error["limit"] == 2
+            assert "max_presences" in str(info.value)
+            assert await keys(one, "room:node-limit") == {"alice", "bob"}
+            await one.untrack("room:node-limit", "alice")
+            await two.track("room:node-limit", "carol", {})
+            assert await keys(one, "room:node-limit") == {"bob", "carol"}
+
+    run(main)
+
+
 def raw_exchange(
     node: CliNode, messages: list[bytes | list[bytes]], want_ids: set[int], timeout: float = 5.0
 ) -> dict[int, Any]:

@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--advertise-host", help="host peers should use when --bind is a wildcard")
     node.add_argument("--tracker-name", default="presence", help="tracker name (default: presence)")
 
-    periods = node.add_argument_group("tracker periods (seconds) and pool")
+    periods = node.add_argument_group("tracker periods (seconds), pool and presence limit")
     periods.add_argument("--broadcast-period", type=_positive_float, default=1.5)
     periods.add_argument("--max-silent-periods", type=_positive_int, default=10)
     periods.add_argument(
@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     periods.add_argument("--permdown-period", type=_positive_float, default=1200.0)
     periods.add_argument("--clock-sample-periods", type=_positive_int, default=2)
     periods.add_argument("--pool-size", type=_positive_int, default=1)
+    periods.add_argument(
+        "--max-presences",
+        type=_positive_int,
+        metavar="N",
+        help="most presences this node tracks at once, over all its clients; a track "
+        "beyond it gets limit_exceeded (default: no limit)",
+    )
 
     cluster = node.add_argument_group("cluster membership (seconds)")
     cluster.add_argument("--gossip-interval", type=_positive_float, default=1.0)
@@ -325,6 +332,7 @@ def _node(args: argparse.Namespace) -> int:
         "permdown_period": args.permdown_period,
         "clock_sample_periods": args.clock_sample_periods,
         "pool_size": args.pool_size,
+        "max_presences": args.max_presences,
     }
     pubsub_options: dict[str, Any] = {
         "gossip_interval": args.gossip_interval,

@@ -39,8 +39,12 @@ class Options:
             its answer arriving; None: ``5 * down_period`` (a responder builds a large
             answer before its first part leaves).
         transfer_part_values: Most values in one part of a transfer answer.
-        transfer_part_bytes: About the most bytes of values in one part; keep it well
-            under the PubSub's ``max_frame_bytes``.
+        transfer_part_bytes: About the most encoded bytes in one part, and in one
+            heartbeat (a larger delta is fetched by transfer instead). A
+            :class:`~tracker_zmq.Tracker` requires it to be at most half its PubSub's
+            ``max_frame_bytes`` (``transfer_part_bytes <= max_frame_bytes // 2``, or
+            ``ConfigError``) and defaults it to exactly that half; the default here,
+            512 KiB, is half the PubSub's default of 1 MiB.
         max_replicas: Most remote replicas a shard keeps; heartbeats of more are dropped.
         max_message_entries: Most values plus cloud tags accepted in one message.
         max_presences: Most presences this node may track at once, over all its shards

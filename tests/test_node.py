@@ -483,11 +483,13 @@ def test_a_stalled_node_does_not_expire_clients_that_kept_heartbeating(
     solo = spawn("solo")
 
     async def main() -> None:
-        async with client(solo, heartbeat_interval=0.2, lease=0.6, timeout=5.0) as cl:
+        # a lease of 5 heartbeats: a loaded machine delaying a heartbeat or two must not
+        # expire the session before the freeze this test is about
+        async with client(solo, heartbeat_interval=0.2, lease=1.0, timeout=5.0) as cl:
             await cl.track("room:stall", "patient", {})
             solo.proc.send_signal(signal.SIGSTOP)
             try:
-                await asyncio.sleep(1.5)  # the node is frozen for over twice the lease
+                await asyncio.sleep(2.5)  # the node is frozen for over twice the lease
             finally:
                 solo.proc.send_signal(signal.SIGCONT)
             # the client's heartbeats waited in the socket: the node reads them before

@@ -67,14 +67,18 @@ class DeltaGenerations:
         out: list[Delta] = []
         prev = delta
         for gen, cap in zip(gens, self.max_sizes, strict=True):
-            if not (
-                _clock.dominates_or_equal(delta._end, gen._start)
-                and _clock.dominates_or_equal(gen._end, delta._start)
-            ):
-                out.append(gen)  # not contiguous
+            if tags <= cap:
+                merged = merge_deltas(gen, delta)  # None: not contiguous
+                contiguous = merged is not None
+            else:
+                merged = None
+                contiguous = _clock.dominates_or_equal(
+                    delta._end, gen._start
+                ) and _clock.dominates_or_equal(gen._end, delta._start)
+            if not contiguous:
+                out.append(gen)
                 prev = gen
                 continue
-            merged = merge_deltas(gen, delta) if tags <= cap else None
             if merged is not None and merged.size() <= cap:
                 out.append(merged)
                 prev = merged

@@ -21,15 +21,13 @@ import zmq
 
 from pubsub_zmq import PubSub
 from pubsub_zmq.wire import (
-    Control,
     Kind,
-    NodeRecord,
     encode_batch,
-    encode_control,
     join_messages,
     sender_field,
     topic_prefix,
 )
+from tests.fake_member import FakeMember
 
 FAST = {"gossip_interval": 0.1, "peer_timeout": 1.0}
 MESSAGES = 100
@@ -37,33 +35,15 @@ Run = Callable[..., Any]
 Wait = Callable[..., Any]
 
 
-class Flooder:
+class Flooder(FakeMember):
     """A fake member ``flood`` whose PUB and DEALER a thread fills as fast as it can."""
 
     def __init__(self, target: str) -> None:
-        self.ctx = zmq.Context()
-        self.pub = self.ctx.socket(zmq.XPUB)
-        self.pub.linger = 0
-        self.pub.sndhwm = 100_000
-        self.pub.bind("tcp://127.0.0.1:0")
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.linger = 0
-        self.router.bind("tcp://127.0.0.1:0")
-        self.dealer = self.ctx.socket(zmq.DEALER)
-        self.dealer.linger = 0
-        self.dealer.sndhwm = 100_000
-        self.dealer.connect(target)
-        self.record = NodeRecord(
-            "flood", 1, self.router.last_endpoint.decode(), self.pub.last_endpoint.decode()
-        )
+        super().__init__("flood", hwm=100_000)
+        self.connect(target)
         self.sent = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._flood, daemon=True)
-
-    def hello(self) -> None:
-        self.dealer.send(
-            encode_control(Kind.HELLO, 1, 1, sender_field("flood"), Control(self.record))
-        )
 
     def subscribed(self) -> bool:
         while self.pub.poll(0):
@@ -90,9 +70,7 @@ class Flooder:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join(10)
-        for sock in (self.pub, self.router, self.dealer):
-            sock.close(linger=0)
-        self.ctx.term()
+        super().close()
 
 
 def test_a_flooding_member_does_not_starve_another(run: Run, wait: Wait) -> None:

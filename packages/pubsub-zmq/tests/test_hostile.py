@@ -9,20 +9,17 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import zmq
 
 from pubsub_zmq import PubSub
 from pubsub_zmq.wire import (
     VERSION,
-    Control,
     Kind,
-    NodeRecord,
     encode_batch,
-    encode_control,
     join_messages,
     sender_field,
     topic_prefix,
 )
+from tests.fake_member import FakeMember
 
 FAST = {"gossip_interval": 0.1, "peer_timeout": 1.0}
 Run = Callable[..., Any]
@@ -32,49 +29,6 @@ Wait = Callable[..., Any]
 def batch(topic: str, seq: int, messages: list[Any], sender: str = "fake", inc: int = 1) -> bytes:
     body = join_messages([orjson.dumps(m) for m in messages])
     return encode_batch(topic_prefix(topic), Kind.BROADCAST, inc, seq, sender_field(sender), body)
-
-
-class FakeMember:
-    """A hand-driven member: raw sockets that speak the wire format, or anything else."""
-
-    def __init__(self, name: str = "fake", incarnation: int = 1) -> None:
-        self.ctx = zmq.Context()
-        self.pub = self.ctx.socket(zmq.XPUB)
-        self.pub.linger = 0
-        self.pub.bind("tcp://127.0.0.1:0")
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.linger = 0
-        self.router.bind("tcp://127.0.0.1:0")
-        self.dealer = self.ctx.socket(zmq.DEALER)
-        self.dealer.linger = 0
-        self.record = NodeRecord(
-            name,
-            incarnation,
-            self.router.last_endpoint.decode(),
-            self.pub.last_endpoint.decode(),
-        )
-        self.subscriptions: list[bytes] = []
-
-    def connect(self, endpoint: str) -> None:
-        self.dealer.connect(endpoint)
-
-    def hello(self) -> None:
-        body = Control(self.record)
-        self.dealer.send(
-            encode_control(
-                Kind.HELLO, self.record.incarnation, 1, sender_field(self.record.name), body
-            )
-        )
-
-    def poll_subscriptions(self) -> list[bytes]:
-        while self.pub.poll(0):
-            self.subscriptions.append(self.pub.recv())
-        return self.subscriptions
-
-    def close(self) -> None:
-        for sock in (self.pub, self.router, self.dealer):
-            sock.close(linger=0)
-        self.ctx.term()
 
 
 def test_garbage_on_the_control_endpoint_is_counted_and_harmless(run: Run, wait: Wait) -> None:

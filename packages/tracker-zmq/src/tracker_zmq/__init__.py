@@ -6,28 +6,26 @@ deterministic simulator. :class:`Presence` (a port of Phoenix.Presence) runs a T
 publishes its changes as ``presence_diff`` broadcasts in the phoenix.js client's shape.
 """
 
-from tracker_zmq.client import (
-    Client,
+from tracker_zmq.client import Client, ClientDiff, DiffSubscription
+from tracker_zmq.errors import (
+    AlreadyTracked,
     ClientClosed,
-    ClientDiff,
     ClientError,
-    DiffSubscription,
+    ConfigError,
+    KeyCollision,
     LimitExceeded,
+    MessageError,
+    NoPresence,
     ProtocolError,
     RequestError,
     RequestTimeout,
-)
-from tracker_zmq.errors import (
-    AlreadyTracked,
-    ConfigError,
-    NoPresence,
     TooManyPresences,
     TrackerError,
     TrackerNotRunning,
 )
 from tracker_zmq.node import ClientLimits, Node
 from tracker_zmq.options import Options
-from tracker_zmq.presence import KeyCollision, Presence, PresenceDiff, Presences, TopicPresences
+from tracker_zmq.presence import Presence, PresenceDiff, Presences, TopicPresences
 from tracker_zmq.replica import Ref, Replica, Status
 from tracker_zmq.shard import Diff, Output, ReplicaEvent, Send, Shard
 from tracker_zmq.tracker import Tracker
@@ -46,6 +44,7 @@ __all__ = [
     "DiffSubscription",
     "KeyCollision",
     "LimitExceeded",
+    "MessageError",
     "NoPresence",
     "Node",
     "Options",

@@ -54,7 +54,16 @@ import zmq
 import zmq.asyncio
 
 from crdt_state import Key, Meta, Topic
-from tracker_zmq.errors import AlreadyTracked, NoPresence, TrackerError
+from tracker_zmq.errors import (
+    AlreadyTracked,
+    ClientClosed,
+    ClientError,
+    LimitExceeded,
+    NoPresence,
+    ProtocolError,
+    RequestError,
+    RequestTimeout,
+)
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
@@ -135,23 +144,6 @@ MAX_ID_CHARS: Final = 256
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _REQUEST_ID_MAX = 2**53  # exact in every JSON implementation (JavaScript included)
-
-
-class ProtocolError(TrackerError, ValueError):
-    """A frame that is not a valid message of the client protocol.
-
-    The one exception the codec raises. A node drops such a frame (counting it) and,
-    when the frame still had a usable request ``id``, answers with ``code``.
-
-    Attributes:
-        code: ``"bad_request"``, ``"unsupported_version"`` or ``"unknown_op"``.
-        request_id: The frame's request id when it had a valid one, else None.
-    """
-
-    def __init__(self, message: str, code: str = "bad_request", request_id: int | None = None):
-        super().__init__(message)
-        self.code = code
-        self.request_id = request_id
 
 
 # ----------------------------------------------------------------------- the codec
@@ -404,43 +396,6 @@ def _pairs(value: object) -> list[tuple[Any, Any]]:
             raise ProtocolError("joins and leaves hold [key, meta] pairs")
         out.append((key, meta))
     return out
-
-
-# ----------------------------------------------------------------------- errors
-
-
-class ClientError(TrackerError):
-    """Base class of the errors the :class:`Client` raises on purpose."""
-
-
-class RequestError(ClientError):
-    """The node refused a request.
-
-    ``already_tracked`` and ``no_presence`` are raised as :class:`AlreadyTracked` and
-    :class:`NoPresence` instead (as the Tracker does), ``limit_exceeded`` as
-    :class:`LimitExceeded`.
-
-    Attributes:
-        code: The protocol's error code (see :data:`ERROR_CODES`).
-        error: The whole error object the node sent.
-    """
-
-    def __init__(self, code: str, message: str, error: Mapping[str, Any] | None = None):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.error = dict(error or {})
-
-
-class LimitExceeded(RequestError):
-    """``track`` beyond the node's per-session presence limit (``limit_exceeded``)."""
-
-
-class RequestTimeout(ClientError, TimeoutError):
-    """No reply from the node within the request timeout (node down or unreachable)."""
-
-
-class ClientClosed(ClientError):
-    """The client was closed (or never connected)."""
 
 
 # ----------------------------------------------------------------------- the client

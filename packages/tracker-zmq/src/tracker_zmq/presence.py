@@ -55,7 +55,7 @@ from typing import Any, Self, TypeAlias, TypedDict
 from crdt_state import Key, Meta
 from pubsub_zmq import PubSub, PubSubError
 from pubsub_zmq.wire import topic_prefix
-from tracker_zmq.errors import ConfigError, TrackerError
+from tracker_zmq.errors import ConfigError, KeyCollision
 from tracker_zmq.shard import Diff
 from tracker_zmq.tracker import OwnerArg, Tracker
 
@@ -81,15 +81,6 @@ class PresenceDiff(TypedDict):
     """Presences that joined, or the new metas of updated ones."""
     leaves: Presences
     """Presences that left, or the old metas of updated ones."""
-
-
-class KeyCollision(TrackerError, ValueError):
-    """A topic holds the int key ``n`` and the str key ``"n"``, which group as one key.
-
-    Presence keys are strings in ``list`` and in diffs (Phoenix's ``to_string(key)``), so
-    ``1`` and ``"1"`` in one topic cannot be told apart there: use one type of key per
-    topic.
-    """
 
 
 def _twin(key: Key) -> Key | None:

@@ -40,6 +40,7 @@ from typing import Any
 from crdt_state import Delta, Snapshot, WireError
 from crdt_state._bulk import gc_paused  # the same package family, pinned
 from crdt_state.wire import PayloadReader, iter_wire_values, wire_head
+from tracker_zmq.errors import MessageError
 from tracker_zmq.replica import Ref
 
 __all__ = [
@@ -80,10 +81,6 @@ def shard_for(topic: str | int, pool_size: int) -> int:
     so every node routes a topic to the same-numbered shard.
     """
     return zlib.crc32(str(topic).encode("utf-8")) % pool_size
-
-
-class MessageError(ValueError):
-    """A message from the network that is not a valid tracker message (dropped, counted)."""
 
 
 @dataclass(frozen=True, slots=True)

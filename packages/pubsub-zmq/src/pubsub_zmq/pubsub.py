@@ -46,6 +46,7 @@ from .transport import Transport, pub_endpoint_for
 from .wire import (
     DEFAULT_MAX_FRAME_BYTES,
     Control,
+    Encoded,
     Frame,
     Kind,
     NodeRecord,
@@ -777,6 +778,11 @@ class PubSub:
         Never blocks: the message is queued and goes out by the end of this event-loop
         turn (``await flush()`` to push it now).
 
+        Args:
+            topic: the topic.
+            message: any value orjson encodes, or an :class:`~pubsub_zmq.Encoded` one
+                (sent as it is; local subscribers receive its decoded value).
+
         Raises:
             NotRunning: the node is not running.
             TypeError: the message cannot be encoded as JSON.
@@ -785,7 +791,8 @@ class PubSub:
         """
         if self._state is not _RUNNING:
             raise NotRunning(f"PubSub {self._name!r} is not running")
-        data = orjson.dumps(message)
+        encoded = isinstance(message, Encoded)
+        data = message.data if encoded else orjson.dumps(message)
         # the hot path, inline: append to the topic's open batch
         batch = self._broadcasts.get(topic)
         if batch is not None and len(data) < batch.room:
@@ -801,15 +808,25 @@ class PubSub:
             self._enqueue(self._broadcasts, None, topic, data)
         subs = self._lookup(topic)
         if subs:
-            self._dispatch_local(topic, subs, None, message)
+            self._dispatch_local(topic, subs, None, orjson.loads(data) if encoded else message)
 
     def broadcast_from(self, sender: Subscription, topic: str, message: Any) -> None:
-        """Like :meth:`broadcast`, but not delivered to the ``sender`` subscription."""
+        """Like :meth:`broadcast`, but not delivered to the ``sender`` subscription.
+
+        An :class:`~pubsub_zmq.Encoded` message is decoded only when a local subscriber
+        other than ``sender`` is there to receive it.
+        """
         if self._state is not _RUNNING:
             raise NotRunning(f"PubSub {self._name!r} is not running")
-        self._enqueue(self._broadcasts, None, topic, orjson.dumps(message))
+        encoded = isinstance(message, Encoded)
+        data = message.data if encoded else orjson.dumps(message)
+        self._enqueue(self._broadcasts, None, topic, data)
         subs = self._registry.lookup(topic)
         if subs:
+            if encoded:
+                if not self._reaches_beyond(subs, sender):
+                    return
+                message = orjson.loads(data)
             self._dispatch_local(topic, subs, sender, message)
 
     def local_broadcast(self, topic: str, message: Any) -> None:
@@ -829,8 +846,9 @@ class PubSub:
     def direct_broadcast(self, node_name: str, topic: str, message: Any) -> None:
         """Send ``message`` to the subscribers of ``topic`` on node ``node_name`` only.
 
-        To this node itself it is delivered locally; to an unknown node it is dropped
-        (and counted), as in Phoenix.
+        To this node itself it is delivered locally (a decoded copy, as another node
+        would receive); to an unknown node it is dropped (and counted), as in Phoenix.
+        ``message`` may be :class:`~pubsub_zmq.Encoded`, as for :meth:`broadcast`.
 
         Raises:
             NotRunning: the node is not running.
@@ -840,9 +858,13 @@ class PubSub:
         """
         if self._state is not _RUNNING:
             raise NotRunning(f"PubSub {self._name!r} is not running")
-        data = orjson.dumps(message)
+        encoded = isinstance(message, Encoded)
+        data = message.data if encoded else orjson.dumps(message)
         if node_name == self._name:
-            self.local_broadcast(topic, orjson.loads(data))  # a copy, as a remote node gets
+            self._prefix(topic)
+            subs = self._registry.lookup(topic)
+            if subs:  # a copy, as a remote node gets
+                self._dispatch_local(topic, subs, None, orjson.loads(data))
             return
         pending = self._directs.get(node_name)
         if pending is None:
@@ -984,6 +1006,13 @@ class PubSub:
             dispatcher(list(subs), sender, message)
         except Exception:
             log.exception("dispatcher raised for topic %r", topic)
+
+    def _reaches_beyond(self, subs: Collection[Subscription], sender: Subscription) -> bool:
+        # whether a local delivery from ``sender`` has anyone to reach: the default
+        # dispatcher skips the sender, a custom one decides for itself
+        if self._dispatcher is not default_dispatch:
+            return True
+        return len(subs) > 1 or sender not in subs
 
     def _dispatch_batch(self, topic: str, messages: list[Any]) -> None:
         subs = self._registry.lookup(topic)

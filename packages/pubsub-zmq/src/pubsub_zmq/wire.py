@@ -54,6 +54,7 @@ __all__ = [
     "SEPARATOR",
     "VERSION",
     "Control",
+    "Encoded",
     "Frame",
     "Kind",
     "NodeRecord",
@@ -171,6 +172,41 @@ class Frame:
     sender: str
     messages: list[Any]
     control: Control | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A message already encoded as JSON, to send without encoding it again.
+
+    Pass it to :meth:`~pubsub_zmq.PubSub.broadcast`, ``broadcast_from`` or
+    ``direct_broadcast`` in place of the message: its bytes go into the batch as they
+    are, and subscribers (local ones too) receive the decoded value, exactly what they
+    would have received had the plain message been sent. Useful when the sender needs
+    the encoding anyway (to measure it, say) and should not pay for it twice.
+
+    Attributes:
+        data: the JSON encoding of one value (what ``orjson.dumps`` returns). It is not
+            parsed here: bytes that are not one JSON value make peers drop the whole
+            batch they travel in, so build it with :meth:`of` or ``orjson.dumps``.
+
+    Raises:
+        TypeError: ``data`` is not a non-empty bytes object.
+    """
+
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, bytes) or not self.data:
+            raise TypeError(f"Encoded data must be non-empty bytes, got {self.data!r:.40}")
+
+    @classmethod
+    def of(cls, message: Any) -> Encoded:
+        """Encode ``message`` (orjson), as a broadcast would.
+
+        Raises:
+            TypeError: the message cannot be encoded as JSON.
+        """
+        return cls(orjson.dumps(message))
 
 
 def topic_prefix(topic: str) -> bytes:

@@ -1,7 +1,8 @@
 """Unit tests of the Shard, its options and its replicas, driven by hand, message by message.
 
-Ports phoenix_pubsub's shard_test (option validation), replica_test (up, down and
-permdown by silence) and the local-operation cases of shard_replication_test, and checks
+Ports phoenix_pubsub's shard_test (option validation), replica_test's cases as the
+Shard sees them (up, down and permdown by silence; the table itself is in
+test_replica.py) and the local-operation cases of shard_replication_test, and checks
 the rules this port adds: messages matched to requests, foreign and permdowned senders
 dropped, garbage never raising, the stall rule.
 """
@@ -22,7 +23,6 @@ from tracker_zmq import (
     NoPresence,
     Options,
     Output,
-    Replica,
     Shard,
     Status,
 )
@@ -129,13 +129,6 @@ def test_bad_options_are_refused(bad: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------- replicas
-
-
-def test_replica_ref_and_initial_status() -> None:
-    replica = Replica("a", 7, 3.0)
-    assert replica.ref == ("a", 7)
-    assert replica.status is Status.UP
-    assert replica.last_heartbeat_at == 3.0
 
 
 def test_first_heartbeat_adds_an_up_replica() -> None:

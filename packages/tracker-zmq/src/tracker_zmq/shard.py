@@ -18,6 +18,10 @@ layer (:mod:`tracker_zmq.tracker`) owns the timer and the PubSub; the simulator
   ``permdown_period`` permanently down. The first tick is jittered.
 * **Heartbeats** mark their sender up (a new replica, a healed one, or a restart with a
   new vsn, which permdowns the old one at once), then merge the delta.
+* **Replicas**: their life cycle (up, down, permdown, and the vsns permdowned) is decided
+  by the :class:`~tracker_zmq.replica.Replicas` table, whose transitions come back as
+  :class:`ReplicaEvent` values; the Shard applies each to its State (``replica_up``,
+  ``replica_down``, ``remove_down_replicas``) and reports it.
 * **Transfers**: a request is answered with the smallest delta generation that brings
   the requester up to date, else the full state, in parts; an answer is merged only if
   it matches an outstanding request to a replica that is up, once all its parts came.
@@ -42,7 +46,7 @@ import builtins
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from crdt_state import (
     Delta,
@@ -60,7 +64,7 @@ from crdt_state._bulk import BULK_SIZE, gc_paused  # the same package family, pi
 from crdt_state.clock import Clock, append_clock, clockset_replicas
 from tracker_zmq.errors import AlreadyTracked, NoPresence
 from tracker_zmq.options import Options
-from tracker_zmq.replica import Ref, Replica, Status
+from tracker_zmq.replica import Drop, Ref, ReplicaEvent, Replicas, Status
 from tracker_zmq.wire import (
     Assembly,
     GracefulPermdown,
@@ -92,14 +96,6 @@ class Send:
 
     message: dict[str, Any]
     node: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaEvent:
-    """A remote replica came up, went down or was permanently forgotten."""
-
-    kind: Literal["up", "down", "permdown"]
-    ref: Ref
 
 
 @dataclass(slots=True)
@@ -192,8 +188,7 @@ class Shard:
         self.ref: Ref = (node, vsn)
         self.state = State(self.ref)
         self.generations = DeltaGenerations(options.max_delta_sizes)
-        self.replicas: dict[str, Replica] = {}
-        self._permdowned: dict[str, tuple[int, float]] = {}
+        self.replicas = Replicas(options.down, options.permdown_period, options.max_replicas)
         self._clockset: list[Clock] = []
         self._silent_periods = options.max_silent_periods
         self._sample_count = options.clock_sample_periods
@@ -329,7 +324,7 @@ class Shard:
         if stalled:
             self._count_drop("down_judgement_skipped_after_stall")
         else:
-            self._detect_downs(now, out)
+            self._apply(self.replicas.detect_down(now), out)
         return out
 
     def _heartbeat(self, out: Output) -> None:
@@ -369,10 +364,10 @@ class Shard:
             ref = self._as_ref(clock_ref)
             if ref is None or ref == self.ref:
                 continue
-            name = ref[0]
-            replica = self.replicas.get(name)
-            if replica is None or replica.ref != ref or replica.status is not Status.UP:
+            replica = self.replicas.fetch_by_ref(ref)
+            if replica is None or replica.status is not Status.UP:
                 continue
+            name = ref[0]
             if name in self._asking:
                 continue
             self._request_counter += 1
@@ -404,19 +399,7 @@ class Shard:
         for name, at in list(self._answered_full.items()):
             if now - at >= window:
                 del self._answered_full[name]
-        permdown_period = self.options.permdown_period
-        for name, (_, at) in list(self._permdowned.items()):
-            if now - at > permdown_period:
-                del self._permdowned[name]
-
-    def _detect_downs(self, now: float, out: Output) -> None:
-        options = self.options
-        for replica in list(self.replicas.values()):
-            silent = now - replica.last_heartbeat_at
-            if silent > options.permdown_period:
-                self._permdown(replica.ref, now, out)
-            elif silent > options.down and replica.status is Status.UP:
-                self._down(replica, out)
+        self.replicas.expire(now)
 
     # -------------------------------------------------------------- receive
 
@@ -443,12 +426,9 @@ class Shard:
         if sender[0] == self.node:
             self._count_drop("from_own_name")
             return out
-        gone = self._permdowned.get(sender[0])
-        if gone is not None and sender[1] <= gone[0]:
-            if not self._alive_again(message, gone, now):
-                self._count_drop("from_permdowned")
-                return out
-            del self._permdowned[sender[0]]
+        if not self.replicas.admit(sender, now, heartbeat=isinstance(message, Heartbeat)):
+            self._count_drop("from_permdowned")
+            return out
         if isinstance(message, Heartbeat):
             self._on_heartbeat(message, now, out)
         elif isinstance(message, TransferRequest):
@@ -459,59 +439,21 @@ class Shard:
             self._on_graceful_permdown(message, now, out)
         return out
 
-    def _alive_again(self, message: object, gone: tuple[int, float], now: float) -> bool:
-        """Whether a message of a permdowned ref shows that replica alive, not late.
-
-        Messages still in flight arrive within moments of a permdown; a heartbeat of the
-        very vsn that was permdowned, more than ``down_period`` later, comes from a node
-        that was cut off (a partition, a pause) longer than ``permdown_period``. It is
-        taken back as a new replica and repaired by a transfer, instead of being ignored
-        for another ``permdown_period``. Older vsns stay ignored: they are dead.
-        """
-        return (
-            isinstance(message, Heartbeat)
-            and message.sender[1] == gone[0]
-            and now - gone[1] > self.options.down
-        )
-
     def _on_heartbeat(self, message: Heartbeat, now: float, out: Output) -> None:
         sender = message.sender
         delta = message.delta
         if delta is not None and not delta.value_replicas() <= {sender}:
             self._count_drop("foreign_values_in_heartbeat")
             return
-        if not self._heard(sender, now, out):
+        events = self.replicas.put_heartbeat(sender, now)
+        if isinstance(events, Drop):
+            self._count_drop(events)
             return
+        self._apply(events, out)
         if delta is not None:
             out.report(*self.state.merge(delta))
             self.generations.push(self.state, delta)
         self._clockset = append_clock(self._clockset, (sender, message.clock))
-
-    def _heard(self, ref: Ref, now: float, out: Output) -> bool:
-        """Mark a heartbeat's sender up; False when the message must be dropped."""
-        name, vsn = ref
-        replica = self.replicas.get(name)
-        if replica is None:
-            if len(self.replicas) >= self.options.max_replicas:
-                self._count_drop("too_many_replicas")
-                return False
-            self.replicas[name] = Replica(name, vsn, now)
-            self._up(ref, out)
-            return True
-        if vsn == replica.vsn:
-            replica.last_heartbeat_at = now
-            if replica.status is Status.DOWN:
-                replica.status = Status.UP
-                self._up(ref, out)
-            return True
-        if vsn < replica.vsn:
-            self._count_drop("from_older_incarnation")
-            return False
-        # A restart: the old incarnation is gone for good.
-        self._permdown(replica.ref, now, out)
-        self.replicas[name] = Replica(name, vsn, now)
-        self._up(ref, out)
-        return True
 
     def _on_transfer_request(self, message: TransferRequest, now: float, out: Output) -> None:
         requester = message.sender
@@ -550,12 +492,10 @@ class Shard:
         # marked down meanwhile: building a large answer can keep it from heartbeating,
         # and what it sends is still its state (merged silently while it is down).
         pending = self._requests.get(message.request)
-        replica = self.replicas.get(message.sender[0])
         if (
             pending is None
             or pending.responder != message.sender
-            or replica is None
-            or replica.ref != message.sender
+            or self.replicas.fetch_by_ref(message.sender) is None
         ):
             self._count_drop("unexpected_transfer")
             return
@@ -599,39 +539,26 @@ class Shard:
         self.counters["transfers_merged"] += 1
 
     def _on_graceful_permdown(self, message: GracefulPermdown, now: float, out: Output) -> None:
-        replica = self.replicas.get(message.sender[0])
-        if replica is not None and replica.ref == message.sender:
-            self._permdown(replica.ref, now, out)
+        self._apply(self.replicas.permdown(message.sender, now), out)
 
     # ------------------------------------------------------------ replicas
 
-    def _up(self, ref: Ref, out: Output) -> None:
-        out.report(self.state.replica_up(ref), [])
-        out.events.append(ReplicaEvent("up", ref))
-
-    def _down(self, replica: Replica, out: Output) -> None:
-        replica.status = Status.DOWN
-        out.report([], self.state.replica_down(replica.ref))
-        out.events.append(ReplicaEvent("down", replica.ref))
-
-    def _permdown(self, ref: Ref, now: float, out: Output) -> None:
-        """Forget a replica; it is reported down first if it was up."""
-        name = ref[0]
-        replica = self.replicas.get(name)
-        if replica is not None and replica.ref == ref:
-            if replica.status is Status.UP:
-                self._down(replica, out)
-            del self.replicas[name]
-        out.report([], self.state.remove_down_replicas(ref))
-        self.generations.remove_down_replicas(ref)
-        known = self._permdowned.get(name)
-        if known is None or known[0] < ref[1]:
-            self._permdowned[name] = (ref[1], now)
-        request = self._asking.get(name)
-        if request is not None:
-            self._forget_request(request)
-        self._answered_full.pop(name, None)
-        out.events.append(ReplicaEvent("permdown", ref))
+    def _apply(self, events: builtins.list[ReplicaEvent], out: Output) -> None:
+        """Apply what the replicas went through to the State, and report it."""
+        for event in events:
+            ref = event.ref
+            if event.kind is Status.UP:
+                out.report(self.state.replica_up(ref), [])
+            elif event.kind is Status.DOWN:
+                out.report([], self.state.replica_down(ref))
+            else:
+                out.report([], self.state.remove_down_replicas(ref))
+                self.generations.remove_down_replicas(ref)
+                request = self._asking.get(ref[0])
+                if request is not None:
+                    self._forget_request(request)
+                self._answered_full.pop(ref[0], None)
+            out.events.append(event)
 
     # -------------------------------------------------------------- helpers
 

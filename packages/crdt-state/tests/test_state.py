@@ -13,8 +13,9 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import precondition, rule
 
 from crdt_state import (
     Delta,
@@ -27,6 +28,7 @@ from crdt_state import (
     StateError,
     merge_deltas,
 )
+from crdt_state.testing import ReplicaMachine, presences
 
 OUTSIDER = ("outsider", 0)  # a requester that is none of the states, to extract everything
 
@@ -216,7 +218,9 @@ def test_basic_netsplit():
     assert keys(a.online_list()) == ["bob", "carol", "david"]
 
 
-def test_joins_are_observed_via_other_node():
+def split_a_from_c_then_bob_joins_on_a():
+    """Phoenix's set-up of the two tests below: c has alice from a, then a netsplit
+    between a and c, then bob joins on a and b pulls both from a."""
     a, b, c = connected("a", "b", "c")
     alice = a.join("pid-alice", "lobby", "alice", {})
     # So that c has some context from a.
@@ -233,6 +237,11 @@ def test_joins_are_observed_via_other_node():
     joins, leaves = pull(b, a)
     assert ordered(joins) == ordered([alice, bob])
     assert leaves == []
+    return a, b, c, alice, bob
+
+
+def test_joins_are_observed_via_other_node():
+    a, b, c, alice, bob = split_a_from_c_then_bob_joins_on_a()
 
     # c learns bob through b, alice being already in c's context. Where Phoenix reports
     # bob as a join although a is down on c, we report only changes in what is visible:
@@ -245,20 +254,7 @@ def test_joins_are_observed_via_other_node():
 
 
 def test_removes_are_observed_via_other_node():
-    a, b, c = connected("a", "b", "c")
-    alice = a.join("pid-alice", "lobby", "alice", {})
-    joins, _ = pull(c, a)
-    assert joins == [alice]
-
-    # Netsplit between a and c.
-    assert a.replica_down(c.replica) == []
-    assert c.replica_down(a.replica) == [alice]
-
-    bob = a.join("pid-bob", "lobby", "bob", {})
-
-    joins, leaves = pull(b, a)
-    assert ordered(joins) == ordered([alice, bob])
-    assert leaves == []
+    a, b, c, alice, bob = split_a_from_c_then_bob_joins_on_a()
 
     assert pull(c, b) == ([], [])  # bob held, hidden: a is down on c
     assert c.get("pid-bob", "lobby", "bob") == bob
@@ -1199,190 +1195,84 @@ def test_int_owners_topics_and_keys():
 
 # ================================================ property: diffs and convergence
 
-REPLICAS = [("r", 0), ("r", 1), ("r", 2)]
-PRESENCES = [(owner, topic, key) for owner in ("o1", "o2") for topic in ("t1", 2) for key in "kq"]
 
-replica_index = st.integers(min_value=0, max_value=len(REPLICAS) - 1)
-presence_index = st.integers(min_value=0, max_value=len(PRESENCES) - 1)
-join_op = st.tuples(st.just("join"), replica_index, presence_index, st.integers(0, 3))
-send_op = st.tuples(st.just("send"), replica_index, st.sets(replica_index))
-operation = st.one_of(
-    join_op,
-    join_op,
-    join_op,
-    send_op,
-    st.tuples(st.just("leave"), replica_index, presence_index),
-    st.tuples(st.just("update"), replica_index, presence_index, st.integers(0, 3)),
-    st.tuples(st.just("leave_owner"), replica_index, st.sampled_from(["o1", "o2"])),
-    # take the pending delta and deliver it to some of the others (lost for the rest)
-    st.tuples(st.just("send"), replica_index, st.sets(replica_index)),
-    # deliver again any delta ever sent: duplicated and reordered heartbeats
-    st.tuples(st.just("replay"), replica_index, st.integers(0, 50)),
-    # a full-state transfer, extracted for the receiver's clocks
-    st.tuples(st.just("pull"), replica_index, replica_index),
-    # a transfer extracted earlier, delivered late
-    st.tuples(st.just("stale"), replica_index, st.integers(0, 50)),
-    # a transfer answered from the sender's delta generations (a delta or a snapshot)
-    st.tuples(st.just("transfer"), replica_index, replica_index),
-    st.tuples(st.just("down"), replica_index, replica_index),
-    st.tuples(st.just("up"), replica_index, replica_index),
-)
+class GenerationsMachine(ReplicaMachine):
+    """The shipped replica machine, with transfers answered from delta generations.
 
-
-class Cluster:
-    """Three States, a model of what each one tracks, and what each one's diffs say."""
+    As the tracker's shard does: every replica keeps :class:`DeltaGenerations` of every
+    delta it sends or merges (reset when it merges a full state), and answers a transfer
+    from the smallest generation that brings the requester up to date, else with its
+    full state. The machine checks every diff against ``online_list`` and, in the final
+    exchange (answered from the generations too), that every replica shows the model.
+    On top: a transfer answered earlier may reach its requester again at any time; once
+    converged, full-state transfers, every stale transfer and every delta ever sent
+    change nothing.
+    """
 
     def __init__(self):
-        self.states = [State(r) for r in REPLICAS]
+        super().__init__()
+        self.generations = {}  # slot -> DeltaGenerations
+        self.sent = []  # every heartbeat delta: any replica may receive it again
+        self.transfers = []  # (requester's ref, payload): only the requester may
+
+    def gens(self, slot):
+        return self.generations.setdefault(slot, DeltaGenerations((3, 8, 20)))
+
+    def on_send(self, slot, delta):
+        self.sent.append(delta)
+        self.gens(slot).push(self.states[slot], delta)
+
+    def on_merge(self, slot, payload):
+        # as Phoenix's shard: a delta is pushed into the generations, a full state resets them
+        if isinstance(payload, Delta):
+            self.gens(slot).push(self.states[slot], payload)
+        else:
+            self.gens(slot).reset()
+
+    def on_restart(self, slot, old, new):
+        self.generations.pop(slot, None)
+
+    def transfer_payload(self, src, dst):
+        target = self.states[dst]
+        payload = self.gens(src).extract(self.states[src], self.refs[dst], target.clocks()[1])
+        self.transfers.append((self.refs[dst], payload))
+        return payload
+
+    @precondition(lambda self: any(ref in self.refs for ref, _ in self.transfers))
+    @rule(pick=st.integers(min_value=0, max_value=1000))
+    def stale(self, pick):
+        """A transfer answered earlier reaches its (still running) requester late."""
+        late = [(ref, payload) for ref, payload in self.transfers if ref in self.refs]
+        ref, payload = late[pick % len(late)]
+        self._merge(self.refs.index(ref), payload, f"stale transfer to {ref!r}")
+
+    def final_check(self):
+        super().final_check()
+        expected = self.model.visible()
+        # Full-state transfers on top change nothing.
+        for dst, target in enumerate(self.states):
+            for src, source in enumerate(self.states):
+                if src != dst:
+                    snapshot = source.extract(target.replica, target.clocks()[1])
+                    assert target.merge(snapshot) == ([], [])
+        # And stale transfers or replayed deltas delivered now change nothing.
+        for ref, payload in self.transfers:
+            if ref in self.refs:
+                assert self.states[self.refs.index(ref)].merge(payload) == ([], [])
+        for delta in self.sent:
+            for state in self.states:
+                assert state.merge(delta) == ([], [])
         for state in self.states:
-            for r in REPLICAS:
-                if r != state.replica:
-                    state.replica_up(r)
-        self.own = [{} for _ in REPLICAS]  # presence -> meta, per origin replica
-        self.visible = [{} for _ in REPLICAS]  # tag -> Entry, as told by the diffs
-        self.gens = [DeltaGenerations((3, 8, 20)) for _ in REPLICAS]
-        self.sent = []  # heartbeat deltas: any replica may receive them
-        self.transfers = []  # (requester, payload): only the requester may
-
-    def joined(self, i, entries):
-        for entry in entries:
-            assert entry.tag not in self.visible[i]
-            self.visible[i][entry.tag] = entry
-
-    def left(self, i, entries):
-        for entry in entries:
-            assert self.visible[i].pop(entry.tag) == entry
-
-    def merged(self, i, payload):
-        joins, leaves = self.states[i].merge(payload)
-        self.left(i, leaves)
-        self.joined(i, joins)
-
-    def apply(self, op):
-        kind, i = op[0], op[1]
-        state = self.states[i]
-        if kind in ("join", "update"):
-            presence, meta = PRESENCES[op[2]], {"m": op[3]}
-            held = presence in self.own[i]
-            if kind == "join" and held:
-                with pytest.raises(DuplicatePresence):
-                    state.join(*presence, meta)
-            elif kind == "update" and not held:
-                with pytest.raises(PresenceNotFound):
-                    state.leave_join(*presence, meta)
-            else:
-                old = state.get(*presence) if held else None
-                write = state.join if kind == "join" else state.leave_join
-                if old is not None:
-                    self.left(i, [old])
-                self.joined(i, [write(*presence, meta)])
-                self.own[i][presence] = meta
-        elif kind == "leave":
-            presence = PRESENCES[op[2]]
-            entry = state.leave(*presence)
-            assert (entry is not None) == (presence in self.own[i])
-            if entry is not None:
-                self.left(i, [entry])
-                del self.own[i][presence]
-        elif kind == "leave_owner":
-            self.left(i, state.leave_owner(op[2]))
-            self.own[i] = {p: m for p, m in self.own[i].items() if p[0] != op[2]}
-        elif kind == "send":
-            delta = state.take_delta()
-            self.sent.append(delta)
-            self.gens[i].push(state, delta)
-            for j in op[2]:
-                if j != i:
-                    self.merged(j, delta)
-                    self.gens[j].push(self.states[j], delta)
-        elif kind == "replay":
-            if self.sent:
-                self.merged(i, self.sent[op[2] % len(self.sent)])
-        elif kind == "pull":
-            j = op[2]
-            if j != i:
-                snapshot = self.states[j].extract(state.replica, state.clocks()[1])
-                self.transfers.append((i, snapshot))
-                self.merged(i, snapshot)
-        elif kind == "transfer":
-            j = op[2]
-            if j != i:
-                payload = self.gens[j].extract(self.states[j], state.replica, state.clocks()[1])
-                self.transfers.append((i, payload))
-                self.merged(i, payload)
-                # As Phoenix's shard: a delta transfer is pushed into the requester's
-                # generations, a full one resets them.
-                if isinstance(payload, Delta):
-                    self.gens[i].push(state, payload)
-                else:
-                    self.gens[i].reset()
-        elif kind == "stale":
-            if self.transfers:
-                target, payload = self.transfers[op[2] % len(self.transfers)]
-                self.merged(target, payload)
-        elif kind in ("down", "up"):
-            j = op[2]
-            if j != i:
-                if kind == "down":
-                    self.left(i, state.replica_down(REPLICAS[j]))
-                else:
-                    self.joined(i, state.replica_up(REPLICAS[j]))
-        self.check_diffs()
-
-    def check_diffs(self):
-        for state, visible in zip(self.states, self.visible, strict=True):
-            assert sorted(visible.values(), key=repr) == ordered(state.online_list())
-
-    def expected(self):
-        return sorted(
-            (
-                (REPLICAS[i], *presence, meta)
-                for i, own in enumerate(self.own)
-                for presence, meta in own.items()
-            ),
-            key=repr,
-        )
+            assert presences(state.online_list()) == expected
 
 
-def visible_set(state):
-    return sorted(
-        ((e.tag[0], e.owner, e.topic, e.key, e.meta) for e in state.online_list()), key=repr
-    )
-
-
-@settings(max_examples=120, deadline=None)
-@given(ops=st.lists(operation, min_size=10, max_size=50))
-def test_diffs_track_visibility_and_every_order_converges_to_the_model(ops):
-    cluster = Cluster()
-    for op in ops:
-        cluster.apply(op)
-
-    # Heal: everyone up, then transfers answered from the delta generations (a delta
-    # when one fits, else the full state), as the tracker does, a few rounds.
-    pairs = [(i, j) for i in range(len(REPLICAS)) for j in range(len(REPLICAS)) if i != j]
-    for i, j in pairs:
-        cluster.apply(("up", i, j))
-    for _ in range(3):
-        for i, j in pairs:
-            cluster.apply(("transfer", i, j))
-    expected = cluster.expected()
-    for state in cluster.states:
-        assert visible_set(state) == expected
-        assert state.clocks()[1] == cluster.states[0].clocks()[1]
-
-    # Full-state transfers on top change nothing.
-    for i, j in pairs:
-        cluster.apply(("pull", i, j))
-    for state in cluster.states:
-        assert visible_set(state) == expected
-    # And stale transfers or replayed deltas delivered now change nothing.
-    for target, payload in cluster.transfers:
-        assert cluster.states[target].merge(payload) == ([], [])
-    for delta in cluster.sent:
-        for state in cluster.states:
-            assert state.merge(delta) == ([], [])
-    for state in cluster.states:
-        assert visible_set(state) == expected
+TestGenerationsMachine = GenerationsMachine.TestCase
+TestGenerationsMachine.settings = settings(
+    max_examples=120,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def test_payload_length_and_value_replicas_without_building_entries():

@@ -17,11 +17,11 @@ randomness, no dependencies: drive it directly in tests and simulations.
     [('alice', {'status': 'online'})]
 """
 
-from crdt_state import clock
+from crdt_state import bulk, clock
 from crdt_state._types import Context, Entry, Key, Meta, Owner, Replica, Tag, Topic
 from crdt_state.delta_generation import DeltaGenerations
 from crdt_state.errors import DuplicatePresence, PresenceNotFound, StateError, WireError
-from crdt_state.state import Delta, Snapshot, State, merge_deltas
+from crdt_state.state import Delta, Snapshot, State, check_id, check_ids, merge_deltas
 
 __version__ = "0.1.0"
 
@@ -43,6 +43,9 @@ __all__ = [
     "Topic",
     "WireError",
     "__version__",
+    "bulk",
+    "check_id",
+    "check_ids",
     "clock",
     "merge_deltas",
 ]

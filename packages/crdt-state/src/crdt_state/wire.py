@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from crdt_state._bulk import BULK_SIZE, gc_paused
 from crdt_state._types import Context, Record, Replica, is_id
+from crdt_state.bulk import BULK_SIZE, gc_paused
 from crdt_state.errors import WireError
 from crdt_state.state import Delta, Snapshot
 

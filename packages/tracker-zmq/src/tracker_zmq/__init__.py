@@ -23,10 +23,11 @@ from tracker_zmq.errors import (
     TrackerError,
     TrackerNotRunning,
 )
-from tracker_zmq.node import ClientLimits, Node
+from tracker_zmq.node import Node
 from tracker_zmq.options import Options
 from tracker_zmq.presence import Presence, PresenceDiff, Presences, TopicPresences
 from tracker_zmq.replica import Ref, Replica, Status
+from tracker_zmq.sessions import ClientLimits
 from tracker_zmq.shard import Diff, Output, ReplicaEvent, Send, Shard
 from tracker_zmq.tracker import Tracker
 

@@ -1,38 +1,11 @@
-"""The client side of a standalone node's client endpoint, and the protocol's codec.
+"""The asyncio Python client of a standalone node's client endpoint. Not pure.
 
 There is no Phoenix module to port here: in Phoenix the tracked processes live on the
-node. A standalone node (:mod:`tracker_zmq.node`) serves a ZeroMQ ROUTER so that other
-processes, in any language, can track presences through it; this module holds both the
-pure codec of that protocol (the functions and frozen dataclasses below, which do no
-I/O) and :class:`Client`, the asyncio Python client (not pure: it owns a DEALER socket
-and two tasks). ``docs/node.md`` specifies the protocol for writers of other clients.
-
-Wire format. Each ZeroMQ message is one frame holding one JSON object (UTF-8, orjson).
-Every frame carries ``"v": 1`` (:data:`PROTOCOL_VERSION`). Client to node:
-
-==========  ==============================================  ============================
-op          fields (besides ``v``, ``id``, ``op``)           result
-==========  ==============================================  ============================
-hello       ``client``, ``lease`` (optional, seconds)        ``session``, ``token``, ...
-heartbeat   ``token``                                        ``lease``
-bye         ``token``                                        ``untracked``
-track       ``token``, ``topic``, ``key``, ``meta``,         ``ref``
-            ``owner`` (optional)
-update      same as track                                    ``ref``
-untrack     ``token``, ``topic`` + ``key`` (optional),       ``untracked``
-            ``owner`` (optional)
-subscribe   ``token``, ``topic``                             ``{}``
-unsubscribe ``token``, ``topic``                             ``{}``
-list        ``topic``                                        ``presences``: [[key, meta]]
-get_by_key  ``topic``, ``key``                               ``presences``: [[owner, meta]]
-status      (none)                                           node, replicas, stats
-==========  ==============================================  ============================
-
-The node answers each request with ``{"v": 1, "id": id, "ok": true, "result": {...}}``
-or ``{"v": 1, "id": id, "ok": false, "error": {"code": ..., "message": ...}}``, and
-pushes ``{"v": 1, "event": "diff", "topic": t, "joins": [[key, meta], ...], "leaves":
-[...]}`` for subscribed topics. Decoding never raises anything but
-:class:`ProtocolError`.
+node. :class:`Client` owns a DEALER socket and two tasks (the reader and the
+heartbeat) and speaks the protocol of :mod:`tracker_zmq.protocol` (the pure codec,
+specified in ``docs/node.md``). The codec's names are also importable from here, as they
+were when it lived in this module; :func:`decode_request` here returns the generic
+:class:`~tracker_zmq.protocol.Request`.
 """
 
 from __future__ import annotations
@@ -43,17 +16,16 @@ import collections
 import contextlib
 import inspect
 import logging
-import math
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Self, TypeAlias
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Self, TypeAlias
 
-import orjson
 import zmq
 import zmq.asyncio
 
 from crdt_state import Key, Meta, Topic
+from tracker_zmq import protocol
 from tracker_zmq.errors import (
     AlreadyTracked,
     ClientClosed,
@@ -64,12 +36,32 @@ from tracker_zmq.errors import (
     RequestError,
     RequestTimeout,
 )
+from tracker_zmq.options import check_positive
+from tracker_zmq.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    ERROR_CODES,
+    MAX_ID_CHARS,
+    OPS,
+    PROTOCOL_VERSION,
+    SESSION_OPS,
+    Event,
+    Reply,
+    Request,
+    decode_message,
+    encode_diff,
+    encode_error,
+    encode_ok,
+    encode_request,
+    to_request,
+)
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "ERROR_CODES",
+    "MAX_ID_CHARS",
     "OPS",
     "PROTOCOL_VERSION",
+    "SESSION_OPS",
     "Client",
     "ClientClosed",
     "ClientDiff",
@@ -93,309 +85,18 @@ __all__ = [
 
 log = logging.getLogger("tracker_zmq.client")
 
-PROTOCOL_VERSION: Final = 1
-"""The version every frame carries as ``"v"``; a node answers other versions with
-``unsupported_version``."""
-
-DEFAULT_MAX_FRAME_BYTES: Final = 1024 * 1024
-"""The largest frame a node accepts by default (and a client accepts), in bytes."""
-
-OPS: Final = frozenset(
-    {
-        "hello",
-        "heartbeat",
-        "bye",
-        "track",
-        "update",
-        "untrack",
-        "subscribe",
-        "unsubscribe",
-        "list",
-        "get_by_key",
-        "status",
-    }
-)
-"""Every request op of protocol version 1."""
-
-SESSION_OPS: Final = frozenset(
-    {"heartbeat", "bye", "track", "update", "untrack", "subscribe", "unsubscribe"}
-)
-"""The ops that need a session ``token``."""
-
-ERROR_CODES: Final = frozenset(
-    {
-        "bad_request",
-        "unsupported_version",
-        "unknown_op",
-        "unknown_session",
-        "bad_lease",
-        "already_tracked",
-        "no_presence",
-        "limit_exceeded",
-        "too_many_sessions",
-        "not_running",
-        "internal",
-    }
-)
-"""Every error code a node of protocol version 1 replies with."""
-
-MAX_ID_CHARS: Final = 256
-"""The longest client id, owner, token or string topic or key, in characters."""
-
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-_REQUEST_ID_MAX = 2**53  # exact in every JSON implementation (JavaScript included)
-
-
-# ----------------------------------------------------------------------- the codec
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One request of a client, as decoded (or to encode).
-
-    Attributes:
-        id: The request id, an int in ``[0, 2**53]``; the reply carries it back.
-        op: One of :data:`OPS`.
-        token: The session token (the ops of ``SESSION_OPS`` need it).
-        client: ``hello``: the client's id, a label of 1 to 256 characters.
-        lease: ``hello``: the lease the client asks for, in seconds (None: the node's
-            default).
-        topic: The topic (str or int) of the ops that take one.
-        key: The key (str or int) of the ops that take one.
-        meta: ``track`` and ``update``: the meta, a JSON object.
-        owner: ``track``, ``update``, ``untrack``: a sub-owner inside the session (a
-            str, e.g. a connection id); None: the session itself.
-    """
-
-    id: int
-    op: str
-    token: str | None = None
-    client: str | None = None
-    lease: float | None = None
-    topic: Topic | None = None
-    key: Key | None = None
-    meta: Meta | None = None
-    owner: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The node's answer to one request.
-
-    Attributes:
-        id: The request id it answers.
-        ok: Whether the request succeeded.
-        result: The result fields (empty on error).
-        code: The error code (one of :data:`ERROR_CODES`, or a newer one), or None.
-        message: The error's human-readable text, or None.
-        error: The whole error object (code, message and any extra fields).
-    """
-
-    id: int
-    ok: bool
-    result: dict[str, Any] = field(default_factory=dict)
-    code: str | None = None
-    message: str | None = None
-    error: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something the node pushes without a request (protocol version 1: diffs).
-
-    Attributes:
-        kind: The event's name (``"diff"``; clients ignore kinds they do not know).
-        topic: The topic of a diff.
-        joins: ``[(key, meta), ...]`` that joined.
-        leaves: ``[(key, meta), ...]`` that left.
-    """
-
-    kind: str
-    topic: Topic | None = None
-    joins: list[tuple[Key, Meta]] = field(default_factory=list)
-    leaves: list[tuple[Key, Meta]] = field(default_factory=list)
-
-
-def encode_request(request: Request) -> bytes:
-    """Encode a request as one frame; fields that are None are left out."""
-    body: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": request.id, "op": request.op}
-    for name in ("token", "client", "lease", "topic", "key", "meta", "owner"):
-        value = getattr(request, name)
-        if value is not None:
-            body[name] = value
-    return orjson.dumps(body)
-
-
-def encode_ok(request_id: int, result: Mapping[str, Any] | None = None) -> bytes:
-    """Encode a successful reply to request ``request_id``."""
-    return orjson.dumps(
-        {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result or {}}
-    )
-
-
-def encode_error(request_id: int, code: str, message: str, **extra: Any) -> bytes:
-    """Encode an error reply; ``extra`` adds fields to the error object."""
-    error = {"code": code, "message": message, **extra}
-    return orjson.dumps({"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": error})
-
-
-def encode_diff(
-    topic: Topic, joins: list[tuple[Key, Meta]], leaves: list[tuple[Key, Meta]]
-) -> bytes:
-    """Encode the push of one topic's diff."""
-    return orjson.dumps(
-        {"v": PROTOCOL_VERSION, "event": "diff", "topic": topic, "joins": joins, "leaves": leaves}
-    )
-
-
-def _load_object(frame: bytes, max_bytes: int) -> dict[str, Any]:
-    if not isinstance(frame, bytes | bytearray | memoryview):
-        raise ProtocolError(f"a frame is bytes, not {type(frame).__name__}")
-    if len(frame) > max_bytes:
-        raise ProtocolError(f"frame of {len(frame)} bytes is over the {max_bytes} byte limit")
-    try:
-        data = orjson.loads(frame)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
-    if type(data) is not dict:
-        raise ProtocolError(f"a frame is a JSON object, not {type(data).__name__}")
-    return data
-
-
-def _is_id(value: object) -> bool:
-    if type(value) is str:
-        return 0 < len(value) <= MAX_ID_CHARS
-    return type(value) is int and _INT_MIN <= value <= _INT_MAX
-
 
 def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Request:
-    """Decode and check one request frame (what a node does with each frame).
+    """Decode one request frame into the generic :class:`Request` (the form of old).
 
-    Unknown fields are ignored, so that a version can grow optional fields.
-
-    Raises:
-        ProtocolError: For anything but a well-formed request of version 1: its
-            ``request_id`` is set when the frame had a usable id (so the node can
-            answer), and its ``code`` says what to answer.
-    """
-    data = _load_object(frame, max_bytes)
-    rid = data.get("id")
-    request_id = rid if type(rid) is int and 0 <= rid <= _REQUEST_ID_MAX else None
-    if data.get("v") != PROTOCOL_VERSION or type(data.get("v")) is not int:
-        raise ProtocolError(
-            f"unsupported protocol version {data.get('v')!r}; this node speaks {PROTOCOL_VERSION}",
-            "unsupported_version",
-            request_id,
-        )
-    if request_id is None:
-        raise ProtocolError("a request needs an int id from 0 to 2**53")
-    op = data.get("op")
-    if type(op) is not str:
-        raise ProtocolError("a request needs an op (a string)", "bad_request", request_id)
-    if op not in OPS:
-        raise ProtocolError(f"unknown op {op[:64]!r}", "unknown_op", request_id)
-
-    def bad(text: str) -> ProtocolError:
-        return ProtocolError(f"{op}: {text}", "bad_request", request_id)
-
-    token = data.get("token")
-    if op in SESSION_OPS:
-        if type(token) is not str or not 0 < len(token) <= MAX_ID_CHARS:
-            raise bad("needs a session token (a string)")
-    else:
-        token = None
-    fields: dict[str, Any] = {}
-    if op == "hello":
-        client = data.get("client")
-        if type(client) is not str or not 0 < len(client) <= MAX_ID_CHARS:
-            raise bad(f"client must be a string of 1 to {MAX_ID_CHARS} characters")
-        fields["client"] = client
-        lease = data.get("lease")
-        if lease is not None:
-            if type(lease) not in (int, float) or not math.isfinite(lease) or lease <= 0:
-                raise bad("lease must be a positive number of seconds")
-            fields["lease"] = float(lease)
-    if op in ("track", "update", "untrack", "subscribe", "unsubscribe", "list", "get_by_key"):
-        topic = data.get("topic")
-        if op == "untrack" and topic is None:
-            if data.get("key") is not None:
-                raise bad("key without topic")
-        elif not _is_id(topic):
-            raise bad("topic must be a string (1 to 256 characters) or a 64-bit int")
-        else:
-            fields["topic"] = topic
-    if op in ("track", "update", "untrack", "get_by_key"):
-        key = data.get("key")
-        if op == "untrack" and key is None:
-            if "topic" in fields:
-                raise bad("topic without key")
-        elif not _is_id(key):
-            raise bad("key must be a string (1 to 256 characters) or a 64-bit int")
-        else:
-            fields["key"] = key
-    if op in ("track", "update"):
-        meta = data.get("meta")
-        if type(meta) is not dict:
-            raise bad("meta must be a JSON object")
-        fields["meta"] = meta
-    if op in ("track", "update", "untrack"):
-        owner = data.get("owner")
-        if owner is not None:
-            if type(owner) is not str or not 0 < len(owner) <= MAX_ID_CHARS:
-                raise bad(f"owner must be a string of 1 to {MAX_ID_CHARS} characters")
-            fields["owner"] = owner
-    return Request(request_id, op, token, **fields)
-
-
-def decode_message(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Reply | Event:
-    """Decode one frame from a node: a reply or a pushed event (what a client does).
+    Kept so that code written against this module goes on working; a node decodes with
+    :func:`tracker_zmq.protocol.decode_request`, which returns the op's own dataclass
+    and checks exactly the same.
 
     Raises:
-        ProtocolError: The frame is not a reply or event of version 1.
+        ProtocolError: As :func:`tracker_zmq.protocol.decode_request`.
     """
-    data = _load_object(frame, max_bytes)
-    if data.get("v") != PROTOCOL_VERSION or type(data.get("v")) is not int:
-        raise ProtocolError(f"unsupported protocol version {data.get('v')!r}")
-    kind = data.get("event")
-    if kind is not None:
-        if type(kind) is not str:
-            raise ProtocolError("event must be a string")
-        if kind != "diff":
-            return Event(kind)
-        topic = data.get("topic")
-        if not _is_id(topic):
-            raise ProtocolError("a diff needs a topic")
-        return Event(kind, topic, _pairs(data.get("joins")), _pairs(data.get("leaves")))
-    rid = data.get("id")
-    if type(rid) is not int or not 0 <= rid <= _REQUEST_ID_MAX:
-        raise ProtocolError("a reply needs an int id")
-    ok = data.get("ok")
-    if type(ok) is not bool:
-        raise ProtocolError("a reply needs ok (true or false)")
-    if ok:
-        result = data.get("result", {})
-        if type(result) is not dict:
-            raise ProtocolError("result must be an object")
-        return Reply(rid, True, result)
-    error = data.get("error")
-    if type(error) is not dict or type(error.get("code")) is not str:
-        raise ProtocolError("an error reply needs an error object with a code")
-    message = error.get("message")
-    return Reply(rid, False, {}, error["code"], str(message), error)
-
-
-def _pairs(value: object) -> list[tuple[Any, Any]]:
-    if type(value) is not list:
-        raise ProtocolError("joins and leaves must be lists")
-    out: list[tuple[Any, Any]] = []
-    for item in value:
-        if type(item) is not list or len(item) != 2:
-            raise ProtocolError("joins and leaves hold [key, meta] pairs")
-        key, meta = item
-        if not _is_id(key) or type(meta) is not dict:
-            raise ProtocolError("joins and leaves hold [key, meta] pairs")
-        out.append((key, meta))
-    return out
+    return to_request(protocol.decode_request(frame, max_bytes))
 
 
 # ----------------------------------------------------------------------- the client
@@ -582,12 +283,10 @@ class Client:
             client_id = f"py-{secrets.token_hex(6)}"
         if type(client_id) is not str or not 0 < len(client_id) <= MAX_ID_CHARS:
             raise ValueError(f"client_id must be a str of 1 to {MAX_ID_CHARS} characters")
-        for name, value in (("heartbeat_interval", heartbeat_interval), ("timeout", timeout)):
-            if not _positive(value):
-                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-        if lease is None:
-            lease = 3 * heartbeat_interval
-        if not _positive(lease) or lease <= heartbeat_interval:
+        heartbeat_interval = check_positive("heartbeat_interval", heartbeat_interval)
+        timeout = check_positive("timeout", timeout)
+        lease = 3 * heartbeat_interval if lease is None else check_positive("lease", lease)
+        if lease <= heartbeat_interval:
             raise ValueError(f"lease must be seconds above heartbeat_interval, not {lease!r}")
         if type(queue_size) is not int or queue_size < 1:
             raise ValueError(f"queue_size must be a positive int, not {queue_size!r}")
@@ -979,11 +678,3 @@ class Client:
                 diff = ClientDiff(message.topic, message.joins, message.leaves)
                 for sub in self._subs.get(message.topic, ()):
                     sub._push(diff)
-
-
-def _positive(value: object) -> bool:
-    return (
-        type(value) in (int, float)
-        and math.isfinite(value)  # type: ignore[arg-type]
-        and value > 0  # type: ignore[operator]
-    )

@@ -9,62 +9,59 @@ Theory of operation
 -------------------
 :class:`Node` starts a :class:`~pubsub_zmq.PubSub` and a :class:`~tracker_zmq.Tracker`
 on it, and binds a ROUTER (the *client endpoint*) that speaks the protocol of
-:mod:`tracker_zmq.client` (specified in ``docs/node.md``). A client says hello and
-gets a *session*: the pair (client id, node incarnation), named
-``"<client>@<node>:<vsn>:<n>"``, and a secret token that its later requests carry.
-Every presence a session tracks is owned, in the tracker, by the session's name (or
-``"<session>/<owner>"`` for a sub-owner), so one client can never untrack another's.
+:mod:`tracker_zmq.protocol` (specified in ``docs/node.md``). Every decision about the
+clients' sessions (hello, tokens, leases, limits, subscriptions, the stall rule) is
+made by :class:`~tracker_zmq.sessions.Sessions`, a pure machine that this module feeds
+and whose actions it carries out; this module only moves frames, runs the timer and
+wires CURVE.
 
-A session lives as long as its client is heard from: each request renews its lease;
-a session silent for its lease is ended and its presences untracked, as Phoenix
-untracks the presences of a pid that died. Leases are judged every ``check_interval``
-by a timer task that follows the tracker's stall rule: when the timer wakes up more
-than an interval late (a GC pause, SIGSTOP, a long merge), it first lets the loop read
-the requests that piled up and judges nothing that round, and the time it was stuck is
-not counted against any lease, so a node that stalled does not expire the clients that
-kept heartbeating. A token the node does not know (it
-restarted, or the lease ran out) gets ``unknown_session``: the client says hello again
-and re-tracks what it holds.
+Reading follows the transport's drain pattern (as :mod:`pubsub_zmq.transport` does):
+await readiness on the asyncio socket, then read with non-blocking calls on a
+synchronous shadow of it, at most ``_READ_BUDGET`` messages per turn before yielding.
+Replies and pushes go out without blocking: a client whose queue is full, or that is
+gone, misses them (pushes missed are counted).
 
-Diffs reach the tracker's handler, which logs them and pushes them to the sessions
-subscribed to their topics. Frames that do not decode are dropped and counted (and
-answered when they carried a request id); nothing a client sends can stop the node.
+The lease timer wakes every ``check_interval``. When it wakes more than an interval late
+(a GC pause, SIGSTOP, a long merge), the sessions' stall rule judges nothing that round
+and this module first lets the loop read the requests that piled up; see
+:mod:`tracker_zmq.sessions`. Diffs reach the tracker's handler, which logs them and
+pushes them to the sessions subscribed to their topics. Frames that do not decode are
+dropped and counted (and answered when they carried a request id); nothing a client
+sends can stop the node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import inspect
 import logging
 import math
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from crdt_state import Key, Meta, Topic
+from crdt_state import Key, Meta
 from pubsub_zmq import Peer, PubSub, PubSubError
 from pubsub_zmq.curve import CurveConfig
-from tracker_zmq.client import (
-    DEFAULT_MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
-    ProtocolError,
-    Request,
-    decode_request,
-    encode_diff,
-    encode_error,
-    encode_ok,
-)
-from tracker_zmq.errors import (
-    AlreadyTracked,
-    ConfigError,
-    NoPresence,
-    TooManyPresences,
-    TrackerNotRunning,
+from tracker_zmq.errors import ConfigError, TrackerNotRunning
+from tracker_zmq.options import Options, check_positive
+from tracker_zmq.protocol import PROTOCOL_VERSION
+from tracker_zmq.sessions import (
+    Action,
+    ClientLimits,
+    FrameDropped,
+    RequestFailed,
+    SendFrame,
+    SessionEnded,
+    SessionOpened,
+    Sessions,
 )
 from tracker_zmq.shard import Diff
 from tracker_zmq.tracker import Tracker
@@ -75,98 +72,9 @@ log = logging.getLogger("tracker_zmq.node")
 
 _STALL_DRAIN_ROUNDS = 10
 _STALL_DRAIN_SLEEP = 0.002
-_READ_BUDGET = 64  # frames read before yielding to the loop
+_READ_BUDGET = 64  # messages read before yielding to the loop
 _LOG_KEYS = 8  # keys named per topic in a diff log line
-
-
-@dataclass(frozen=True, slots=True)
-class ClientLimits:
-    """The client endpoint's options and limits, checked at construction.
-
-    Attributes:
-        lease: Seconds a session lives without a word from its client, when the client
-            asks for none in hello.
-        min_lease: The shortest lease a client may ask for, in seconds.
-        max_lease: The longest lease a client may ask for, in seconds.
-        max_presences: Most presences one session may track (``limit_exceeded``).
-        max_subscriptions: Most topics one session may subscribe to.
-        max_sessions: Most sessions at once (``too_many_sessions``).
-        max_frame_bytes: The largest request frame; a larger one is dropped.
-        check_interval: Seconds between lease checks; None: a quarter of
-            ``min_lease``, at most 1 s.
-    """
-
-    lease: float = 15.0
-    min_lease: float = 1.0
-    max_lease: float = 300.0
-    max_presences: int = 1000
-    max_subscriptions: int = 1000
-    max_sessions: int = 10_000
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
-    check_interval: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("lease", "min_lease", "max_lease"):
-            value = getattr(self, name)
-            if not _positive(value):
-                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
-        if not self.min_lease <= self.lease <= self.max_lease:
-            raise ConfigError(
-                f"lease ({self.lease} s) must lie between min_lease ({self.min_lease} s) "
-                f"and max_lease ({self.max_lease} s)"
-            )
-        for name in ("max_presences", "max_subscriptions", "max_sessions"):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ConfigError(f"{name} must be a positive int, not {value!r}")
-        if type(self.max_frame_bytes) is not int or self.max_frame_bytes < 1024:
-            raise ConfigError(
-                f"max_frame_bytes must be an int >= 1024, not {self.max_frame_bytes!r}"
-            )
-        if self.check_interval is None:
-            object.__setattr__(self, "check_interval", min(self.min_lease / 4, 1.0))
-        elif not _positive(self.check_interval):
-            raise ConfigError(
-                f"check_interval must be a positive number of seconds, not {self.check_interval!r}"
-            )
-
-    @property
-    def interval(self) -> float:
-        """``check_interval`` once resolved."""
-        assert self.check_interval is not None
-        return self.check_interval
-
-
-def _positive(value: object) -> bool:
-    return (
-        type(value) in (int, float)
-        and math.isfinite(value)  # type: ignore[arg-type]
-        and value > 0  # type: ignore[operator]
-    )
-
-
-@dataclass(slots=True, eq=False)
-class _Session:
-    name: str
-    client: str
-    token: str
-    lease: float
-    last_seen: float
-    envelope: list[bytes]
-    presences: set[tuple[str | None, Topic, Key]] = field(default_factory=set)
-    topics: set[Topic] = field(default_factory=set)
-
-    def owner_id(self, owner: str | None) -> str:
-        return self.name if owner is None else f"{self.name}/{owner}"
-
-
-class _Refused(Exception):
-    """A request the node answers with an error (internal to the node)."""
-
-    def __init__(self, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.extra = extra
+_GARBAGE_LOG_EVERY = 10.0  # seconds between two lines about dropped frames
 
 
 class Node:
@@ -235,9 +143,13 @@ class Node:
         for reserved in ("bind", "peers", "curve_secret_key", "curve_allow", "context"):
             if reserved in popts:
                 raise ConfigError(f"{reserved} is a Node argument, not a pubsub option")
-        permdown = topts.get("permdown_period", 1200)
-        if _positive(permdown):
-            popts.setdefault("forget_after", max(float(permdown), 1200.0))
+        # the PubSub forgets a silent member no sooner than the tracker forgets its
+        # replica; a bad permdown_period is left for the Tracker to report
+        permdown = topts.get("permdown_period", Options.defaults()["permdown_period"])
+        with contextlib.suppress(ConfigError):
+            forget = inspect.signature(PubSub).parameters["forget_after"].default
+            permdown = check_positive("permdown_period", permdown)
+            popts.setdefault("forget_after", max(permdown, forget))
         allow: Any = curve_allow
         self.pubsub = PubSub(
             name,
@@ -273,26 +185,23 @@ class Node:
         self._ctx: zmq.asyncio.Context | None = None
         self._auth: AsyncioAuthenticator | None = None
         self._router: zmq.asyncio.Socket | None = None
-        self._sender: zmq.Socket[bytes] | None = None
+        self._shadow: zmq.Socket[bytes] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._sessions: dict[str, _Session] = {}  # by token
-        self._subscribers: dict[Topic, set[_Session]] = {}
-        self._session_counter = 0
+        self.sessions = Sessions(
+            name,
+            self.tracker,
+            self.limits,
+            tokens=functools.partial(secrets.token_urlsafe, 24),
+            status=self.status,
+        )
+        """The session table (pure): every decision about the client sessions."""
+        self._frames_read = 0
         self._started_at = 0.0
         self._running = False
         self.client_endpoint = ""
         """The bound client endpoint (known after start)."""
-        self.counters: dict[str, int] = {
-            "requests": 0,
-            "errors": 0,
-            "garbage": 0,
-            "pushes": 0,
-            "push_dropped": 0,
-            "sessions_opened": 0,
-            "sessions_closed": 0,
-            "sessions_expired": 0,
-            "lease_checks_skipped": 0,
-        }
+        self.counters: dict[str, int] = {"pushes": 0, "push_dropped": 0}
+        """The socket's counters: diffs pushed, and diffs a full or gone client missed."""
         self._garbage_logged_at = -math.inf
 
     # ------------------------------------------------------------ life cycle
@@ -332,12 +241,12 @@ class Node:
         try:
             await self.pubsub.start()
             await self.tracker.start()
-            self._open_clients()
+            router, shadow = self._open_clients()
         except BaseException:
             await self._close()
             raise
         self._running = True
-        self._tasks.append(asyncio.create_task(self._read_loop()))
+        self._tasks.append(asyncio.create_task(self._read_loop(router, shadow)))
         self._tasks.append(asyncio.create_task(self._lease_loop()))
         log.info(
             "node %s (vsn %d) ready: cluster %s, clients %s",
@@ -347,7 +256,7 @@ class Node:
             self.client_endpoint,
         )
 
-    def _open_clients(self) -> None:
+    def _open_clients(self) -> tuple[zmq.asyncio.Socket, zmq.Socket[bytes]]:
         ctx = self._ctx = zmq.asyncio.Context()
         if self._client_curve is not None:
             self._auth = self._client_curve.authenticator(ctx)
@@ -368,7 +277,8 @@ class Node:
             ) from exc
         bound = router.getsockopt(zmq.LAST_ENDPOINT)
         self.client_endpoint = bound.decode() if isinstance(bound, bytes) else str(bound)
-        self._sender = zmq.Socket.shadow(router.underlying)
+        shadow = self._shadow = zmq.Socket.shadow(router.underlying)
+        return router, shadow
 
     async def stop(self) -> None:
         """Stop the client endpoint, the tracker (graceful permdown when configured)
@@ -389,7 +299,7 @@ class Node:
                 await self.tracker.stop()
         finally:
             await self.pubsub.stop()
-            self._sender = None
+            self._shadow = None
             if self._router is not None:
                 self._router.close(linger=0)
                 self._router = None
@@ -401,8 +311,7 @@ class Node:
             if self._ctx is not None:
                 self._ctx.term()
                 self._ctx = None
-            self._sessions.clear()
-            self._subscribers.clear()
+            self.sessions.clear()
 
     # -------------------------------------------------------------- status
 
@@ -416,12 +325,7 @@ class Node:
             (diffs a full or gone client missed), sessions opened, closed (bye) and
             expired (lease ran out), lease_checks_skipped (the stall rule).
         """
-        return {
-            "sessions": len(self._sessions),
-            "presences": sum(len(s.presences) for s in self._sessions.values()),
-            "subscriptions": sum(len(s.topics) for s in self._sessions.values()),
-            **self.counters,
-        }
+        return {**self.sessions.stats(), **self.counters}
 
     def status(self) -> dict[str, Any]:
         """What the ``status`` request answers: node, endpoints, peers, replicas, stats."""
@@ -443,15 +347,7 @@ class Node:
             }
             | {"totals": totals},
             "clients": self.stats(),
-            "limits": {
-                "lease": self.limits.lease,
-                "min_lease": self.limits.min_lease,
-                "max_lease": self.limits.max_lease,
-                "max_presences": self.limits.max_presences,
-                "max_subscriptions": self.limits.max_subscriptions,
-                "max_sessions": self.limits.max_sessions,
-                "max_frame_bytes": self.limits.max_frame_bytes,
-            },
+            "limits": self.limits.as_dict(),
         }
 
     # -------------------------------------------------------------- diffs
@@ -466,21 +362,67 @@ class Node:
                     _describe(joins, leaves),
                     topic,
                 )
-            sessions = self._subscribers.get(topic)
-            if not sessions:
-                continue
-            body = encode_diff(topic, joins, leaves)
-            for session in list(sessions):
-                self._send(session.envelope, body, push=True)
+            self._carry_out(self.sessions.on_diff(topic, joins, leaves))
 
-    # ------------------------------------------------------------ the reader
+    # ------------------------------------------------------------ the socket
 
-    def _send(self, envelope: list[bytes], body: bytes, *, push: bool = False) -> None:
-        sender = self._sender
-        if sender is None:
+    async def _read_loop(self, router: zmq.asyncio.Socket, shadow: zmq.Socket[bytes]) -> None:
+        while True:
+            await router.poll()
+            for _ in range(_READ_BUDGET):
+                try:
+                    frames = shadow.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._frames_read += 1
+                try:
+                    self._carry_out(self.sessions.receive(frames, time.monotonic()))
+                except Exception:  # never let one request stop the endpoint
+                    log.exception("node %s: handling a client frame failed", self.name)
+            else:
+                await asyncio.sleep(0)  # budget spent: let the others run
+
+    def _carry_out(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            match action:
+                case SendFrame(envelope, frame, push):
+                    self._send(envelope, frame, push=push)
+                case SessionOpened(session, lease):
+                    log.log(
+                        self.log_level,
+                        "node %s: client session %s opened (lease %g s)",
+                        self.name,
+                        session,
+                        lease,
+                    )
+                case SessionEnded(session, why, untracked):
+                    log.log(
+                        self.log_level,
+                        "node %s: client session %s %s (%d presences untracked)",
+                        self.name,
+                        session,
+                        why,
+                        untracked,
+                    )
+                case FrameDropped(reason, total):
+                    now = time.monotonic()
+                    if now - self._garbage_logged_at >= _GARBAGE_LOG_EVERY:
+                        self._garbage_logged_at = now
+                        log.warning(
+                            "node %s: dropped a bad client frame (%d so far): %s",
+                            self.name,
+                            total,
+                            reason[:200],
+                        )
+                case RequestFailed(op, error):
+                    log.error("node %s: %s request failed", self.name, op, exc_info=error)
+
+    def _send(self, envelope: tuple[bytes, ...], frame: bytes, *, push: bool) -> None:
+        shadow = self._shadow
+        if shadow is None:
             return
         try:
-            sender.send_multipart([*envelope, body], zmq.NOBLOCK)
+            shadow.send_multipart([*envelope, frame], zmq.NOBLOCK)
         except zmq.ZMQError:
             # EAGAIN: the client's queue is full; EHOSTUNREACH: it is gone
             if push:
@@ -489,248 +431,7 @@ class Node:
         if push:
             self.counters["pushes"] += 1
 
-    async def _read_loop(self) -> None:
-        router = self._router
-        assert router is not None
-        read = 0
-        while True:
-            frames = await router.recv_multipart()
-            try:
-                self._on_frames(frames)
-            except Exception:  # never let one request stop the endpoint
-                self.counters["errors"] += 1
-                log.exception("node %s: handling a client frame failed", self.name)
-            read += 1
-            if read % _READ_BUDGET == 0:
-                await asyncio.sleep(0)
-
-    def _on_frames(self, frames: list[bytes]) -> None:
-        # [identity, body] from a DEALER, [identity, b"", body] from a REQ
-        if len(frames) not in (2, 3) or (len(frames) == 3 and frames[1]):
-            self._garbage(f"{len(frames)} frames in one message")
-            return
-        envelope, body = frames[:-1], frames[-1]
-        try:
-            request = decode_request(body, self.limits.max_frame_bytes)
-        except ProtocolError as exc:
-            self._garbage(str(exc))
-            if exc.request_id is not None:
-                self.counters["errors"] += 1
-                extra = (
-                    {"versions": [PROTOCOL_VERSION]} if exc.code == "unsupported_version" else {}
-                )
-                self._send(envelope, encode_error(exc.request_id, exc.code, str(exc), **extra))
-            return
-        self.counters["requests"] += 1
-        try:
-            result = self._handle(request, envelope)
-        except _Refused as exc:
-            self.counters["errors"] += 1
-            self._send(envelope, encode_error(request.id, exc.code, str(exc), **exc.extra))
-            return
-        except TrackerNotRunning as exc:
-            self.counters["errors"] += 1
-            self._send(envelope, encode_error(request.id, "not_running", str(exc)))
-            return
-        except Exception as exc:
-            self.counters["errors"] += 1
-            log.exception("node %s: %s request failed", self.name, request.op)
-            self._send(envelope, encode_error(request.id, "internal", repr(exc)))
-            return
-        try:
-            reply = encode_ok(request.id, result)
-        except TypeError as exc:  # e.g. an int too large for JSON in a meta
-            self.counters["errors"] += 1
-            reply = encode_error(request.id, "internal", f"cannot encode the result: {exc}")
-        self._send(envelope, reply)
-
-    def _garbage(self, reason: str) -> None:
-        self.counters["garbage"] += 1
-        now = time.monotonic()
-        if now - self._garbage_logged_at >= 10.0:  # at most one line per 10 s
-            self._garbage_logged_at = now
-            log.warning(
-                "node %s: dropped a bad client frame (%d so far): %s",
-                self.name,
-                self.counters["garbage"],
-                reason[:200],
-            )
-
-    # ---------------------------------------------------------- requests
-
-    def _handle(self, req: Request, envelope: list[bytes]) -> dict[str, Any]:
-        op = req.op
-        if op == "hello":
-            return self._hello(req, envelope)
-        if op == "list":
-            assert req.topic is not None
-            return {"presences": [[k, m] for k, m in self.tracker.list(req.topic)]}
-        if op == "get_by_key":
-            assert req.topic is not None
-            assert req.key is not None
-            found = self.tracker.get_by_key(req.topic, req.key)
-            return {"presences": [[o, m] for o, m in found]}
-        if op == "status":
-            return self.status()
-        session = self._sessions.get(req.token or "")
-        if session is None:
-            raise _Refused(
-                "unknown_session",
-                "this node holds no such session (it restarted, or the lease ran out): "
-                "say hello again and re-track",
-                vsn=self.vsn,
-            )
-        session.last_seen = time.monotonic()
-        session.envelope = envelope
-        if op == "heartbeat":
-            return {"lease": session.lease}
-        if op == "bye":
-            untracked = len(session.presences)
-            self._end(session, "closed")
-            return {"untracked": untracked}
-        if op == "track":
-            return self._track(session, req)
-        if op == "update":
-            return self._update(session, req)
-        if op == "untrack":
-            return {"untracked": self._untrack(session, req)}
-        assert req.topic is not None
-        if op == "subscribe":
-            if req.topic not in session.topics:
-                if len(session.topics) >= self.limits.max_subscriptions:
-                    raise _Refused(
-                        "limit_exceeded",
-                        f"a session may subscribe to at most {self.limits.max_subscriptions} "
-                        "topics",
-                        limit=self.limits.max_subscriptions,
-                    )
-                session.topics.add(req.topic)
-                self._subscribers.setdefault(req.topic, set()).add(session)
-            return {}
-        if op == "unsubscribe":
-            self._drop_subscription(session, req.topic)
-            return {}
-        raise _Refused("unknown_op", f"unknown op {op!r}")  # pragma: no cover
-
-    def _hello(self, req: Request, envelope: list[bytes]) -> dict[str, Any]:
-        limits = self.limits
-        lease = limits.lease if req.lease is None else req.lease
-        if not limits.min_lease <= lease <= limits.max_lease:
-            raise _Refused(
-                "bad_lease",
-                f"lease must lie between {limits.min_lease} and {limits.max_lease} s, not {lease}",
-                min_lease=limits.min_lease,
-                max_lease=limits.max_lease,
-            )
-        if len(self._sessions) >= limits.max_sessions:
-            raise _Refused(
-                "too_many_sessions",
-                f"this node serves at most {limits.max_sessions} sessions",
-                limit=limits.max_sessions,
-            )
-        assert req.client is not None
-        self._session_counter += 1
-        name = f"{req.client}@{self.name}:{self.vsn}:{self._session_counter}"
-        token = secrets.token_urlsafe(24)
-        session = _Session(name, req.client, token, lease, time.monotonic(), envelope)
-        self._sessions[token] = session
-        self.counters["sessions_opened"] += 1
-        log.log(
-            self.log_level, "node %s: client session %s opened (lease %g s)", self.name, name, lease
-        )
-        return {
-            "session": name,
-            "token": token,
-            "node": self.name,
-            "vsn": self.vsn,
-            "lease": lease,
-            "heartbeat": lease / 3,
-            "max_presences": limits.max_presences,
-            "max_subscriptions": limits.max_subscriptions,
-        }
-
-    def _track(self, session: _Session, req: Request) -> dict[str, Any]:
-        assert req.topic is not None
-        assert req.key is not None
-        assert req.meta is not None
-        held = (req.owner, req.topic, req.key)
-        if held not in session.presences and len(session.presences) >= self.limits.max_presences:
-            raise _Refused(
-                "limit_exceeded",
-                f"a session may track at most {self.limits.max_presences} presences",
-                limit=self.limits.max_presences,
-            )
-        try:
-            ref = self.tracker.track(session.owner_id(req.owner), req.topic, req.key, req.meta)
-        except AlreadyTracked as exc:
-            raise _Refused("already_tracked", str(exc)) from None
-        except TooManyPresences as exc:  # the tracker option max_presences
-            raise _Refused("limit_exceeded", str(exc), limit=exc.limit) from None
-        except TypeError as exc:
-            raise _Refused("bad_request", f"track: {exc}") from None
-        session.presences.add(held)
-        return {"ref": ref}
-
-    def _update(self, session: _Session, req: Request) -> dict[str, Any]:
-        assert req.topic is not None
-        assert req.key is not None
-        assert req.meta is not None
-        if (req.owner, req.topic, req.key) not in session.presences:
-            raise _Refused(
-                "no_presence", f"this session tracks no {req.key!r} in topic {req.topic!r}"
-            )
-        try:
-            ref = self.tracker.update(session.owner_id(req.owner), req.topic, req.key, req.meta)
-        except NoPresence as exc:
-            raise _Refused("no_presence", str(exc)) from None
-        except TypeError as exc:
-            raise _Refused("bad_request", f"update: {exc}") from None
-        return {"ref": ref}
-
-    def _untrack(self, session: _Session, req: Request) -> int:
-        if req.topic is not None:
-            assert req.key is not None
-            held = (req.owner, req.topic, req.key)
-            if held not in session.presences:
-                return 0
-            self.tracker.untrack(session.owner_id(req.owner), req.topic, req.key)
-            session.presences.discard(held)
-            return 1
-        gone = {p for p in session.presences if req.owner is None or p[0] == req.owner}
-        for owner in {p[0] for p in gone}:
-            self.tracker.untrack(session.owner_id(owner))
-        session.presences -= gone
-        return len(gone)
-
-    def _drop_subscription(self, session: _Session, topic: Topic) -> None:
-        session.topics.discard(topic)
-        subscribers = self._subscribers.get(topic)
-        if subscribers is not None:
-            subscribers.discard(session)
-            if not subscribers:
-                del self._subscribers[topic]
-
-    def _end(self, session: _Session, why: str) -> None:
-        """End a session: untrack its presences, drop its subscriptions."""
-        self._sessions.pop(session.token, None)
-        if self.tracker.running:
-            for owner in {p[0] for p in session.presences}:
-                self.tracker.untrack(session.owner_id(owner))
-        count = len(session.presences)
-        session.presences.clear()
-        for topic in list(session.topics):
-            self._drop_subscription(session, topic)
-        self.counters["sessions_" + why] += 1
-        log.log(
-            self.log_level,
-            "node %s: client session %s %s (%d presences untracked)",
-            self.name,
-            session.name,
-            why,
-            count,
-        )
-
-    # ------------------------------------------------------------ leases
+    # ------------------------------------------------------------ the lease timer
 
     async def _lease_loop(self) -> None:
         interval = self.limits.interval
@@ -740,32 +441,20 @@ class Node:
             if delay > 0:
                 await asyncio.sleep(delay)
             now = time.monotonic()
-            late = now - due
-            if late > interval:
-                # the stall rule: this loop ran late, so the heartbeats of the clients
-                # may be sitting unread; read them and judge next round. The time the
-                # node was stuck is not counted against any lease either: its clients
-                # could not be heard while it was
-                self.counters["lease_checks_skipped"] += 1
-                for session in self._sessions.values():
-                    session.last_seen = min(session.last_seen + late, now)
+            if self.sessions.stalled(now - due, now):
+                # the clients' heartbeats may be sitting unread: read them, judge later
                 await self._drain_input()
                 due = time.monotonic() + interval
                 continue
             due += interval
-            self._expire(now)
+            self._carry_out(self.sessions.expire(now))
 
     async def _drain_input(self) -> None:
         for round_ in range(_STALL_DRAIN_ROUNDS):
-            before = self.counters["requests"] + self.counters["garbage"]
+            before = self._frames_read
             await asyncio.sleep(_STALL_DRAIN_SLEEP)
-            if round_ >= 2 and self.counters["requests"] + self.counters["garbage"] == before:
+            if round_ >= 2 and self._frames_read == before:
                 return
-
-    def _expire(self, now: float) -> None:
-        for session in list(self._sessions.values()):
-            if now - session.last_seen > session.lease:
-                self._end(session, "expired")
 
 
 def _describe(joins: list[tuple[Key, Meta]], leaves: list[tuple[Key, Meta]]) -> str:

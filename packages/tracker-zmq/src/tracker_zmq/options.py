@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from tracker_zmq.errors import ConfigError
 
-__all__ = ["Options"]
+__all__ = ["Options", "check_positive"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ class Options:
 
     def __post_init__(self) -> None:
         for name in ("broadcast_period", "permdown_period"):
-            _positive_number(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         for name in (
             "max_silent_periods",
             "clock_sample_periods",
@@ -98,7 +99,7 @@ class Options:
         if self.down_period is None:
             down = self.broadcast_period * self.max_silent_periods * 2
             object.__setattr__(self, "down_period", down)
-        _positive_number("down_period", self.down_period)
+        check_positive("down_period", self.down_period)
         idle = (self.max_silent_periods + 1) * self.broadcast_period
         if not self.down_period > idle:  # type: ignore[operator]
             raise ConfigError(
@@ -113,7 +114,17 @@ class Options:
             )
         if self.transfer_timeout is None:
             object.__setattr__(self, "transfer_timeout", 5 * self.down)
-        _positive_number("transfer_timeout", self.transfer_timeout)
+        check_positive("transfer_timeout", self.transfer_timeout)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every option's default as declared (``down_period`` and ``transfer_timeout``
+        None: derived from the others), by name.
+
+        The one source of the tracker's defaults: the command line and the node read
+        them here instead of restating them.
+        """
+        return {f.name: f.default for f in fields(cls)}
 
     @property
     def down(self) -> float:
@@ -132,7 +143,22 @@ def _is_sequence(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
-def _positive_number(name: str, value: object) -> None:
+def check_positive(name: str, value: object) -> float:
+    """Check that an option is a positive, finite number (an int or a float, not a bool).
+
+    The one check of every period, lease and timeout option in tracker_zmq
+    (:class:`Options`, :class:`~tracker_zmq.ClientLimits`, :class:`~tracker_zmq.Client`).
+
+    Args:
+        name: The option's name, for the message.
+        value: Its value.
+
+    Returns:
+        The value as a float.
+
+    Raises:
+        ConfigError: It is not a positive number (also a ValueError).
+    """
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -140,3 +166,4 @@ def _positive_number(name: str, value: object) -> None:
         or value <= 0
     ):
         raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)

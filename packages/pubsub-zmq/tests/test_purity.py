@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "pubsub_zmq"
-PURE = ["registry.py", "wire.py", "membership.py", "errors.py"]
+PURE = ["registry.py", "wire.py", "membership.py", "errors.py", "outbox.py", "options.py"]
 FORBIDDEN = {"zmq", "asyncio", "socket", "threading", "time", "select", "selectors"}
 
 

@@ -1,7 +1,8 @@
 """Cluster-wide pub/sub over a ZeroMQ mesh: a port of Phoenix.PubSub.
 
 Not pure as a whole; the pure parts are :mod:`pubsub_zmq.registry` (local dispatch),
-:mod:`pubsub_zmq.wire` (the codec) and :mod:`pubsub_zmq.membership` (the member table).
+:mod:`pubsub_zmq.wire` (the codec), :mod:`pubsub_zmq.membership` (the member table),
+:mod:`pubsub_zmq.outbox` (outgoing batches) and :mod:`pubsub_zmq.options`.
 
 Example::
 
@@ -24,8 +25,11 @@ from .errors import (
     UnknownVersion,
     WireError,
 )
-from .pubsub import Callback, Peer, PubSub, Subscription
+from .incarnation import new_incarnation
+from .options import Options
+from .pubsub import Peer, PubSub
 from .registry import Dispatcher, Overflow, default_dispatch
+from .subscription import Callback, Subscription
 from .wire import Encoded
 
 __version__ = "0.1.0"
@@ -40,6 +44,7 @@ __all__ = [
     "KeyPair",
     "MessageTooLarge",
     "NotRunning",
+    "Options",
     "Overflow",
     "Peer",
     "PubSub",
@@ -51,4 +56,5 @@ __all__ = [
     "default_dispatch",
     "generate_keypair",
     "load_keypair",
+    "new_incarnation",
 ]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import zmq
@@ -38,11 +38,43 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 from .curve import CurveConfig
 from .errors import PubSubError
 
-__all__ = ["Transport", "pub_endpoint_for"]
+__all__ = ["Tasks", "Transport", "pub_endpoint_for"]
 
 log = logging.getLogger("pubsub_zmq")
 
 MAX_DEALERS = 4096
+
+
+class Tasks:
+    """The background tasks of one owner: started by :meth:`spawn`, ended by :meth:`cancel`.
+
+    A finished task leaves the set by itself, so the set holds the running ones only
+    (and keeps them referenced: the event loop holds tasks weakly).
+    """
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task of this owner and return the task."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def cancel(self) -> None:
+        """Cancel every running task and wait until all have finished."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
 
 
 def pub_endpoint_for(bind: str) -> str:
@@ -111,7 +143,7 @@ class Transport:
         self._xpub_shadow: zmq.Socket[bytes] | None = None
         self._dealers: dict[tuple[str, str | None], zmq.Socket[bytes]] = {}
         self._subs: dict[str, tuple[zmq.asyncio.Socket, asyncio.Task[None]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()
         self.control_endpoint = ""
         self.pub_endpoint = ""
 
@@ -152,17 +184,12 @@ class Transport:
         except BaseException:
             await self.close()
             raise
-        self._spawn(self._read_router(router))
-        self._spawn(self._read_xpub(xpub))
+        self._tasks.spawn(self._read_router(router))
+        self._tasks.spawn(self._read_xpub(xpub))
 
     async def close(self) -> None:
         """Stop every reader task and close every socket (LINGER 0), then the context."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._tasks.cancel()
         for sock, _task in self._subs.values():
             sock.close(linger=0)
         self._subs.clear()
@@ -185,12 +212,6 @@ class Transport:
         self._ctx = None
         self._sync_ctx = None
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     # -- sending -------------------------------------------------------------------
 
     def publish(self, frame: bytes) -> bool:
@@ -200,13 +221,7 @@ class Transport:
             False when the frame could not be queued (it is dropped).
         """
         shadow = self._xpub_shadow
-        if shadow is None:
-            return False
-        try:
-            shadow.send(frame, zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
+        return shadow is not None and _send_nowait(shadow, frame)
 
     def send_control(self, endpoint: str, key: str | None, frame: bytes) -> bool:
         """Send a frame to the ROUTER at ``endpoint`` through a DEALER; never blocks.
@@ -224,11 +239,7 @@ class Transport:
             dealer = self._dealer(endpoint, key)
             if dealer is None:
                 return False
-        try:
-            dealer.send(frame, zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
+        return _send_nowait(dealer, frame)
 
     def _dealer(self, endpoint: str, key: str | None) -> zmq.Socket[bytes] | None:
         if self._ctx is None or len(self._dealers) >= MAX_DEALERS:
@@ -290,7 +301,7 @@ class Transport:
         def handle(data: bytes) -> None:
             self._on_data(name, data)
 
-        task = self._spawn(self._read_loop(sock, handle))
+        task = self._tasks.spawn(self._read_loop(sock, handle))
         self._subs[name] = (sock, task)
         return True
 
@@ -385,3 +396,12 @@ def _client_options(sock: zmq.Socket[Any]) -> None:
 def _last_endpoint(sock: zmq.asyncio.Socket) -> str:
     value = sock.getsockopt(zmq.LAST_ENDPOINT)
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _send_nowait(sock: zmq.Socket[bytes], frame: bytes) -> bool:
+    # a full queue drops the frame: the node never waits for a slow peer
+    try:
+        sock.send(frame, zmq.NOBLOCK)
+    except zmq.Again:
+        return False
+    return True

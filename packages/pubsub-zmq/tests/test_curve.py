@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import zmq
 import zmq.asyncio
@@ -16,7 +15,7 @@ import zmq.asyncio
 from pubsub_zmq import ConfigError, KeyPair, PubSub, generate_keypair, load_keypair
 from pubsub_zmq.cli import main as cli_main
 from pubsub_zmq.curve import CurveConfig, normalize_key
-from pubsub_zmq.wire import Kind, encode_batch, join_messages, sender_field, topic_prefix
+from pubsub_zmq.wire import Kind, batch_frame
 
 FAST = {"gossip_interval": 0.1, "peer_timeout": 1.0}
 Run = Callable[..., Any]
@@ -145,9 +144,8 @@ def test_intruder_reads_nothing_and_injects_nothing(run: Run, wait: Wait) -> Non
                     spy.connect(a.pub_endpoint)
                     dealer.connect(a.endpoint)
                     # a forged direct message "from b"
-                    body = join_messages([orjson.dumps("forged")])
-                    forged = encode_batch(
-                        topic_prefix("t"), Kind.DIRECT, b.incarnation, 0, sender_field("b"), body
+                    forged = batch_frame(
+                        "t", ["forged"], sender="b", incarnation=b.incarnation, kind=Kind.DIRECT
                     )
                     for _ in range(3):
                         with contextlib.suppress(zmq.Again):

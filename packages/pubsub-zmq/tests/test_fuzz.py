@@ -11,34 +11,27 @@ from __future__ import annotations
 
 import contextlib
 
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pubsub_zmq import wire
 from pubsub_zmq.errors import WireError
-from pubsub_zmq.wire import (
-    Control,
-    Kind,
-    NodeRecord,
-    decode,
-    encode_batch,
-    encode_control,
-    join_messages,
-    sender_field,
-    topic_prefix,
-)
 
 
 def valid_frames() -> list[bytes]:
-    a = NodeRecord("a", 7, "tcp://127.0.0.1:5550", "tcp://127.0.0.1:5551", None)
-    b = NodeRecord("b", 9, "tcp://127.0.0.1:5552", "tcp://127.0.0.1:5553", None)
-    body = join_messages([orjson.dumps(m) for m in ({"event": "x", "n": [1, 2]}, "two", 3)])
+    a = wire.NodeRecord("a", 7, "tcp://127.0.0.1:5550", "tcp://127.0.0.1:5551", None)
+    b = wire.NodeRecord("b", 9, "tcp://127.0.0.1:5552", "tcp://127.0.0.1:5553", None)
+    messages = ({"event": "x", "n": [1, 2]}, "two", 3)
+    sender, kind = wire.sender_field("a"), wire.Kind
+    controls = [
+        (kind.HELLO, wire.Control(a, (), "tcp://x:1")),
+        (kind.WELCOME, wire.Control(a, (b,), None)),
+        (kind.GOSSIP, wire.Control(a, (a, b), None)),
+    ]
     return [
-        encode_batch(topic_prefix("room:42"), Kind.BROADCAST, 7, 0, sender_field("a"), body),
-        encode_batch(topic_prefix("phx:t"), Kind.DIRECT, 7, 2**40, sender_field("a"), body),
-        encode_control(Kind.HELLO, 7, 1, sender_field("a"), Control(a, (), "tcp://x:1")),
-        encode_control(Kind.WELCOME, 7, 2, sender_field("a"), Control(a, (b,), None)),
-        encode_control(Kind.GOSSIP, 7, 3, sender_field("a"), Control(a, (a, b), None)),
+        wire.batch_frame("room:42", messages, sender="a", incarnation=7),
+        wire.batch_frame("phx:t", messages, sender="a", incarnation=7, seq=2**40, kind=kind.DIRECT),
+        *(wire.encode_control(k, 7, seq, sender, c) for seq, (k, c) in enumerate(controls, 1)),
     ]
 
 
@@ -66,7 +59,7 @@ def mangled(draw: st.DrawFn) -> bytes:
 
 def test_the_originals_decode() -> None:
     for frame in FRAMES:
-        decode(frame)
+        wire.decode(frame)
 
 
 @settings(max_examples=500, deadline=None, database=None)
@@ -74,11 +67,11 @@ def test_the_originals_decode() -> None:
 def test_mangled_frames_raise_only_wire_error(data: bytes) -> None:
     frame = None
     with contextlib.suppress(WireError):
-        frame = decode(data, 4096)
+        frame = wire.decode(data, 4096)
     if frame is not None:  # accepted: then well formed
-        assert isinstance(frame.kind, Kind)
+        assert isinstance(frame.kind, wire.Kind)
         assert frame.sender
-        if frame.kind in (Kind.BROADCAST, Kind.DIRECT):
+        if frame.kind in (wire.Kind.BROADCAST, wire.Kind.DIRECT):
             assert frame.topic
             assert isinstance(frame.messages, list)
             assert frame.messages

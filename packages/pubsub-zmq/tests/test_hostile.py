@@ -8,17 +8,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from pubsub_zmq import PubSub
-from pubsub_zmq.wire import (
-    VERSION,
-    Kind,
-    encode_batch,
-    join_messages,
-    sender_field,
-    topic_prefix,
-)
+from pubsub_zmq.wire import VERSION, batch_frame
 from tests.fake_member import FakeMember
 
 FAST = {"gossip_interval": 0.1, "peer_timeout": 1.0}
@@ -27,8 +18,7 @@ Wait = Callable[..., Any]
 
 
 def batch(topic: str, seq: int, messages: list[Any], sender: str = "fake", inc: int = 1) -> bytes:
-    body = join_messages([orjson.dumps(m) for m in messages])
-    return encode_batch(topic_prefix(topic), Kind.BROADCAST, inc, seq, sender_field(sender), body)
+    return batch_frame(topic, messages, sender=sender, incarnation=inc, seq=seq)
 
 
 def test_garbage_on_the_control_endpoint_is_counted_and_harmless(run: Run, wait: Wait) -> None:

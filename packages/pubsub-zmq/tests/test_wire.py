@@ -17,10 +17,9 @@ from pubsub_zmq.wire import (
     Control,
     Kind,
     NodeRecord,
+    batch_frame,
     decode,
-    encode_batch,
     encode_control,
-    join_messages,
     sender_field,
     topic_prefix,
 )
@@ -30,10 +29,8 @@ KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
 
 
 def batch(topic: str = "room:1", seq: int = 0, messages: list[object] | None = None) -> bytes:
-    parts = [orjson.dumps(m) for m in (messages if messages is not None else [1, "two"])]
-    return encode_batch(
-        topic_prefix(topic), Kind.BROADCAST, 7, seq, sender_field("a"), join_messages(parts)
-    )
+    values = messages if messages is not None else [1, "two"]
+    return batch_frame(topic, values, sender="a", incarnation=7, seq=seq)
 
 
 def test_batch_round_trip() -> None:
@@ -43,6 +40,14 @@ def test_batch_round_trip() -> None:
     assert (frame.incarnation, frame.seq, frame.sender) == (7, 0, "a")
     assert frame.messages == [{"x": [1, 2]}, "é", None, 3.5]
     assert frame.control is None
+
+
+def test_batch_frame_encodes_message_values() -> None:
+    frame = decode(batch_frame("t", [{"a": 1}, 2], sender="b", incarnation=9, seq=4))
+    assert (frame.kind, frame.topic, frame.sender) == (Kind.BROADCAST, "t", "b")
+    assert (frame.incarnation, frame.seq, frame.messages) == (9, 4, [{"a": 1}, 2])
+    direct = decode(batch_frame("t", ["x"], sender="b", incarnation=9, kind=Kind.DIRECT))
+    assert (direct.kind, direct.seq) == (Kind.DIRECT, 0)
 
 
 def test_frame_starts_with_the_subscription_prefix() -> None:

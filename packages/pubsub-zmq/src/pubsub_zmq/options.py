@@ -76,18 +76,16 @@ class Options:
 
 # each option's rule: (smallest value, whether it must be an int, what the error says)
 _RULES: dict[str, tuple[int, bool, str]] = {
-    "queue_size": (1, True, "a positive int"),
-    "max_frame_bytes": (1, True, "a positive int"),
-    "max_batch": (1, True, "a positive int"),
-    "batch_bytes": (1, True, "a positive int"),
-    "send_hwm": (0, True, "an int >= 0 (0: unlimited)"),
-    "recv_hwm": (0, True, "an int >= 0 (0: unlimited)"),
-    "control_hwm": (0, True, "an int >= 0 (0: unlimited)"),
-    "start_timeout": (0, False, "a number of seconds >= 0"),
-    "gossip_interval": (0, False, "a number of seconds >= 0"),
-    "peer_timeout": (0, False, "a number of seconds >= 0"),
-    "forget_after": (0, False, "a number of seconds >= 0"),
-    "max_backoff": (0, False, "a number of seconds >= 0"),
+    **dict.fromkeys(
+        ("queue_size", "max_frame_bytes", "max_batch", "batch_bytes"), (1, True, "a positive int")
+    ),
+    **dict.fromkeys(
+        ("send_hwm", "recv_hwm", "control_hwm"), (0, True, "an int >= 0 (0: unlimited)")
+    ),
+    **dict.fromkeys(
+        ("start_timeout", "gossip_interval", "peer_timeout", "forget_after", "max_backoff"),
+        (0, False, "a number of seconds >= 0"),
+    ),
 }
 
 

@@ -584,10 +584,7 @@ class PubSub:
         An :class:`~pubsub_zmq.Encoded` message is decoded only when a local subscriber
         other than ``sender`` is there to receive it.
         """
-        if self._state is not _RUNNING:
-            raise NotRunning(f"PubSub {self._name!r} is not running")
-        encoded = isinstance(message, Encoded)
-        data = message.data if encoded else orjson.dumps(message)
+        data, encoded = self._encode(message)
         self._enqueue(None, topic, data)
         subs = self._registry.lookup(topic)
         if subs:
@@ -616,18 +613,10 @@ class PubSub:
 
         To this node itself it is delivered locally (a decoded copy, as another node
         would receive); to an unknown node it is dropped (and counted), as in Phoenix.
-        ``message`` may be :class:`~pubsub_zmq.Encoded`, as for :meth:`broadcast`.
-
-        Raises:
-            NotRunning: the node is not running.
-            TypeError: the message cannot be encoded as JSON.
-            InvalidTopic: the topic is empty, too long or contains NUL.
-            MessageTooLarge: the encoded message exceeds ``max_frame_bytes``.
+        ``message`` may be :class:`~pubsub_zmq.Encoded`, and the errors raised are
+        those of :meth:`broadcast`.
         """
-        if self._state is not _RUNNING:
-            raise NotRunning(f"PubSub {self._name!r} is not running")
-        encoded = isinstance(message, Encoded)
-        data = message.data if encoded else orjson.dumps(message)
+        data, _ = self._encode(message)
         if node_name == self._name:
             self._prefix(topic)
             subs = self._registry.lookup(topic)
@@ -644,6 +633,14 @@ class PubSub:
         """
         self._flush_pending()
         await asyncio.sleep(0)
+
+    def _encode(self, message: Any) -> tuple[bytes, bool]:
+        # the encoding of a message to send, and whether it came encoded
+        if self._state is not _RUNNING:
+            raise NotRunning(f"PubSub {self._name!r} is not running")
+        if isinstance(message, Encoded):
+            return message.data, True
+        return orjson.dumps(message), False
 
     def _enqueue(self, dest: str | None, topic: str, data: bytes) -> None:
         full = self._add(dest, topic, data)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import gc
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -58,6 +59,7 @@ __all__ = [
     "Frame",
     "Kind",
     "NodeRecord",
+    "batch_frame",
     "check_name",
     "decode",
     "encode_batch",
@@ -281,6 +283,35 @@ def encode_batch(
 def join_messages(parts: list[bytes]) -> bytes:
     """Join messages encoded one by one (orjson) into the JSON array of a batch."""
     return b"[" + b",".join(parts) + b"]"
+
+
+def batch_frame(
+    topic: str,
+    messages: Iterable[Any],
+    *,
+    sender: str,
+    incarnation: int,
+    seq: int = 0,
+    kind: Kind = Kind.BROADCAST,
+) -> bytes:
+    """Encode a batch frame of message values in one call (each encoded with orjson).
+
+    A node builds its frames in steps (:class:`~pubsub_zmq.outbox.Outbox`); this is for
+    tools and tests that play a member.
+
+    Args:
+        topic: the topic.
+        messages: the messages, oldest first (at least one).
+        sender: the sender's node name.
+        incarnation: the sender's incarnation.
+        seq: the sequence number of the first message.
+        kind: BROADCAST or DIRECT.
+
+    Returns:
+        The frame.
+    """
+    body = join_messages([orjson.dumps(m) for m in messages])
+    return encode_batch(topic_prefix(topic), kind, incarnation, seq, sender_field(sender), body)
 
 
 def encode_control(kind: Kind, incarnation: int, seq: int, sender: bytes, body: Control) -> bytes:

@@ -29,14 +29,22 @@ from pubsub_zmq import ConfigError as PubSubConfigError
 from pubsub_zmq import Peer, PubSubError, load_keypair
 from pubsub_zmq.curve import normalize_key
 from tracker_zmq.client import Client, ClientError
-from tracker_zmq.errors import TrackerError
-from tracker_zmq.node import ClientLimits, Node
+from tracker_zmq.errors import ConfigError, TrackerError
+from tracker_zmq.node import Node
+from tracker_zmq.options import Options, check_positive
+from tracker_zmq.sessions import ClientLimits
 
 __all__ = ["main"]
 
 log = logging.getLogger("tracker_zmq.cli")
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+# every default is read from the class that owns it, never restated here
+_TRACKER = Options.defaults()
+_CLIENT = ClientLimits()
+# the PubSub's own defaults apply to the cluster options not given
+_PUBSUB_OPTIONS = ("gossip_interval", "peer_timeout", "start_timeout")
 
 
 class _UsageError(Exception):
@@ -48,9 +56,10 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
-    return value
+    try:
+        return check_positive("value", value)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}") from None
 
 
 def _positive_int(text: str) -> int:
@@ -61,6 +70,10 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
     return value
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _endpoint(text: str) -> str:
@@ -108,28 +121,35 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--tracker-name", default="presence", help="tracker name (default: presence)")
 
     periods = node.add_argument_group("tracker periods (seconds), pool and presence limit")
-    periods.add_argument("--broadcast-period", type=_positive_float, default=1.5)
-    periods.add_argument("--max-silent-periods", type=_positive_int, default=10)
+    for name, kind in (
+        ("broadcast_period", _positive_float),
+        ("max_silent_periods", _positive_int),
+    ):
+        periods.add_argument(_flag(name), type=kind, default=_TRACKER[name])
     periods.add_argument(
         "--down-period",
         type=_positive_float,
+        default=_TRACKER["down_period"],
         help="default: broadcast-period * max-silent-periods * 2",
     )
-    periods.add_argument("--permdown-period", type=_positive_float, default=1200.0)
-    periods.add_argument("--clock-sample-periods", type=_positive_int, default=2)
-    periods.add_argument("--pool-size", type=_positive_int, default=1)
+    for name, kind in (
+        ("permdown_period", _positive_float),
+        ("clock_sample_periods", _positive_int),
+        ("pool_size", _positive_int),
+    ):
+        periods.add_argument(_flag(name), type=kind, default=_TRACKER[name])
     periods.add_argument(
         "--max-presences",
         type=_positive_int,
+        default=_TRACKER["max_presences"],
         metavar="N",
         help="most presences this node tracks at once, over all its clients; a track "
         "beyond it gets limit_exceeded (default: no limit)",
     )
 
     cluster = node.add_argument_group("cluster membership (seconds)")
-    cluster.add_argument("--gossip-interval", type=_positive_float, default=1.0)
-    cluster.add_argument("--peer-timeout", type=_positive_float, default=5.0)
-    cluster.add_argument("--start-timeout", type=_positive_float, default=5.0)
+    for name in _PUBSUB_OPTIONS:
+        cluster.add_argument(_flag(name), type=_positive_float, help="default: the PubSub's")
 
     curve = node.add_argument_group("CURVE security (keys from `pubsub-zmq keygen --out`)")
     curve.add_argument(
@@ -152,27 +172,21 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     clients = node.add_argument_group("client sessions")
-    clients.add_argument(
-        "--client-lease", type=_positive_float, default=15.0, help="default lease, s (15)"
-    )
-    clients.add_argument(
-        "--client-min-lease", type=_positive_float, default=1.0, help="shortest lease, s (1)"
-    )
-    clients.add_argument(
-        "--client-max-lease", type=_positive_float, default=300.0, help="longest lease, s (300)"
-    )
-    clients.add_argument(
-        "--client-max-presences", type=_positive_int, default=1000, help="per session (1000)"
-    )
-    clients.add_argument(
-        "--client-max-subscriptions", type=_positive_int, default=1000, help="per session (1000)"
-    )
-    clients.add_argument(
-        "--client-max-sessions", type=_positive_int, default=10_000, help="at once (10000)"
-    )
-    clients.add_argument(
-        "--client-max-frame-bytes", type=_positive_int, default=1024 * 1024, help="(1 MiB)"
-    )
+    for name, kind, text in (
+        ("lease", _positive_float, "default lease, s"),
+        ("min_lease", _positive_float, "shortest lease, s"),
+        ("max_lease", _positive_float, "longest lease, s"),
+        ("max_presences", _positive_int, "per session"),
+        ("max_subscriptions", _positive_int, "per session"),
+        ("max_sessions", _positive_int, "at once"),
+        ("max_frame_bytes", _positive_int, "bytes"),
+    ):
+        clients.add_argument(
+            _flag(f"client_{name}"),
+            type=kind,
+            default=getattr(_CLIENT, name),
+            help=f"{text} (%(default)s)",
+        )
 
     out = node.add_argument_group("logging and shutdown")
     out.add_argument(
@@ -335,9 +349,7 @@ def _node(args: argparse.Namespace) -> int:
         "max_presences": args.max_presences,
     }
     pubsub_options: dict[str, Any] = {
-        "gossip_interval": args.gossip_interval,
-        "peer_timeout": args.peer_timeout,
-        "start_timeout": args.start_timeout,
+        name: getattr(args, name) for name in _PUBSUB_OPTIONS if getattr(args, name) is not None
     }
     if args.advertise_host:
         pubsub_options["advertise_host"] = args.advertise_host

@@ -210,22 +210,18 @@ def test_two_curve_nodes_on_one_context_is_a_config_error(run: Run) -> None:
     async def body() -> None:
         context = zmq.asyncio.Context()
         a, b = generate_keypair(), generate_keypair()
-        first = PubSub(
-            "a",
-            "tcp://127.0.0.1:0",
-            [],
-            context=context,
-            curve_secret_key=a.secret,
-            curve_allow=[b.public],
-        )
-        second = PubSub(
-            "b",
-            "tcp://127.0.0.1:0",
-            [],
-            context=context,
-            curve_secret_key=b.secret,
-            curve_allow=[a.public],
-        )
+
+        def node(name: str, keys: KeyPair, peer: KeyPair) -> PubSub:
+            return PubSub(
+                name,
+                "tcp://127.0.0.1:0",
+                [],
+                context=context,
+                curve_secret_key=keys.secret,
+                curve_allow=[peer.public],
+            )
+
+        first, second = node("a", a, b), node("b", b, a)
         await first.start()
         try:
             with pytest.raises(ConfigError, match="its own context"):

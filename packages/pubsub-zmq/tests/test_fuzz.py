@@ -1,21 +1,38 @@
-"""Fuzzing of the frame decoder with mutations of valid frames.
+"""Fuzzing of the frame decoder: garbage, structured garbage and mangled valid frames.
 
-``test_wire.py`` throws random bytes and structured garbage at :func:`decode`; here the
-inputs start as valid frames (batches, directs, hello, welcome, gossip) and get bytes
-flipped, cut out, spliced in or the frame truncated, so that most of them get past the
-header and exercise the body checks. Only :class:`WireError` (and its subclasses) may
+Random bytes and structured garbage (a plausible header before random bodies); then
+inputs that start as valid frames (batches, directs, hello, welcome, gossip) and get
+bytes flipped, cut out, spliced in or the frame truncated, so that most of them get past
+the header and exercise the body checks. Only :class:`WireError` (and its subclasses) may
 escape, and what is accepted is well formed. ``make fuzz`` runs the same target longer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import struct
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pubsub_zmq import wire
 from pubsub_zmq.errors import WireError
+
+GOOD = wire.NodeRecord("a", 7, "tcp://127.0.0.1:5550", "tcp://127.0.0.1:6000", None)
+
+
+def assert_well_formed(frame: wire.Frame) -> None:
+    """What :func:`~pubsub_zmq.wire.decode` accepts is a frame the node can use."""
+    assert isinstance(frame.kind, wire.Kind)
+    assert frame.sender
+    if frame.kind in (wire.Kind.BROADCAST, wire.Kind.DIRECT):
+        assert frame.topic
+        assert isinstance(frame.messages, list)
+        assert frame.messages
+    else:
+        assert frame.control is not None
+        assert frame.control.node.name == frame.sender
 
 
 def valid_frames() -> list[bytes]:
@@ -69,12 +86,57 @@ def test_mangled_frames_raise_only_wire_error(data: bytes) -> None:
     with contextlib.suppress(WireError):
         frame = wire.decode(data, 4096)
     if frame is not None:  # accepted: then well formed
-        assert isinstance(frame.kind, wire.Kind)
-        assert frame.sender
-        if frame.kind in (wire.Kind.BROADCAST, wire.Kind.DIRECT):
-            assert frame.topic
-            assert isinstance(frame.messages, list)
-            assert frame.messages
-        else:
-            assert frame.control is not None
-            assert frame.control.node.name == frame.sender
+        assert_well_formed(frame)
+
+
+# -- hypothesis: any garbage is a WireError, never another exception ----------------------
+
+
+@settings(max_examples=400)
+@given(st.binary(max_size=300))
+def test_garbage_bytes(data: bytes) -> None:
+    with contextlib.suppress(WireError):
+        wire.decode(data, 200)
+
+
+head = st.builds(
+    lambda v, k, i, s: struct.pack("!BBQQ", v, k, i, s),
+    st.sampled_from([wire.VERSION, wire.VERSION, 0, 255]),
+    st.sampled_from([int(k) for k in wire.Kind] + [0, 0x58]),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+bodies = st.one_of(
+    st.binary(max_size=64),
+    json_values.map(orjson.dumps),
+    st.fixed_dictionaries(
+        {"node": json_values | st.just(GOOD.to_json()), "members": json_values, "via": json_values}
+    ).map(orjson.dumps),
+)
+
+
+@settings(max_examples=600)
+@given(
+    st.sampled_from([b"", b"room:1", b"\xff\xfe", b"a\x00b"]),
+    head,
+    st.binary(min_size=0, max_size=3),
+    bodies,
+    st.integers(0, 300),
+)
+def test_structured_garbage(topic: bytes, hdr: bytes, name: bytes, body: bytes, cut: int) -> None:
+    data = topic + b"\x00" + hdr + bytes((len(name),)) + name + body
+    for candidate in (data, data[:cut], data[cut:]):
+        try:
+            frame = wire.decode(candidate)
+        except WireError:
+            continue
+        assert_well_formed(frame)  # what is accepted

@@ -26,6 +26,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Self
 
@@ -97,41 +98,25 @@ class _PeerState:
         self.lost = 0
 
 
+@dataclass(slots=True)
 class _Counters:
-    __slots__ = (
-        "broadcast_frames",
-        "broadcasts",
-        "control_in",
-        "control_out",
-        "direct_frames",
-        "directs",
-        "invalid",
-        "oversize",
-        "received",
-        "received_frames",
-        "refused",
-        "rejected",
-        "send_dropped",
-        "unknown_node",
-        "unknown_version",
-    )
+    """What stats() reports besides the per-peer figures (see its docstring)."""
 
-    def __init__(self) -> None:
-        self.broadcast_frames = 0
-        self.broadcasts = 0
-        self.control_in = 0
-        self.control_out = 0
-        self.direct_frames = 0
-        self.directs = 0
-        self.invalid = 0
-        self.oversize = 0
-        self.received = 0
-        self.received_frames = 0
-        self.refused = 0
-        self.rejected = 0
-        self.send_dropped = 0
-        self.unknown_node = 0
-        self.unknown_version = 0
+    broadcast_frames: int = 0
+    broadcasts: int = 0
+    control_in: int = 0
+    control_out: int = 0
+    direct_frames: int = 0
+    directs: int = 0
+    invalid: int = 0
+    oversize: int = 0
+    received: int = 0
+    received_frames: int = 0
+    refused: int = 0
+    rejected: int = 0
+    send_dropped: int = 0
+    unknown_node: int = 0
+    unknown_version: int = 0
 
 
 class PubSub:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -43,8 +44,8 @@ def make(name: str, vsn: int = 1, options: Options = OPTS, seed: int = 0) -> Sha
 
 
 def tick(shard: Shard, now: float) -> Output:
-    """A tick on time (not stalled)."""
-    shard.next_tick = now
+    """A tick on time (not stalled): these tests jump time, so the tick was due now."""
+    shard._next_tick = now  # the one write to a Shard's schedule, for the tests' jumps
     return shard.tick(now)
 
 
@@ -471,7 +472,7 @@ def test_an_unrequested_transfer_ack_is_dropped() -> None:
     a.receive(beat(b, 2.0), 2.0)
     # The answer to c's request, shown to a (which asked nothing) is dropped.
     sends = [send for parts in answer.later for send in parts]
-    out = deliver(Output(sends=[s.__class__(s.message, "a") for s in sends]), a, 2.1)
+    out = deliver(Output(sends=[replace(s, node="a") for s in sends]), a, 2.1)
     assert out.diff == {}
     assert a.drops == {"unexpected_transfer": 1}
 
@@ -543,7 +544,7 @@ def test_a_tick_just_within_a_period_late_still_judges() -> None:
     a.receive(beat(b, 0.0), 0.0)
     for t in range(1, 6):
         tick(a, float(t))
-    a.next_tick = 6.0
+    assert a.next_tick == 6.0
     assert kinds(a.tick(6.9)) == [("down", ("b", 1))]
 
 
@@ -589,3 +590,53 @@ def test_a_value_larger_than_a_part_travels_alone() -> None:
     assert sum(len(p["cloud"]) for p in parts) == delta.size() - 1
     wired = [json.loads(json.dumps(part)) for part in parts]
     assert join_payload("delta", wired, max_entries=10**6) == delta
+
+
+# ------------------------------------------------------ the seam: one way
+
+
+def test_a_heartbeat_is_encoded_once_and_sent_as_those_bytes() -> None:
+    calls: list[Any] = []
+
+    def encoder(data: object) -> bytes:
+        calls.append(data)
+        return json.dumps(data).encode()  # spaces and all: any JSON encoder will do
+
+    a = Shard("a", 1, 0, OPTS, random.Random(0), encoder=encoder)
+    a.start(0.0)
+    a.track("pid", T, "k", {})
+    out = tick(a, 0.0)
+    assert len(out.sends) == 1
+    assert len(calls) == 1
+    assert out.sends[0].data == json.dumps(calls[0]).encode()
+    assert out.sends[0].message == wire(calls[0])
+    assert out.next_tick == a.next_tick == 1.0
+
+
+def test_transfer_parts_are_encoded_once_and_counted_when_the_answer_is_decided() -> None:
+    options = Options(**{**_fields(OPTS), "transfer_part_values": 3})
+    calls: list[Any] = []
+
+    def encoder(data: object) -> bytes:
+        calls.append(data)
+        return json.dumps(data).encode()
+
+    a, b = make("a", options=options), Shard("b", 1, 0, options, random.Random(0), encoder=encoder)
+    b.start(0.0)
+    for i in range(10):
+        b.track(i, T, i, {})
+    tick(b, 0.0)
+    a.receive(beat(b, 1.0), 1.0)
+    requests = [s for t in (1.0, 2.0) for s in tick(a, t).sends if s.message["t"] == "treq"]
+    before = dict(b.counters)
+    answer = b.receive(wire(requests[0].message), 2.0)
+    assert b.counters["messages_out"] == before["messages_out"] + 1
+    counted = dict(b.counters)
+    calls.clear()
+    sends = [send for parts in answer.later for send in parts]
+    assert b.counters == counted  # pulling the parts moves no counter
+    # each part's payload, then its envelope: two encodings per part, none twice
+    assert len(calls) == 2 * len(sends) == 8
+    for send in sends:
+        assert a.receive(send.message, 2.1).events == []
+    assert len(a.list(T)) == 10

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pytest
 
 from pubsub_zmq import PubSub
@@ -460,5 +461,31 @@ def test_vsn_grows_across_restarts() -> None:
                 vsns.append(t.vsn)
         assert vsns == sorted(vsns)
         assert len(set(vsns)) == 3
+
+    run(body)
+
+
+def test_a_heartbeat_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every orjson encoding of a heartbeat, by the shard or by the PubSub, is counted:
+    # the shard encodes it once and the PubSub sends those bytes (pubsub_zmq.Encoded).
+    encoded: list[Any] = []
+    dumps = orjson.dumps
+
+    def counting(data: Any, *args: Any, **kwargs: Any) -> bytes:
+        if type(data) is dict and data.get("t") == "hb":
+            encoded.append(data)
+        return dumps(data, *args, **kwargs)
+
+    monkeypatch.setattr(orjson, "dumps", counting)
+
+    async def body() -> None:
+        async with cluster(2, pool_size=2) as (a, b):
+            a.tracker.track("u1", "room", "alice", {"n": 1})
+            await until(lambda: b.keys("room") == {"alice"}, message="join")
+            # read together, with no await between: no tick runs in between
+            sent = sum(n.tracker.stats()["totals"]["heartbeats_sent"] for n in (a, b))
+            assert sent > 0
+            assert len(encoded) == sent
+            assert all(n.tracker.stats()["totals"]["deltas_too_large"] == 0 for n in (a, b))
 
     run(body)

@@ -4,10 +4,11 @@ Theory of operation
 -------------------
 A Shard owns one :class:`crdt_state.State` (its replica ref is ``(node name, vsn)``) and
 talks to the same-numbered shard of every other node. It does no I/O and reads no clock:
-every input returns an :class:`Output` (messages to send, the diff to report, replica
-events) and time comes in as an argument, in seconds of a monotonic clock. The asyncio
-layer (:mod:`tracker_zmq.tracker`) owns the timer and the PubSub; the simulator
-(:mod:`tracker_zmq.testing`) drives the same class with virtual time.
+every input returns an :class:`Output` (messages to send, already encoded; the diff to
+report; replica events; after a tick, when to tick next) and time comes in as an
+argument, in seconds of a monotonic clock. The asyncio layer (:mod:`tracker_zmq.tracker`)
+owns the timer and the PubSub and only carries Outputs out: it never writes to a Shard;
+the simulator (:mod:`tracker_zmq.testing`) drives the same class with virtual time.
 
 * **Local writes** (track, untrack, update) change the State at once and report their
   diff at once; peers see them with the next heartbeat.
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,8 +61,9 @@ from crdt_state import (
     Snapshot,
     State,
     Topic,
+    check_ids,
 )
-from crdt_state._bulk import BULK_SIZE, gc_paused  # the same package family, pinned
+from crdt_state.bulk import BULK_SIZE, gc_paused
 from crdt_state.clock import Clock, append_clock, clockset_replicas
 from tracker_zmq.errors import AlreadyTracked, NoPresence
 from tracker_zmq.options import Options
@@ -75,8 +78,9 @@ from tracker_zmq.wire import (
     check_meta,
     decode,
     encode,
+    encode_json,
+    encode_transfer_ack,
     iter_parts,
-    json_size,
 )
 
 __all__ = ["Diff", "Output", "ReplicaEvent", "Send", "Shard"]
@@ -90,12 +94,19 @@ class Send:
     """A message to send: to the same shard of every other node, or of one node.
 
     Attributes:
-        message: The message's wire form (plain data).
+        data: The message, encoded (by the Shard's encoder: JSON bytes), to go on the
+            wire as it is.
         node: None to broadcast; a node name for a direct message.
     """
 
-    message: dict[str, Any]
+    data: bytes
     node: str | None = None
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """The message's wire form (plain data), decoded from :attr:`data` on each read."""
+        message: dict[str, Any] = json.loads(self.data)
+        return message
 
 
 @dataclass(slots=True)
@@ -107,6 +118,8 @@ class Output:
     events: list[ReplicaEvent] = field(default_factory=list)
     later: list[Iterator[Send]] = field(default_factory=list)
     """Sends to make after ``sends``, each built when pulled (large transfer answers)."""
+    next_tick: float | None = None
+    """When to call :meth:`Shard.tick` next (set by a tick; None: the schedule stands)."""
 
     def report(self, joins: list[Entry], leaves: list[Entry]) -> None:
         """Fold entries that joined and left into the diff, grouped by topic."""
@@ -148,12 +161,6 @@ class _Request:
     assembly: Assembly | None = None
 
 
-def _check_ids(owner: object, topic: object, key: object) -> None:
-    for name, value in (("owner", owner), ("topic", topic), ("key", key)):
-        if type(value) is not str and type(value) is not int:
-            raise TypeError(f"{name} must be a str or an int, not {type(value).__name__}")
-
-
 class Shard:
     """One shard of a tracker on one node: its State and the protocol around it.
 
@@ -163,9 +170,10 @@ class Shard:
         index: This shard's number in the pool.
         options: The tracker's options.
         rng: Randomness for the first tick's jitter (inject a seeded one in tests).
-        measure: How many bytes a message takes encoded; messages and transfer parts
-            are kept under ``options.transfer_part_bytes`` by it. The asyncio layer
-            passes its codec's; the default measures compact JSON.
+        encoder: Encodes a message's wire form to the bytes sent (each message and each
+            transfer part is encoded once, and measured by its length against
+            ``options.transfer_part_bytes``). The asyncio layer passes the PubSub's
+            codec (orjson); the default is compact JSON, :func:`~tracker_zmq.wire.encode_json`.
     """
 
     def __init__(
@@ -175,7 +183,7 @@ class Shard:
         index: int,
         options: Options,
         rng: random.Random,
-        measure: Callable[[object], int] = json_size,
+        encoder: Callable[[object], bytes] = encode_json,
     ) -> None:
         if type(node) is not str or not node:
             raise TypeError(f"a node name must be a non-empty str, not {node!r}")
@@ -184,7 +192,7 @@ class Shard:
         self.index = index
         self.options = options
         self._rng = rng
-        self._measure = measure
+        self._encoder = encoder
         self.ref: Ref = (node, vsn)
         self.state = State(self.ref)
         self.generations = DeltaGenerations(options.max_delta_sizes)
@@ -197,7 +205,7 @@ class Shard:
         self._request_counter = 0
         self._answered_full: dict[str, float] = {}
         self._ref_counter = 0
-        self.next_tick: float | None = None
+        self._next_tick: float | None = None
         self.counters: dict[str, int] = {
             "messages_in": 0,
             "messages_out": 0,
@@ -212,6 +220,15 @@ class Shard:
         }
         self.drops: dict[str, int] = {}
 
+    @property
+    def next_tick(self) -> float | None:
+        """When the Shard asked to be ticked next (None before :meth:`start`).
+
+        Read-only: :meth:`start` returns it and each :meth:`tick`'s Output carries it;
+        a tick that runs more than a period after it is a stalled one.
+        """
+        return self._next_tick
+
     # ------------------------------------------------------------ local API
 
     def start(self, now: float) -> float:
@@ -220,11 +237,22 @@ class Shard:
         Returns:
             When to call :meth:`tick` first.
         """
-        self.next_tick = now + self._rng.uniform(0, 0.25) * self.options.broadcast_period
-        return self.next_tick
+        first = now + self._rng.uniform(0, 0.25) * self.options.broadcast_period
+        self._next_tick = first
+        return first
 
-    def track(self, owner: Owner, topic: Topic, key: Key, meta: Meta) -> tuple[str, Output]:
+    def track(
+        self, owner: Owner, topic: Topic, key: Key, meta: Meta, *, checked: bool = False
+    ) -> tuple[str, Output]:
         """Track a presence of this node; its meta gets a new ``phx_ref``.
+
+        Args:
+            owner: What holds the presence (a str or an int).
+            topic: Where it is (a str or an int).
+            key: Who is present (a str or an int).
+            meta: Its metadata: JSON-able plain data.
+            checked: The caller (the Tracker) already ran
+                :func:`crdt_state.check_ids` on the ids at its public boundary.
 
         Returns:
             The ``phx_ref`` and the Output (the join, reported at once).
@@ -233,11 +261,12 @@ class Shard:
             AlreadyTracked: This node already tracks (owner, topic, key).
             TypeError: For ids that are not str or int, or a meta that is not JSON-able.
         """
-        _check_ids(owner, topic, key)
+        if not checked:
+            check_ids(owner, topic, key)
         check_meta(meta)
         ref = self._new_ref()
         try:
-            entry = self.state.join(owner, topic, key, {**meta, "phx_ref": ref})
+            entry = self.state.join(owner, topic, key, {**meta, "phx_ref": ref}, checked=True)
         except DuplicatePresence as exc:
             raise AlreadyTracked(
                 f"owner {owner!r} already tracks {key!r} in topic {topic!r}"
@@ -266,17 +295,21 @@ class Shard:
         topic: Topic,
         key: Key,
         meta: Meta | Callable[[Meta], Meta],
+        *,
+        checked: bool = False,
     ) -> tuple[str, Output]:
         """Replace a presence's meta (or pass a function of a copy of the old one).
 
         The new meta gets a new ``phx_ref`` and the old one's as ``phx_ref_prev``; the
-        diff reports the leave of the old meta and the join of the new one.
+        diff reports the leave of the old meta and the join of the new one. ``checked``
+        is as for :meth:`track`.
 
         Raises:
             NoPresence: This node does not track (owner, topic, key).
-            TypeError: For a new meta that is not JSON-able.
+            TypeError: For ids that are not str or int, or a new meta that is not JSON-able.
         """
-        _check_ids(owner, topic, key)
+        if not checked:
+            check_ids(owner, topic, key)
         old = self.state.get(owner, topic, key)
         if old is None or old.tag[0] != self.ref:
             raise NoPresence(f"owner {owner!r} tracks no {key!r} in topic {topic!r}")
@@ -284,7 +317,11 @@ class Shard:
         check_meta(new)
         ref = self._new_ref()
         entry = self.state.leave_join(
-            owner, topic, key, {**new, "phx_ref": ref, "phx_ref_prev": old.meta["phx_ref"]}
+            owner,
+            topic,
+            key,
+            {**new, "phx_ref": ref, "phx_ref_prev": old.meta["phx_ref"]},
+            checked=True,
         )
         out = Output()
         out.report([entry], [old])
@@ -311,13 +348,13 @@ class Shard:
         """Run one tick: heartbeat, clock sampling, down detection.
 
         Returns:
-            The Output; :attr:`next_tick` says when to tick again.
+            The Output; its ``next_tick`` says when to tick again.
         """
         options = self.options
-        scheduled = self.next_tick if self.next_tick is not None else now
+        scheduled = self._next_tick if self._next_tick is not None else now
         stalled = now - scheduled > options.broadcast_period
-        self.next_tick = now + options.broadcast_period
-        out = Output()
+        self._next_tick = now + options.broadcast_period
+        out = Output(next_tick=self._next_tick)
         self._heartbeat(out)
         self._sample_clocks(now, out)
         self._expire(now)
@@ -335,14 +372,14 @@ class Shard:
             self.generations.push(state, delta)
             self._silent_periods = 0
             clocks = state.clocks()[1]
-            message = encode(Heartbeat(self.ref, clocks, delta), self.options.pool_size)
-            if self._measure(message) > self.options.transfer_part_bytes:
+            data = self._encoder(encode(Heartbeat(self.ref, clocks, delta), self.options.pool_size))
+            if len(data) > self.options.transfer_part_bytes:
                 # Too big for one frame: peers see our clock ahead and ask for it; the
                 # answer (a generation, or the full state) travels in parts.
                 self._send(out, Heartbeat(self.ref, clocks, None))
                 self.counters["deltas_too_large"] += 1
             else:
-                out.sends.append(Send(message))
+                out.sends.append(Send(data))
                 self.counters["messages_out"] += 1
                 self.counters["delta_values_sent"] += len(delta)
         elif self._silent_periods >= self.options.max_silent_periods:
@@ -465,26 +502,12 @@ class Shard:
             self._answered_full[requester[0]] = now
             self.counters["transfers_answered_full"] += 1
         self.counters["transfers_answered"] += 1
-        out.later.append(self._answer(payload, message.request, requester[0]))
-
-    def _answer(
-        self, payload: Snapshot | Delta, request: tuple[Ref, int], node: str
-    ) -> Iterator[Send]:
-        """The parts of a transfer answer, each built only when asked for.
-
-        The payload was extracted when the request came (a consistent cut); encoding
-        it, the costly part, happens as the caller pulls the parts, so an event loop
-        can heartbeat in between.
-        """
-        kind = "snapshot" if isinstance(payload, Snapshot) else "delta"
-        options = self.options
-        parts = iter_parts(
-            payload, options.transfer_part_values, options.transfer_part_bytes, self._measure
+        # Counted here, where the answer is decided: one message out, whatever the
+        # number of parts it travels in (they are built later, as the caller pulls them).
+        self.counters["messages_out"] += 1
+        out.later.append(
+            _answer(self.ref, payload, message.request, requester[0], self.options, self._encoder)
         )
-        for i, (data, last) in enumerate(parts):
-            ack = TransferAck(self.ref, request, i, last, kind, data)
-            self.counters["messages_out"] += 1
-            yield Send(encode(ack, options.pool_size), node)
 
     def _on_transfer_ack(self, message: TransferAck, now: float, out: Output) -> None:
         # An answer counts only if it matches a request still outstanding to that very
@@ -568,7 +591,7 @@ class Shard:
             del self._asking[pending.responder[0]]
 
     def _send(self, out: Output, message: Any, node: str | None = None) -> None:
-        out.sends.append(Send(encode(message, self.options.pool_size), node))
+        out.sends.append(Send(self._encoder(encode(message, self.options.pool_size)), node))
         self.counters["messages_out"] += 1
 
     def _output_with(self, message: Any) -> Output:
@@ -591,7 +614,11 @@ class Shard:
         return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
     def stats(self) -> dict[str, Any]:
-        """Counters, replicas and their status, presences held, pending delta size."""
+        """Counters, replicas and their status, presences held, pending delta size.
+
+        Counters move where the shard decides: ``messages_out`` counts each message in an
+        Output's ``sends`` and each transfer answer once, however many parts it takes.
+        """
         return {
             "ref": list(self.ref),
             "replicas": {
@@ -605,3 +632,24 @@ class Shard:
             **self.counters,
             "drops": dict(self.drops),
         }
+
+
+def _answer(
+    sender: Ref,
+    payload: Snapshot | Delta,
+    request: tuple[Ref, int],
+    node: str,
+    options: Options,
+    encoder: Callable[[object], bytes],
+) -> Iterator[Send]:
+    """The parts of a transfer answer, each built and encoded once, only when pulled.
+
+    The payload was extracted when the request came (a consistent cut); encoding it, the
+    costly part, happens as the caller pulls the parts, so an event loop can heartbeat in
+    between. It touches no Shard: pulling it or not changes nothing but what is sent.
+    """
+    kind = "snapshot" if isinstance(payload, Snapshot) else "delta"
+    parts = iter_parts(payload, options.transfer_part_values, options.transfer_part_bytes, encoder)
+    for i, (part, data, last) in enumerate(parts):
+        ack = TransferAck(sender, request, i, last, kind, part)
+        yield Send(encode_transfer_ack(ack, options.pool_size, data, encoder), node)

@@ -1,12 +1,13 @@
 """A deterministic simulator of a tracker cluster: Shards on a virtual clock, a faulty network.
 
 This module runs the pure protocol core, :class:`~tracker_zmq.Shard`, exactly as the
-asyncio layer does (tick at ``next_tick``, deliver what peers send), but in virtual time
-and over an in-memory :class:`Network` that can lose, delay, duplicate, reorder and
-partition messages. Nodes can crash, restart with a new incarnation, pause (as if sent
-SIGSTOP) and leave gracefully. Everything random (the network's fates, the shards'
-jitter, the incarnations) comes from one seeded :class:`random.Random`: the same seed and
-the same calls give the same run, event for event.
+asyncio layer does (tick when each Output's ``next_tick`` says, deliver what peers
+send), but in virtual time and over an in-memory :class:`Network` that can lose,
+delay, duplicate, reorder and partition messages. Nodes can crash, restart with a new
+incarnation, pause (as if sent SIGSTOP) and leave gracefully. Everything random (the
+network's fates, the shards' jitter, the incarnations) comes from one seeded
+:class:`random.Random`: the same seed and the same calls give the same run, event for
+event.
 
 It does no I/O, reads no clock and does not import Hypothesis: it is plain code, for
 any test framework. :func:`network_configs` is the one Hypothesis helper; it imports
@@ -322,6 +323,9 @@ class Cluster:
     # ------------------------------------------------------------- membership
 
     def _new_vsn(self, name: str) -> int:
+        # Not the real minter (tracker_zmq.replica.new_vsn, a clock with random low
+        # bits): a vsn here only has to grow per name, and these draws are what every
+        # seeded run replays (changing them changes each recorded seed's history).
         vsn = self._last_vsn.get(name, 0) + 1 + self.rng.randrange(1 << 16)
         self._last_vsn[name] = vsn
         return vsn
@@ -420,7 +424,7 @@ class Cluster:
             at = self.now + i * self.options.broadcast_period
             for shard, out in zip(shards, outputs, strict=True):
                 for send in out.sends:
-                    self._at(at, self._sender(ref, name, shard.index, send.message, send.node))
+                    self._at(at, self._sender(ref, name, shard.index, send.data, send.node))
 
     # ------------------------------------------------------------ local API
 
@@ -562,11 +566,10 @@ class Cluster:
         if node.paused:
             node.missed_ticks.add(index)
             return
-        shard = node.shards[index]
-        out = shard.tick(self.now)
+        out = node.shards[index].tick(self.now)
         self._apply(node, index, out)
-        assert shard.next_tick is not None
-        self._schedule_tick(node, index, shard.next_tick)
+        assert out.next_tick is not None
+        self._schedule_tick(node, index, out.next_tick)
 
     def _apply(self, node: SimNode, index: int, out: Output) -> None:
         if out.diff:
@@ -574,27 +577,26 @@ class Cluster:
         for event in out.events:
             node.events.append(EventRecord(self.now, node.vsn, index, event))
         for send in [*out.sends, *(send for parts in out.later for send in parts)]:
-            self._sender(node.ref, node.name, index, send.message, send.node)()
+            self._sender(node.ref, node.name, index, send.data, send.node)()
 
     def _sender(
-        self, ref: Ref, name: str, index: int, message: dict[str, Any], to: str | None
+        self, ref: Ref, name: str, index: int, data: bytes, to: str | None
     ) -> Callable[[], None]:
         def send() -> None:
             if self.record_messages:
-                self.sent.append(SentRecord(self.now, ref, index, to, message))
-            # Encoded once, decoded per delivery: tuples become lists as on the wire,
-            # and no receiver shares a mutable object with the sender or another one.
-            text = json.dumps(message)
+                self.sent.append(SentRecord(self.now, ref, index, to, json.loads(data)))
+            # Sent as the shard encoded it, decoded per delivery: as on the wire, no
+            # receiver shares a mutable object with the sender or another one.
             receivers = [to] if to is not None else [n for n in self.nodes if n != name]
             for receiver in receivers:
                 if receiver not in self.nodes:
                     continue
                 for at in self.network.fates(name, receiver, self.now):
-                    self._at(at, self._deliverer(name, receiver, index, text))
+                    self._at(at, self._deliverer(name, receiver, index, data))
 
         return send
 
-    def _deliverer(self, sender: str, receiver: str, index: int, text: str) -> Callable[[], None]:
+    def _deliverer(self, sender: str, receiver: str, index: int, data: bytes) -> Callable[[], None]:
         def deliver() -> None:
             node = self.nodes[receiver]
             if not node.alive or not self.network.reachable(sender, receiver):
@@ -602,7 +604,7 @@ class Cluster:
                 return
             if index >= len(node.shards):
                 return
-            message = json.loads(text)
+            message = json.loads(data)
             if node.paused:
                 node.inbox.append((index, message))
                 return

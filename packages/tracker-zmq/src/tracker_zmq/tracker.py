@@ -10,20 +10,23 @@ also subscribes to. Everything a shard does comes back as an
 :class:`~tracker_zmq.shard.Output`; this layer only carries it out:
 
 * **sends** go out with ``broadcast_from`` (to the same shard of every other node) or
-  ``direct_broadcast`` (to one node);
+  ``direct_broadcast`` (to one node), as the bytes the shard encoded them to
+  (:class:`pubsub_zmq.Encoded`: a message is encoded once, with orjson, as PubSub would);
 * **diffs** go into one ``asyncio.Queue`` per shard, whose consumer task calls the
   handler in order; a handler's exception is logged, never raised into the shard;
 * **events** (replica up, down, permdown) are logged at ``log_level``.
 
 Incoming messages are handed to ``Shard.receive`` in the subscription callback, as they
-arrive. One timer task per shard calls ``Shard.tick`` at ``shard.next_tick``; when it
+arrive. One timer task per shard calls ``Shard.tick`` when the last Output's
+``next_tick`` (at first, what ``Shard.start`` returned) says; when it
 wakes up more than a period late (a GC pause, a long merge, SIGSTOP) it first lets the
 event loop read the input that piled up (the stall rule: the shard then skips its down
 judgements for that tick), so a stalled node does not declare its peers dead.
 
-A node has one incarnation (``vsn``) for all its shards: ``time.time_ns()`` with random
-low bits, raised above any vsn this process used before for the same node name, so it
-only grows across restarts.
+A node has one incarnation (``vsn``) for all its shards, minted by
+:func:`tracker_zmq.replica.new_vsn` (as the simulator's are): ``time.time_ns()`` with
+random low bits, at least the PubSub's incarnation, raised above any vsn this process
+used before for the same node name, so it only grows across restarts.
 """
 
 from __future__ import annotations
@@ -36,14 +39,16 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from enum import StrEnum
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import orjson
 
-from crdt_state import Key, Meta, Topic
-from pubsub_zmq import Overflow, PubSub, PubSubError, Subscription
+from crdt_state import Key, Meta, Topic, check_id
+from pubsub_zmq import Encoded, Overflow, PubSub, PubSubError, Subscription
 from tracker_zmq.errors import ConfigError, NoPresence, TooManyPresences, TrackerNotRunning
 from tracker_zmq.options import Options
+from tracker_zmq.replica import new_vsn
 from tracker_zmq.shard import Diff, Output, Send, Shard
 from tracker_zmq.wire import shard_for
 
@@ -66,7 +71,16 @@ Handler: TypeAlias = Callable[[Diff], Awaitable[object] | object] | DiffHandler
 OwnerArg: TypeAlias = str | int | asyncio.Task[Any]
 """An owner as given to the Tracker: a str or int id, or an asyncio Task."""
 
-_NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
+
+class _Phase(StrEnum):
+    """Where a Tracker is in its life: new, running, stopping, stopped (in that order)."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
 _PERMDOWN_SENDS = 3
 _STALL_DRAIN_ROUNDS = 10
 _STALL_DRAIN_SLEEP = 0.002
@@ -78,17 +92,9 @@ _last_vsn: dict[str, int] = {}
 
 
 def _new_vsn(node: str, floor: int, rng: random.Random) -> int:
-    vsn = (max(time.time_ns(), floor) & ~0xFFFF) | rng.getrandbits(16)
-    last = _last_vsn.get(node)
-    if last is not None and vsn <= last:
-        vsn = ((last >> 16) + 1) << 16 | rng.getrandbits(16)
+    vsn = new_vsn(time.time_ns(), rng, floor=floor, last=_last_vsn.get(node))
     _last_vsn[node] = vsn
     return vsn
-
-
-def _check_id(name: str, value: object) -> None:
-    if type(value) is not str and type(value) is not int:
-        raise TypeError(f"{name} must be a str or an int, not {type(value).__name__}")
 
 
 class _Runner:
@@ -201,7 +207,7 @@ class Tracker:
         self.permdown_on_shutdown = permdown_on_shutdown
         self.log_level = log_level
         self._rng = random.Random()
-        self._state = _NEW
+        self._state = _Phase.NEW
         self._runners: list[_Runner] = []
         self.vsn = 0
         self._task_ids: dict[asyncio.Task[Any], str] = {}
@@ -236,7 +242,7 @@ class Tracker:
     @property
     def running(self) -> bool:
         """Whether the tracker is started and not stopping or stopped."""
-        return self._state == _RUNNING
+        return self._state is _Phase.RUNNING
 
     @property
     def node(self) -> str:
@@ -257,13 +263,14 @@ class Tracker:
             TrackerNotRunning: The tracker was already started, or the PubSub is not
                 running.
         """
-        if self._state != _NEW:
+        if self._state is not _Phase.NEW:
             raise TrackerNotRunning(f"tracker {self.name!r} can start only once")
         if not self.pubsub.running:
             raise TrackerNotRunning("start the PubSub before the tracker")
         node = self.pubsub.node_name
         self.vsn = _new_vsn(node, self.pubsub.incarnation, self._rng)
         now = time.monotonic()
+        firsts: list[float] = []
         for i in range(self.options.pool_size):
             shard = Shard(
                 node,
@@ -271,17 +278,17 @@ class Tracker:
                 i,
                 self.options,
                 random.Random(self._rng.random()),
-                measure=_encoded_size,
+                encoder=_encode,
             )
             runner = _Runner(shard, f"phx_presence:{self.name}_shard{i}")
             self._runners.append(runner)
             runner.sub = self.pubsub.subscribe(
                 runner.topic, callback=self._receiver(runner), link=False
             )
-            shard.start(now)
-        self._state = _RUNNING
-        for runner in self._runners:
-            runner.tasks.append(asyncio.create_task(self._tick_loop(runner)))
+            firsts.append(shard.start(now))
+        self._state = _Phase.RUNNING
+        for runner, first in zip(self._runners, firsts, strict=True):
+            runner.tasks.append(asyncio.create_task(self._tick_loop(runner, first)))
             runner.tasks.append(asyncio.create_task(self._handler_loop(runner)))
 
     async def stop(self) -> None:
@@ -291,10 +298,10 @@ class Tracker:
         see this node go silent: its presences leave after ``down_period``. Diffs already
         queued are delivered to the handler first (for at most a few seconds).
         """
-        if self._state == _RUNNING and self.permdown_on_shutdown:
+        if self._state is _Phase.RUNNING and self.permdown_on_shutdown:
             await self.graceful_permdown()
             return
-        if self._state in (_STOPPING, _STOPPED):
+        if self._state in (_Phase.STOPPING, _Phase.STOPPED):
             return
         await self._shutdown()
 
@@ -309,7 +316,7 @@ class Tracker:
             TrackerNotRunning: The tracker is not running.
         """
         self._check_running()
-        self._state = _STOPPING
+        self._state = _Phase.STOPPING
         for runner in self._runners:
             self._cancel_tick(runner)
         outputs = [runner.shard.graceful_permdown() for runner in self._runners]
@@ -329,7 +336,7 @@ class Tracker:
             runner.tasks[0].cancel()
 
     async def _shutdown(self) -> None:
-        self._state = _STOPPING
+        self._state = _Phase.STOPPING
         ticks = [runner.tasks[0] for runner in self._runners if runner.tasks]
         ticks += self._streams
         for task in ticks:
@@ -353,10 +360,10 @@ class Tracker:
         for task, _ in list(self._task_ids.items()):
             task.remove_done_callback(self._owner_done)
         self._task_ids.clear()
-        self._state = _STOPPED
+        self._state = _Phase.STOPPED
 
     def _check_running(self) -> None:
-        if self._state != _RUNNING:
+        if self._state is not _Phase.RUNNING:
             raise TrackerNotRunning(f"tracker {self.name!r} is {self._state}, not running")
 
     # -------------------------------------------------------------- the API
@@ -378,7 +385,9 @@ class Tracker:
             TrackerNotRunning: The tracker is not running.
         """
         self._check_running()
-        _check_id("topic", topic)
+        # The ids are checked here, once (the owner in _owner_id): not again below.
+        check_id("topic", topic)
+        check_id("key", key)
         limit = self.options.max_presences
         if limit is not None and self.local_presences() >= limit:
             raise TooManyPresences(
@@ -387,7 +396,7 @@ class Tracker:
         runner = self._runner(topic)
         owner_id = self._owner_id(owner, create=True)
         assert owner_id is not None
-        ref, out = runner.shard.track(owner_id, topic, key, meta)
+        ref, out = runner.shard.track(owner_id, topic, key, meta, checked=True)
         self._apply(runner, out)
         return ref
 
@@ -411,7 +420,7 @@ class Tracker:
                 self._untrack_owner(owner_id)
             return
         assert key is not None
-        _check_id("topic", topic)
+        check_id("topic", topic)
         owner_id = self._owner_id(owner, create=False)
         if owner_id is None:
             return
@@ -438,20 +447,20 @@ class Tracker:
             TrackerNotRunning: The tracker is not running.
         """
         self._check_running()
-        _check_id("topic", topic)
+        # The ids are checked here, once (the owner in _owner_id): not again below.
+        check_id("topic", topic)
+        check_id("key", key)
         owner_id = self._owner_id(owner, create=False)
         if owner_id is None:
             raise NoPresence(f"owner {owner!r} tracks no {key!r} in topic {topic!r}")
         runner = self._runner(topic)
-        ref, out = runner.shard.update(owner_id, topic, key, meta)
+        ref, out = runner.shard.update(owner_id, topic, key, meta, checked=True)
         self._apply(runner, out)
         return ref
 
     def local_presences(self) -> int:
         """How many presences this node tracks (over all shards; remote ones excluded)."""
-        # the local replica's own values, O(pool_size): crdt-state is of the same
-        # package family and pinned (as shard.py's import of crdt_state._bulk)
-        return sum(len(runner.shard.state._own) for runner in self._runners)
+        return sum(runner.shard.state.local_count() for runner in self._runners)
 
     def list(self, topic: Topic) -> list[tuple[Key, Meta]]:
         """Every visible presence of ``topic``, cluster-wide, as ``(key, meta)``.
@@ -460,7 +469,7 @@ class Tracker:
             TrackerNotRunning: The tracker is not running.
         """
         self._check_running()
-        _check_id("topic", topic)
+        check_id("topic", topic)
         return self._runner(topic).shard.list(topic)
 
     def get_by_key(self, topic: Topic, key: Key) -> builtins.list[tuple[str | int, Meta]]:
@@ -472,7 +481,7 @@ class Tracker:
             TrackerNotRunning: The tracker is not running.
         """
         self._check_running()
-        _check_id("topic", topic)
+        check_id("topic", topic)
         return self._runner(topic).shard.get_by_key(topic, key)
 
     @contextlib.asynccontextmanager
@@ -488,7 +497,7 @@ class Tracker:
         try:
             yield ref
         finally:
-            if self._state == _RUNNING:
+            if self._state is _Phase.RUNNING:
                 self.untrack(owner, topic, key)
 
     def owner_id(self, owner: OwnerArg) -> str | int | None:
@@ -544,7 +553,7 @@ class Tracker:
 
     def _owner_id(self, owner: OwnerArg, *, create: bool) -> str | int | None:
         if not isinstance(owner, asyncio.Task):
-            _check_id("owner", owner)
+            check_id("owner", owner)
             return owner
         owner_id = self._task_ids.get(owner)
         if owner_id is None and create:
@@ -561,7 +570,7 @@ class Tracker:
     def _owner_done(self, task: asyncio.Task[Any]) -> None:
         # Phoenix links the tracked pid: its death untracks all of its presences
         owner_id = self._task_ids.pop(task, None)
-        if owner_id is not None and self._state == _RUNNING:
+        if owner_id is not None and self._state is _Phase.RUNNING:
             self._untrack_owner(owner_id)
 
     def _untrack_owner(self, owner_id: str | int) -> None:
@@ -575,7 +584,7 @@ class Tracker:
 
     def _receiver(self, runner: _Runner) -> Callable[[Any], None]:
         def receive(message: Any) -> None:
-            if self._state != _RUNNING:
+            if self._state is not _Phase.RUNNING:
                 return
             if isinstance(message, Overflow):
                 self.counters["overflows"] += 1
@@ -596,11 +605,10 @@ class Tracker:
 
         return receive
 
-    async def _tick_loop(self, runner: _Runner) -> None:
+    async def _tick_loop(self, runner: _Runner, due: float) -> None:
         shard = runner.shard
         period = self.options.broadcast_period
         while True:
-            due = shard.next_tick if shard.next_tick is not None else time.monotonic()
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -612,8 +620,10 @@ class Tracker:
                 # never let a bug kill the heartbeat: log, count, try again next period
                 self.counters["receive_errors"] += 1
                 log.exception("tracker %r shard %d: tick failed", self.name, runner.index)
-                shard.next_tick = time.monotonic() + period
+                due = time.monotonic() + period
                 continue
+            if out.next_tick is not None:
+                due = out.next_tick
             self._apply(runner, out)
 
     async def _drain_input(self, runner: _Runner) -> None:
@@ -656,9 +666,9 @@ class Tracker:
             try:
                 if send.node is None:
                     if sub is not None:
-                        self.pubsub.broadcast_from(sub, runner.topic, send.message)
+                        self.pubsub.broadcast_from(sub, runner.topic, Encoded(send.data))
                 else:
-                    self.pubsub.direct_broadcast(send.node, runner.topic, send.message)
+                    self.pubsub.direct_broadcast(send.node, runner.topic, Encoded(send.data))
             except (PubSubError, TypeError, ValueError) as exc:
                 self.counters["send_errors"] += 1
                 log.warning("tracker %r shard %d: send failed: %s", self.name, runner.index, exc)
@@ -691,6 +701,6 @@ class Tracker:
                 queue.task_done()
 
 
-def _encoded_size(data: object) -> int:
-    """The bytes ``data`` takes as the PubSub encodes it (orjson)."""
-    return len(orjson.dumps(data))
+def _encode(data: object) -> bytes:
+    """The Shards' encoder: orjson, as the PubSub encodes, so the bytes go out as they are."""
+    return orjson.dumps(data)

@@ -1,7 +1,8 @@
 """The tracker's messages and their wire form: Phoenix.Tracker.Shard's, versioned. Pure.
 
-Every message is a dict of plain data (pubsub-zmq encodes it with orjson) with an
-envelope that says what it is and who sent it:
+Every message is a dict of plain data with an envelope that says what it is and who
+sent it; the Shard encodes it once, to JSON bytes (:func:`encode_json`, or the injected
+encoder: the asyncio layer's is orjson, whose bytes pubsub-zmq sends as they are):
 
 ========  ==============================================================================
 field     meaning
@@ -33,12 +34,12 @@ import json
 import math
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any
 
 from crdt_state import Delta, Snapshot, WireError
-from crdt_state._bulk import gc_paused  # the same package family, pinned
+from crdt_state.bulk import gc_paused
 from crdt_state.wire import PayloadReader, iter_wire_values, wire_head
 from tracker_zmq.errors import MessageError
 from tracker_zmq.replica import Ref
@@ -55,6 +56,8 @@ __all__ = [
     "check_meta",
     "decode",
     "encode",
+    "encode_json",
+    "encode_transfer_ack",
     "iter_parts",
     "join_payload",
     "json_size",
@@ -255,22 +258,45 @@ def decode(
     raise MessageError(f"unknown message kind {kind!r:.20}")
 
 
+def encode_json(data: object) -> bytes:
+    """``data`` as compact UTF-8 JSON: the Shard's default encoder (the stdlib's)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def json_size(data: object) -> int:
-    """The bytes of ``data`` as compact JSON (the default way a Shard measures parts)."""
-    return len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    """The bytes of ``data`` as compact JSON (:func:`encode_json`)."""
+    return len(encode_json(data))
+
+
+def encode_transfer_ack(
+    message: TransferAck, pool_size: int, data: bytes, encoder: Callable[[object], bytes]
+) -> bytes:
+    """A transfer part's bytes, its ``data`` spliced in already encoded (never twice).
+
+    Args:
+        message: The part; its ``data`` field is ignored.
+        pool_size: As for :func:`encode`.
+        data: The part's payload, encoded by ``encoder`` (as :func:`iter_parts` yields).
+        encoder: Encodes the envelope; ``data`` is its last field.
+    """
+    envelope = encoder(encode(replace(message, data={}), pool_size))
+    if envelope.endswith(b"{}}"):  # "data": {} closes every JSON encoding of it
+        return envelope[:-3] + data + b"}"
+    return encoder(encode(replace(message, data=json.loads(data)), pool_size))
 
 
 def iter_parts(
     payload: Snapshot | Delta,
     part_values: int,
     part_bytes: int = 512 * 1024,
-    measure: Callable[[object], int] = json_size,
-) -> Iterator[tuple[dict[str, Any], bool]]:
+    encoder: Callable[[object], bytes] = encode_json,
+) -> Iterator[tuple[dict[str, Any], bytes, bool]]:
     """A payload's wire form in parts that each fit in one frame, made one at a time.
 
-    Yields ``(part, last)``. A payload that fits goes whole, as its wire form. Otherwise
-    its values and its cloud tags (a delta has one per value, and more) are spread over
-    parts of at most ``part_values`` of each and, as ``measure`` counts it, at most
+    Yields ``(part, encoded, last)``: each part is encoded once, by ``encoder``, and
+    measured by the length of that encoding. A payload that fits goes whole, as its
+    wire form. Otherwise its values and its cloud tags (a delta has one per value, and
+    more) are spread over parts of at most ``part_values`` of each and at most
     ``part_bytes`` bytes (a part too large is cut down until it fits or holds a single
     item). Each part has ``values`` and ``cloud`` (tags as ``[replica, clock]`` pairs);
     the first also carries the payload's other fields. Nothing is built before the
@@ -281,8 +307,9 @@ def iter_parts(
     tags = sum(len(clocks) for _, clocks in head["clouds"])
     if count + tags <= part_values:
         data = {**head, "values": list(iter_wire_values(payload))}
-        if measure(data) <= part_bytes:
-            yield data, True
+        encoded = encoder(data)
+        if len(encoded) <= part_bytes:
+            yield data, encoded, True
             return
     del head["clouds"]  # they travel as [replica, clock] pairs, spread over the parts
     values = iter_wire_values(payload)
@@ -302,30 +329,32 @@ def iter_parts(
             part: dict[str, Any] = {"values": vals, "cloud": cloud}
             if first:
                 part.update(head)  # the first part carries the other fields
-            size = measure(part)
+            encoded = encoder(part)
+        size = len(encoded)
         fit = max(1, min(part_values, int(step * part_bytes * 0.9 / max(size, 1))))
         if len(vals) + len(cloud) > 1 and size > part_bytes:
             if step > 1:
                 step = min(fit, step // 2)
                 continue
             del cloud[:]  # one value and one tag: the value goes alone (whatever its size)
+            encoded = encoder(part)
         del held_values[: len(vals)]
         del held_pairs[: len(cloud)]
         count -= len(vals)
         tags -= len(cloud)
         first = False
         step = fit
-        yield part, not (count or tags)
+        yield part, encoded, not (count or tags)
 
 
 def split_payload(
     payload: Snapshot | Delta,
     part_values: int,
     part_bytes: int = 512 * 1024,
-    measure: Callable[[object], int] = json_size,
+    encoder: Callable[[object], bytes] = encode_json,
 ) -> list[dict[str, Any]]:
     """All of :func:`iter_parts` at once, as a list of parts."""
-    return [part for part, _ in iter_parts(payload, part_values, part_bytes, measure)]
+    return [part for part, _, _ in iter_parts(payload, part_values, part_bytes, encoder)]
 
 
 class Assembly:

@@ -27,107 +27,53 @@ system-wide, so stamps taken in different processes compare directly.
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
-import selectors
-import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the root, for tests.support
+from tests.support.proc import CommandNode, spawner
+from tests.support.proc import wait_until as _wait_until
 
 NODE = Path(__file__).with_name("tracker_bench_node.py")
 PERIOD = 0.05
 DOWN = 1.0  # the default for PERIOD: broadcast_period * max_silent_periods (10) * 2
 TICK = os.sysconf("SC_CLK_TCK")
 VERBOSE = "--verbose" in sys.argv  # the nodes' stderr (their log lines) on ours
+wait_until = functools.partial(_wait_until, interval=0.02)
 
 
-class Node:
-    """A bench node process and its command pipe."""
+class Node(CommandNode):
+    """A bench node process (``tracker_bench_node.py``) and its command pipe."""
 
     def __init__(self, name: str, peers: list[str], *options: str) -> None:
-        cmd = [sys.executable, str(NODE), "--name", name, *options]
-        for peer in peers:
-            cmd += ["--peer", peer]
-        self.name = name
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+        super().__init__(
+            NODE,
+            name,
+            *options,
+            *(arg for peer in peers for arg in ("--peer", peer)),
+            ready_timeout=30.0,
             stderr=None if VERBOSE else subprocess.DEVNULL,
-            text=True,
+            strict=False,
         )
-        ready = self.read(30.0)
-        assert ready["ready"] == name, ready
-        self.endpoint: str = ready["endpoint"]
-        self.started: float = ready["started"]
-
-    def read(self, timeout: float) -> Any:
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                raise RuntimeError(f"node {self.name} did not answer within {timeout} s")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"node {self.name} exited (code {self.proc.poll()})")
-        result = json.loads(line)
-        if isinstance(result, dict) and "error" in result:
-            raise RuntimeError(f"node {self.name}: {result['error']}")
-        return result
-
-    def send(self, cmd: str, **args: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
-        self.proc.stdin.flush()
+        self.started: float = self.ready["started"]
 
     def call(self, cmd: str, timeout: float = 30.0, **args: Any) -> Any:
-        self.send(cmd, **args)
-        return self.read(timeout)
+        return super().call(cmd, timeout, **args)
 
     def cpu(self) -> float:
         """This process's CPU seconds so far (user + system)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICK
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
 
-
-class Cluster:
-    """Every node the bench started, all killed at the end whatever happens."""
-
-    def __init__(self) -> None:
-        self.nodes: list[Node] = []
-
-    def start(self, name: str, peers: list[str], *options: str) -> Node:
-        node = Node(name, peers, *options)
-        self.nodes.append(node)
-        return node
-
-    def kill_all(self) -> None:
-        for node in self.nodes:
-            try:
-                node.kill()
-            except Exception as exc:  # keep killing the others
-                print(f"could not kill {node.name}: {exc}", file=sys.stderr)
-        self.nodes.clear()
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+Start = Callable[..., Node]
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -135,9 +81,9 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start_five(cluster: Cluster) -> list[Node]:
-    first = cluster.start("n0", [])
-    nodes = [first] + [cluster.start(f"n{i}", [first.endpoint]) for i in range(1, 5)]
+def start_five(start: Start) -> list[Node]:
+    first = start("n0", [])
+    nodes = [first] + [start(f"n{i}", [first.endpoint]) for i in range(1, 5)]
     for node in nodes:  # every tracker sees every other: one presence each, everywhere
         node.call("track", topic="hello", key=node.name)
     names = {n.name for n in nodes}
@@ -172,7 +118,7 @@ def join_latency(nodes: list[Node], per_node: int) -> list[float]:
     return latencies
 
 
-def kill_detection(cluster: Cluster, nodes: list[Node], reps: int) -> list[float]:
+def kill_detection(start: Start, nodes: list[Node], reps: int) -> list[float]:
     """Detection time (in down_periods) of a SIGKILLed node, on the last survivor."""
     results = []
     for rep in range(reps):
@@ -200,7 +146,7 @@ def kill_detection(cluster: Cluster, nodes: list[Node], reps: int) -> list[float
         last = max(n.call("leaves", topic="kill")[key] for n in others)
         results.append((last - killed) / DOWN)
         # restart it under the same name (a new replica) for the next repetition
-        fresh = cluster.start(victim.name, [nodes[0].endpoint])
+        fresh = start(victim.name, [nodes[0].endpoint])
         nodes[nodes.index(victim)] = fresh
         fresh.call("track", topic="kill", key=f"back-{rep}")
         wait_until(
@@ -211,14 +157,14 @@ def kill_detection(cluster: Cluster, nodes: list[Node], reps: int) -> list[float
     return results
 
 
-def transfer(cluster: Cluster, n: int, cap: float) -> dict[str, Any]:
+def transfer(start: Start, n: int, cap: float) -> dict[str, Any]:
     """Full-state transfer of n presences to a new node, given at most ``cap`` seconds."""
     # a large answer takes the holder seconds to build: give requests time enough
     timeout = ("--transfer-timeout", str(cap))
-    holder = cluster.start(f"holder{n}", [], *timeout)
+    holder = start(f"holder{n}", [], *timeout)
     filled = holder.call("fill", timeout=600.0, topic="big", n=n)["seconds"]
     time.sleep(3 * PERIOD)  # the holder's next heartbeat takes the fill as its delta
-    fresh = cluster.start(f"new{n}", [holder.endpoint], "--watch", f"big:{n}", *timeout)
+    fresh = start(f"new{n}", [holder.endpoint], "--watch", f"big:{n}", *timeout)
     deadline = time.monotonic() + cap
     answer = {"at": None}
     while time.monotonic() < deadline:
@@ -241,10 +187,10 @@ def transfer(cluster: Cluster, n: int, cap: float) -> dict[str, Any]:
     }
 
 
-def idle_cpu(cluster: Cluster, n: int, window: float) -> tuple[list[float], float]:
+def idle_cpu(start: Start, n: int, window: float) -> tuple[list[float], float]:
     """CPU share of two nodes holding n presences each, idle for ``window`` seconds."""
-    a = cluster.start("idle-a", [])
-    b = cluster.start("idle-b", [a.endpoint], "--watch", f"big:{n}")
+    a = start("idle-a", [])
+    b = start("idle-b", [a.endpoint], "--watch", f"big:{n}")
     wait_until(
         lambda: b.call("stats")["replicas"].get("idle-a", {}).get("status") == "up", 10.0, "up"
     )
@@ -277,26 +223,27 @@ def main() -> int:
     sizes = [20_000] if quick else [100_000, 1_000_000]
     idle_n, window = (20_000, 3.0) if quick else (100_000, 10.0)
 
-    cluster = Cluster()
     began = time.monotonic()
     print(f"tracker-zmq, local cluster on 127.0.0.1{' (--quick)' if quick else ''}")
     print(f"broadcast_period {PERIOD} s, max_silent_periods 10, down_period {DOWN} s")
     print()
     row("measure", "figure", "target")
-    try:
-        nodes = start_five(cluster)
+    # every node is stopped on the way out, whatever happens
+    with spawner(Node) as start:
+        nodes = start_five(start)
         lat = join_latency(nodes, per_node)
         row("join latency p50, 5 nodes (broadcast_periods)", f"{quantile(lat, 0.5):.2f}")
         row("join latency p99, 5 nodes (broadcast_periods)", f"{quantile(lat, 0.99):.2f}", "<= 1.5")
         row("  tracks measured / max (broadcast_periods)", f"{len(lat)} / {max(lat):.2f}")
-        kills = kill_detection(cluster, nodes, reps)
+        kills = kill_detection(start, nodes, reps)
         row("SIGKILL detection mean (down_periods)", f"{statistics.mean(kills):.2f}")
         row("SIGKILL detection max (down_periods)", f"{max(kills):.2f}", "<= 1.1")
         row("  repetitions", len(kills))
-        cluster.kill_all()
+        for node in nodes:
+            node.kill()
         for n in sizes:
             cap = 30.0 if n < 1_000_000 else 90.0
-            t = transfer(cluster, n, cap)
+            t = transfer(start, n, cap)
             target = "< 5 s" if n >= 1_000_000 else ""
             label = f"full-state transfer of {n:,} to a new node (s)"
             if t["transfer"] is not None:
@@ -314,15 +261,13 @@ def main() -> int:
             if t["transfer"] is None and n < sizes[-1]:
                 print(f"    larger sizes skipped: {n:,} did not complete")
                 break
-        cpu, elapsed = idle_cpu(cluster, idle_n, window)
+        cpu, elapsed = idle_cpu(start, idle_n, window)
         row(f"idle CPU, {idle_n:,} presences, node a (% of a core)", f"{cpu[0]:.1f}")
         row(f"idle CPU, {idle_n:,} presences, node b (% of a core)", f"{cpu[1]:.1f}")
         print(
             f"    2-node cluster, both holding them, broadcast_period {PERIOD} s (the bench's), "
             f"CPU over {elapsed:.0f} s idle"
         )
-    finally:
-        cluster.kill_all()
     print(f"\nbench took {time.monotonic() - began:.0f} s")
     return 0
 

@@ -1,6 +1,6 @@
 """A PubSub + Tracker node process for ``bench/bench_tracker.py`` (not a test).
 
-Usage: ``python bench/tracker_bench_node.py --name a [--bind EP] [--peer EP ...]
+Usage: ``PYTHONPATH=. python bench/tracker_bench_node.py --name a [--bind EP] [--peer EP ...]
 [--broadcast-period S] [--down-period S] [--watch TOPIC:N]``. Prints one JSON line
 ``{"ready": name, "endpoint": ..., "vsn": ..., "started": T}`` once started (``started``:
 ``time.monotonic()`` just before the tracker started; on Linux that clock is system-wide,
@@ -16,20 +16,23 @@ with one JSON line on stdout. The handler stamps every join and leave with
 * ``joins`` / ``leaves`` (topic): ``{key: time the handler got it}``;
 * ``reached`` (topic): when the handler's join count for ``--watch TOPIC`` reached N;
 * ``count`` (topic): presences listed; ``stats``; ``stop``.
+
+Its command line, PubSub, Tracker and command loop are the test nodes' ones
+(:mod:`tests.support.node`); ``bench/bench_tracker.py`` drives it with
+:class:`tests.support.proc.CommandNode`, which puts the repository root on its path.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import random
-import sys
 import time
 from typing import Any
 
 from pubsub_zmq import PubSub
+from tests.support.node import arguments, pubsub, serve_commands, tracker
 from tracker_zmq import Tracker
 from tracker_zmq.shard import Diff
 
@@ -57,105 +60,73 @@ async def serve(args: argparse.Namespace) -> None:
             for key, _ in left:
                 gone.setdefault(key, now)
 
-    async with PubSub(
-        args.name,
-        bind=args.bind,
-        peers=args.peer,
-        gossip_interval=0.1,
-        peer_timeout=1.0,
-        start_timeout=10.0,
-    ) as ps:
-        tracker = Tracker(
-            ps,
-            handler=handler,
-            broadcast_period=args.broadcast_period,
-            down_period=args.down_period,
-            permdown_period=args.permdown_period,
-            transfer_timeout=args.transfer_timeout,
-        )
+    async with pubsub(args, PubSub, start_timeout=10.0) as ps:
+        node = tracker(ps, args, handler=handler, transfer_timeout=args.transfer_timeout)
         started = time.monotonic()
-        async with tracker:
-            await session(args, ps, tracker, joins, leaves, watch, started)
+        async with node:
+            await serve_commands(
+                {"ready": args.name, "endpoint": ps.endpoint, "vsn": node.vsn, "started": started},
+                commands(args.name, node, joins, leaves, watch),
+            )
 
 
-async def session(
-    args: argparse.Namespace,
-    ps: PubSub,
-    tracker: Tracker,
+def commands(
+    name: str,
+    node: Tracker,
     joins: dict[str, dict[Any, float]],
     leaves: dict[str, dict[Any, float]],
     watch: dict[str, Any],
-    started: float,
-) -> None:
-    reader = asyncio.StreamReader(limit=1 << 24)
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+) -> dict[str, Any]:
+    """The bench node's commands (see the module docstring)."""
 
-    def reply(value: Any) -> None:
-        sys.stdout.write(json.dumps(value) + "\n")
-        sys.stdout.flush()
+    def track(cmd: dict[str, Any]) -> dict[str, float]:
+        t = time.monotonic()
+        node.track(name, cmd["topic"], cmd["key"], {})
+        return {"t": t}
 
-    reply({"ready": args.name, "endpoint": ps.endpoint, "vsn": tracker.vsn, "started": started})
-    while True:
-        line = await reader.readline()
-        if not line:
-            return
-        cmd = json.loads(line)
-        op = cmd["cmd"]
-        try:
-            if op == "track":
-                t = time.monotonic()
-                tracker.track(args.name, cmd["topic"], cmd["key"], {})
-                reply({"t": t})
-            elif op == "series":
-                times: dict[str, float] = {}
-                for key in cmd["keys"]:
-                    await asyncio.sleep(random.uniform(0, cmd["gap"]))
-                    times[key] = time.monotonic()
-                    tracker.track(args.name, cmd["topic"], key, {})
-                reply(times)
-            elif op == "fill":
-                t = time.monotonic()
-                topic, track = cmd["topic"], tracker.track
-                chunk = cmd.get("chunk") or cmd["n"]
-                for i in range(cmd["n"]):
-                    track(i, topic, i, {})
-                    if (i + 1) % chunk == 0:  # let heartbeats carry it in pieces
-                        await asyncio.sleep(cmd.get("pause", 0))
-                reply({"seconds": time.monotonic() - t})
-            elif op == "joins":
-                reply(joins.get(str(cmd["topic"]), {}))
-            elif op == "leaves":
-                reply(leaves.get(str(cmd["topic"]), {}))
-            elif op == "reached":
-                reply({"at": watch["at"], "count": watch["count"]})
-            elif op == "count":
-                reply({"count": len(tracker.list(cmd["topic"]))})
-            elif op == "stats":
-                stats = tracker.stats()
-                del stats["shards"]
-                reply(stats)
-            elif op == "stop":
-                reply({"ok": True})
-                return
-            else:
-                reply({"error": f"unknown command {op!r}"})
-        except Exception as exc:  # report to the bench, keep serving
-            reply({"error": repr(exc)})
+    async def series(cmd: dict[str, Any]) -> dict[str, float]:
+        times: dict[str, float] = {}
+        for key in cmd["keys"]:
+            await asyncio.sleep(random.uniform(0, cmd["gap"]))
+            times[key] = time.monotonic()
+            node.track(name, cmd["topic"], key, {})
+        return times
+
+    async def fill(cmd: dict[str, Any]) -> dict[str, float]:
+        t = time.monotonic()
+        topic, track = cmd["topic"], node.track
+        chunk = cmd.get("chunk") or cmd["n"]
+        for i in range(cmd["n"]):
+            track(i, topic, i, {})
+            if (i + 1) % chunk == 0:  # let heartbeats carry it in pieces
+                await asyncio.sleep(cmd.get("pause", 0))
+        return {"seconds": time.monotonic() - t}
+
+    def stats(cmd: dict[str, Any]) -> dict[str, Any]:
+        result = node.stats()
+        del result["shards"]
+        return result
+
+    return {
+        "track": track,
+        "series": series,
+        "fill": fill,
+        "joins": lambda c: joins.get(str(c["topic"]), {}),
+        "leaves": lambda c: leaves.get(str(c["topic"]), {}),
+        "reached": lambda c: {"at": watch["at"], "count": watch["count"]},
+        "count": lambda c: {"count": len(node.list(c["topic"]))},
+        "stats": stats,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--bind", default="tcp://127.0.0.1:0")
-    parser.add_argument("--peer", action="append", default=[])
-    parser.add_argument("--broadcast-period", type=float, default=0.05)
-    parser.add_argument("--down-period", type=float, default=None)
-    parser.add_argument("--permdown-period", type=float, default=60.0)
     parser.add_argument("--transfer-timeout", type=float, default=None)
     parser.add_argument("--watch", default=None, help="TOPIC:N: stamp when N joins arrived")
     parser.add_argument("--log", action="store_true", help="log replica events to stderr")
-    args = parser.parse_args()
+    args = arguments(
+        tracker=True, parser=parser, broadcast_period=0.05, down_period=None, permdown_period=60.0
+    )
     if args.log:
         logging.basicConfig(level=logging.DEBUG, format="%(created).3f %(name)s %(message)s")
     asyncio.run(serve(args))

@@ -1,10 +1,11 @@
 """A pubsub-zmq node in its own process, driven over stdin/stdout (for cluster tests).
 
-Usage: ``python tests/pubsub_node.py --name a [--bind EP] [--peer EP ...]``. Prints one
-JSON line ``{"ready": ..., "endpoint": ...}`` once started, then answers each JSON command
-line on stdin with one JSON line on stdout. Commands: ``info``, ``subscribe`` (topic),
+Usage: ``PYTHONPATH=. python tests/pubsub_node.py --name a [--bind EP] [--peer EP ...]``
+(:class:`tests.support.proc.CommandNode` runs it so). Prints one JSON line
+``{"ready": ..., "endpoint": ...}`` once started, then answers each JSON command line on
+stdin with one JSON line on stdout. Commands: ``info``, ``subscribe`` (topic),
 ``broadcast`` / ``direct`` (topic, messages, node), ``received`` (topic), ``stats``,
-``remote_subscribers`` (topic), ``garbage`` (endpoint: send junk frames there), ``stop``.
+``remote_subscribers`` (topic), ``stop``.
 """
 
 from __future__ import annotations
@@ -14,21 +15,14 @@ import asyncio
 from typing import Any
 
 import zmq
-from nodeproc import serve_commands
 
 from pubsub_zmq import PubSub
+from tests.support.node import arguments, pubsub, serve_commands
 
 
 async def serve(args: argparse.Namespace) -> None:
     received: dict[str, list[Any]] = {}
-    async with PubSub(
-        args.name,
-        bind=args.bind,
-        peers=args.peer,
-        gossip_interval=0.1,
-        peer_timeout=1.0,
-        start_timeout=5.0,
-    ) as ps:
+    async with pubsub(args, PubSub) as ps:
 
         def subscribe(cmd: dict[str, Any]) -> dict[str, bool]:
             ps.subscribe(cmd["topic"], callback=received.setdefault(cmd["topic"], []).append)
@@ -61,11 +55,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--bind", default="tcp://127.0.0.1:0")
-    parser.add_argument("--peer", action="append", default=[])
-    asyncio.run(serve(parser.parse_args()))
+    asyncio.run(serve(arguments()))
     zmq.Context.instance().term()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import re
@@ -19,15 +20,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import zmq
+from aio import run
+from aio import until as _until
 
-from tests.nodeproc import FAST_NODE_OPTIONS, CliNode, free_port, spawner
+from tests.support.proc import FAST_NODE_OPTIONS, CliNode, free_port, spawner
 from tracker_zmq import AlreadyTracked, Client, ClientDiff, LimitExceeded, NoPresence
 
 pytestmark = pytest.mark.cluster
@@ -35,36 +38,8 @@ pytestmark = pytest.mark.cluster
 MAX_PRESENCES = 5
 OPTIONS = (*FAST_NODE_OPTIONS, "--client-max-presences", str(MAX_PRESENCES))
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a test coroutine; fail if it left a task behind."""
-
-    async def checked() -> None:
-        await main()
-        await asyncio.sleep(0)
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"tasks leaked: {leftover}"
-
-    asyncio.run(checked())
-
-
-async def until(
-    condition: Callable[[], Awaitable[bool] | bool],
-    timeout: float = 10.0,  # noqa: ASYNC109 (a deadline for polling, not a cancel scope)
-    what: str = "condition",
-) -> None:
-    """Poll ``condition`` (sync or async) until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+# the nodes answer over the network: poll every 20 ms, for up to 10 s unless told
+until = functools.partial(_until, timeout=10.0, interval=0.02)
 
 
 def client(node: CliNode, **options: Any) -> Client:
@@ -111,7 +86,7 @@ def test_tracks_on_different_nodes_converge(cluster: list[CliNode]) -> None:
             async def converged() -> bool:
                 return all([await keys(cl, "room:converge") == want for cl in clients])
 
-            await until(converged, what="every node to list every user")
+            await until(converged, message="every node to list every user")
             b_session = clients[1].session
             assert b_session is not None
             assert b_session.startswith(f"app-b@b:{cluster[1].vsn}:")
@@ -122,7 +97,7 @@ def test_tracks_on_different_nodes_converge(cluster: list[CliNode]) -> None:
                 assert "phx_ref" in owners[0][1]
         # closing a client says bye: its presences leave at once, on every node
         async with client(cluster[2]) as watcher:
-            await until(_empty(watcher, "room:converge"), what="the closed clients' leaves")
+            await until(_empty(watcher, "room:converge"), message="the closed clients' leaves")
 
     run(main)
 
@@ -160,7 +135,9 @@ def test_client_subscribes_to_diffs(cluster: list[CliNode]) -> None:
             last = await asyncio.wait_for(anext(diffs), 5)
             assert [(key, meta["status"]) for key, meta in last.leaves] == [("alice", "away")]
             iterated = [diff, *seen, last]
-            await until(lambda: len(called) >= len(iterated), 5.0, "the callback's diffs")
+            await until(
+                lambda: len(called) >= len(iterated), timeout=5.0, message="the callback's diffs"
+            )
             assert called == iterated
             await diffs.close()
             assert not diffs.active
@@ -182,7 +159,7 @@ def test_lease_expiry_untracks_a_silent_client_everywhere(cluster: list[CliNode]
             await silent.close(bye=False)  # no bye, no more heartbeats: like a crash
             for cl in (on_a, on_c):
                 await until(
-                    lambda cl=cl: _has(cl, "room:lease", {"alive"}), what="the lease to run out"
+                    lambda cl=cl: _has(cl, "room:lease", {"alive"}), message="the lease to run out"
                 )
             async with client(b) as on_b:
                 status = await on_b.status()
@@ -426,15 +403,15 @@ def test_node_restart_makes_the_client_track_again(spawn: Callable[..., CliNode]
             first = cl.session
 
             await asyncio.to_thread(q.kill)
-            await until(_empty(watcher, "room:restart"), what="q down on p")
+            await until(_empty(watcher, "room:restart"), message="q down on p")
             restart = {"peers": (p.endpoint,), "port": q.port, "client_port": q.client_port}
             q2 = await asyncio.to_thread(spawn, "q", **restart)
             assert q2.vsn > q.vsn
 
-            await until(lambda: cl.resyncs >= 1, what="the client's new session")
+            await until(lambda: cl.resyncs >= 1, message="the client's new session")
             assert cl.node_vsn == q2.vsn
             assert cl.session != first
-            await until(lambda: _has(watcher, "room:restart", {"sticky-user"}), what="re-track")
+            await until(lambda: _has(watcher, "room:restart", {"sticky-user"}), message="re-track")
             owners = await watcher.get_by_key("room:restart", "sticky-user")
             assert [owner for owner, _ in owners] == [cl.session]
             # the subscription was renewed too
@@ -463,7 +440,9 @@ def test_sigterm_with_permdown_on_shutdown(spawn: Callable[..., CliNode]) -> Non
                 await until(lambda: _has(watcher, "room:bye", {"leaving"}))
                 assert await asyncio.to_thread(r.terminate) == 0, r.log()
                 # peers drop r at once, long before its down_period (5 s)
-                await until(_empty(watcher, "room:bye"), 3.0, "r's presences to leave")
+                await until(
+                    _empty(watcher, "room:bye"), timeout=3.0, message="r's presences to leave"
+                )
                 assert "r" not in (await watcher.status())["replicas"]
         finally:
             await leaver.close(bye=False)
@@ -494,7 +473,7 @@ def test_a_stalled_node_does_not_expire_clients_that_kept_heartbeating(
                 solo.proc.send_signal(signal.SIGCONT)
             # the client's heartbeats waited in the socket: the node reads them before
             # it judges any lease, so the session lives on
-            await until(lambda: _has(cl, "room:stall", {"patient"}), what="an answer")
+            await until(lambda: _has(cl, "room:stall", {"patient"}), message="an answer")
             status = await cl.status()
             assert status["clients"]["lease_checks_skipped"] >= 1
             assert status["clients"]["sessions_expired"] == 0

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aio import run, until
 
 from pubsub_zmq import PubSub
-from tests.aio import run, until
 from tracker_zmq import Presence, Presences
 
 JS = Path(__file__).resolve().parent / "js"

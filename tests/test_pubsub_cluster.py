@@ -1,39 +1,34 @@
 """pubsub-zmq with every node in its own process on 127.0.0.1 (marked ``cluster``).
 
 Nodes run ``tests/pubsub_node.py`` and are driven over stdin/stdout; every wait is on a
-condition with a deadline, and every process is killed at teardown, also on failure.
+condition with a deadline, and every process is stopped at teardown (the ``spawn`` fixture
+of tests/conftest.py), also on failure.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import zmq
 
-from tests.nodeproc import NodeProcess, spawner, wait_until
+from tests.support.proc import CommandNode, wait_until
 
 pytestmark = pytest.mark.cluster
 
 NODE = Path(__file__).with_name("pubsub_node.py")
 
 
-class Node(NodeProcess):
+class Node(CommandNode):
     """A pubsub node process (``pubsub_node.py``) and its command pipe."""
 
     def __init__(self, name: str, bind: str = "tcp://127.0.0.1:0", peers: tuple[str, ...] = ()):
         args = ["--bind", bind, *(a for p in peers for a in ("--peer", p))]
         super().__init__(NODE, name, *args, check_errors=False)
         self.incarnation: int = self.ready["incarnation"]
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., NodeProcess]]:
-    with spawner(Node) as start:
-        yield start
 
 
 def meshed(nodes: list[Node]) -> None:

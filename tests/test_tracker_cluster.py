@@ -4,20 +4,20 @@ Nodes run ``tests/tracker_node.py`` (PubSub + Tracker, broadcast_period 0.1 s,
 max_silent_periods 3, down_period 1 s, permdown_period 5 s) and are driven over
 stdin/stdout: convergence, SIGKILL and restart, graceful permdown, and a SIGSTOPped
 node (the stall rule). Every wait is on a condition with a deadline, and every process
-is killed at teardown, also on failure.
+is stopped at teardown (the ``spawn`` fixture of tests/conftest.py), also on failure.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.nodeproc import NodeProcess, spawner, wait_until
+from tests.support.proc import CommandNode, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -28,7 +28,7 @@ DOWN = 1.0
 SLACK = 0.5
 
 
-class Node(NodeProcess):
+class Node(CommandNode):
     """A tracker node process (``tracker_node.py``) and its command pipe."""
 
     def __init__(self, name: str, peers: tuple[str, ...] = (), *options: str) -> None:
@@ -37,12 +37,6 @@ class Node(NodeProcess):
 
     def keys(self, topic: str | int) -> set[str]:
         return {key for key, _ in self.call("list", topic=topic)}
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., NodeProcess]]:
-    with spawner(Node) as start:
-        yield start
 
 
 def replicas(node: Node) -> dict[str, Any]:

@@ -6,20 +6,20 @@ of the tracker's traffic of that node, both ways. One node is cut off: the other
 down and its presences leave, and it sees them down. Both sides change presences during
 the split; after the heal the node comes back up with the same vsn and every node lists
 the same presences. Every wait is on a condition with a deadline, and every process is
-killed at teardown, also on failure.
+stopped at teardown (the ``spawn`` fixture of tests/conftest.py), also on failure.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.nodeproc import NodeProcess, spawner, wait_until
+from tests.support.proc import CommandNode, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -27,7 +27,7 @@ NODE = Path(__file__).with_name("tracker_partition_node.py")
 TOPIC = "room"
 
 
-class Node(NodeProcess):
+class Node(CommandNode):
     """A partitionable tracker node process and its command pipe."""
 
     def __init__(self, name: str, peers: tuple[str, ...] = ()) -> None:
@@ -46,12 +46,6 @@ class Node(NodeProcess):
     def replicas(self) -> dict[str, Any]:
         result: dict[str, Any] = self.call("stats")["replicas"]
         return result
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., NodeProcess]]:
-    with spawner(Node) as start:
-        yield start
 
 
 def statuses(node: Node) -> dict[str, tuple[int, str]]:

@@ -1,6 +1,6 @@
 """A PubSub + Tracker node whose tracker traffic can be cut off (partition tests).
 
-Usage: ``python tests/tracker_partition_node.py --name a [--bind EP] [--peer EP ...]
+Usage: ``PYTHONPATH=. python tests/tracker_partition_node.py --name a [--bind EP] [--peer EP ...]
 [--broadcast-period S] [--max-silent-periods N] [--down-period S] [--permdown-period S]``.
 Prints ``{"ready": name, "endpoint": ..., "vsn": ...}`` once started, then answers each
 JSON command line on stdin with one JSON line. Commands: ``track`` / ``untrack`` /
@@ -19,10 +19,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from nodeproc import serve_commands, tracker_arguments, tracker_commands
-
 from pubsub_zmq import PubSub, Subscription
-from tracker_zmq import Tracker
+from tests.support.node import arguments, pubsub, serve_commands, tracker, tracker_commands
 
 TRACKER_TOPICS = "phx_presence:"
 
@@ -61,26 +59,10 @@ class PartitionablePubSub(PubSub):
 
 
 async def serve(args: argparse.Namespace) -> None:
-    async with (
-        PartitionablePubSub(
-            args.name,
-            bind=args.bind,
-            peers=args.peer,
-            gossip_interval=0.1,
-            peer_timeout=1.0,
-            start_timeout=5.0,
-        ) as ps,
-        Tracker(
-            ps,
-            broadcast_period=args.broadcast_period,
-            max_silent_periods=args.max_silent_periods,
-            down_period=args.down_period,
-            permdown_period=args.permdown_period,
-        ) as tracker,
-    ):
+    async with pubsub(args, PartitionablePubSub) as ps, tracker(ps, args) as node:
 
         def stats(cmd: dict[str, Any]) -> dict[str, Any]:
-            result = tracker.stats()
+            result = node.stats()
             result["partition_dropped"] = [ps.dropped_in, ps.dropped_out]
             return result
 
@@ -89,13 +71,13 @@ async def serve(args: argparse.Namespace) -> None:
             return {"ok": True}
 
         await serve_commands(
-            {"ready": args.name, "endpoint": ps.endpoint, "vsn": tracker.vsn},
-            {**tracker_commands(tracker), "stats": stats, "partition": partition},
+            {"ready": args.name, "endpoint": ps.endpoint, "vsn": node.vsn},
+            {**tracker_commands(node), "stats": stats, "partition": partition},
         )
 
 
 def main() -> None:
-    asyncio.run(serve(tracker_arguments(permdown_period=10.0)))
+    asyncio.run(serve(arguments(tracker=True, max_silent_periods=3, permdown_period=10.0)))
 
 
 if __name__ == "__main__":

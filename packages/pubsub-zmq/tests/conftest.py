@@ -2,7 +2,9 @@
 
 Tests are plain sync functions that run their coroutine with :func:`asyncio.run`
 (no pytest-asyncio); the ``run`` fixture also checks that nothing leaked: no task is
-left behind once the coroutine returns.
+left behind once the coroutine returns. The helpers are this folder's ``aio`` module and
+the hand-driven member is its ``fake_member``: pytest's ``pythonpath`` puts this folder,
+not the repository root, on the path.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
-
-from tests.aio import run as _run
-from tests.aio import until
+from aio import run as _run
+from aio import until
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A hand-driven pubsub-zmq member for tests: raw sockets that speak the wire format.
 
-Package tests import it as ``tests.fake_member`` (the repository root is on the path).
+pytest's ``pythonpath`` puts this folder on the path: tests import it as ``fake_member``.
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aio import run, until
+from mesh import meshed, pubsubs
 
 from pubsub_zmq import InvalidTopic, PubSub
-from tests.aio import run, until
 from tracker_zmq import (
     AlreadyTracked,
     ConfigError,
@@ -107,30 +108,14 @@ async def cluster(
     opts = {**FAST, **options}
     async with contextlib.AsyncExitStack() as stack:
         nodes: list[Node] = []
-        seeds: list[str] = []
-        for i in range(n):
-            pubsub = PubSub(
-                f"n{i}", peers=seeds, gossip_interval=0.1, peer_timeout=1.0, start_timeout=5.0
-            )
-            await stack.enter_async_context(pubsub)
-            seeds = [pubsub.endpoint]
+        for pubsub in await pubsubs(stack, n):
             node = Node(pubsub, presence_class(pubsub, **opts))
             pubsub.subscribe(topic, callback=node.messages.append, link=False)
             nodes.append(node)
         for node in nodes:
             await stack.enter_async_context(node.presence)
-        await until(lambda: all(len(x.pubsub.peers()) == n - 1 for x in nodes), message="mesh")
-        await until(lambda: all(up(x, nodes) for x in nodes), message="replicas up")
+        await meshed([x.presence.tracker for x in nodes])
         yield nodes
-
-
-def up(node: Node, nodes: list[Node]) -> bool:
-    """Whether every shard of ``node`` sees every other node's replica up."""
-    others = {x.name: x.presence.tracker.vsn for x in nodes if x is not node}
-    return all(
-        {name: r["vsn"] for name, r in s["replicas"].items() if r["status"] == "up"} == others
-        for s in node.presence.tracker.stats()["shards"]
-    )
 
 
 def test_list_and_get_by_key_shape() -> None:

@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 import pytest
+from aio import run, until
+from mesh import meshed, pubsubs
 
 from pubsub_zmq import PubSub
-from tests.aio import run, until
 from tracker_zmq import (
     AlreadyTracked,
     ConfigError,
@@ -63,30 +64,14 @@ async def cluster(n: int, **options: Any) -> AsyncIterator[list[Node]]:
     opts = {**FAST, **options}
     async with contextlib.AsyncExitStack() as stack:
         nodes: list[Node] = []
-        seeds: list[str] = []
-        for i in range(n):
-            pubsub = PubSub(
-                f"n{i}", peers=seeds, gossip_interval=0.1, peer_timeout=1.0, start_timeout=5.0
-            )
-            await stack.enter_async_context(pubsub)
-            seeds = [pubsub.endpoint]
+        for pubsub in await pubsubs(stack, n):
             diffs: list[Diff] = []
             tracker = Tracker(pubsub, handler=diffs.append, **opts)
             nodes.append(Node(pubsub, tracker, diffs))
         for node in nodes:
             await stack.enter_async_context(node.tracker)
-        await until(lambda: all(len(x.pubsub.peers()) == n - 1 for x in nodes), message="mesh")
-        await until(lambda: all(up(x, nodes) for x in nodes), message="replicas up")
+        await meshed([x.tracker for x in nodes])
         yield nodes
-
-
-def up(node: Node, nodes: list[Node]) -> bool:
-    """Whether every shard of ``node`` sees every other node's replica up."""
-    others = {x.name: x.tracker.vsn for x in nodes if x is not node}
-    return all(
-        {name: r["vsn"] for name, r in s["replicas"].items() if r["status"] == "up"} == others
-        for s in node.tracker.stats()["shards"]
-    )
 
 
 def test_track_untrack_update_replicate() -> None:

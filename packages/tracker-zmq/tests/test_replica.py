@@ -1,18 +1,16 @@
 """Socket-free tests of the replica life cycle (tracker_zmq.replica), table by table.
 
-Ports phoenix_pubsub's replica_test (new, ref, put_heartbeat, detect_down) onto the
+Ports phoenix_pubsub's replica_test (ref, put_heartbeat, detect_down) onto the
 :class:`Replicas` table and checks the rules this port adds: the permdowned-vsn memory,
 restarts, the max-replicas cap, one status vocabulary, and the transition table.
 """
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from tracker_zmq import Replica, ReplicaEvent, Status
-from tracker_zmq.replica import TRANSITIONS, Drop, Input, Replicas, new_vsn
+from tracker_zmq.replica import TRANSITIONS, Drop, Input, Replicas
 
 DOWN, PERMDOWN = 5.0, 10.0
 
@@ -53,18 +51,6 @@ def test_the_transition_table_covers_every_status_and_input() -> None:
     for entered in TRANSITIONS.values():
         # the statuses entered are in life order, permdown only ever last
         assert Status.PERMDOWN not in entered[:-1]
-
-
-# ------------------------------------------------------------ new vsns
-
-
-def test_new_vsn_grows_across_restarts_in_the_same_clock_tick() -> None:
-    # replica_test's "new/1 returns a new Replica with unique vsn"
-    rng = random.Random(0)
-    first = new_vsn(10**18, rng)
-    second = new_vsn(10**18, rng, last=first)
-    assert second > first
-    assert new_vsn(0, rng, floor=2**40) >> 16 == 2**40 >> 16
 
 
 # -------------------------------------------------------- put_heartbeat

@@ -25,12 +25,12 @@ that was cut off for longer than ``permdown_period``, and is taken back.
 :data:`TRANSITIONS` is the whole life cycle as data: (status, input) to the statuses
 entered. A replica already down is not reported down again; a replica gone while up is
 reported down first, so its presences leave once. Time is passed in, in seconds of a
-monotonic clock; vsns are minted by :func:`new_vsn` with an injected clock and Random.
+monotonic clock. (A node's vsn is minted by the asyncio layer, with
+:func:`pubsub_zmq.new_incarnation`, and passed in to its shards.)
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,7 +45,6 @@ __all__ = [
     "ReplicaEvent",
     "Replicas",
     "Status",
-    "new_vsn",
 ]
 
 Ref = tuple[str, int]
@@ -263,22 +262,3 @@ class Replicas(Mapping[str, Replica]):
         else:
             replica.status = status
         return [ReplicaEvent(s, replica.ref) for s in entered]
-
-
-def new_vsn(now_ns: int, rng: random.Random, *, floor: int = 0, last: int | None = None) -> int:
-    """A new incarnation number: a clock with random low bits, above ``last``.
-
-    The vsn only grows across restarts as long as the clock does; ``last`` (the vsn
-    this process gave the same name before) covers a restart within one clock tick.
-
-    Args:
-        now_ns: A clock reading in nanoseconds (the wall clock for a real node, virtual
-            time for a simulated one).
-        rng: Where the 16 random low bits come from.
-        floor: A value the clock part is raised to, if the clock is behind it.
-        last: The previous vsn of this name, which the new one exceeds.
-    """
-    vsn = (max(now_ns, floor) & ~0xFFFF) | rng.getrandbits(16)
-    if last is not None and vsn <= last:
-        vsn = ((last >> 16) + 1) << 16 | rng.getrandbits(16)
-    return vsn

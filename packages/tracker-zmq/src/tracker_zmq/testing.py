@@ -323,8 +323,8 @@ class Cluster:
     # ------------------------------------------------------------- membership
 
     def _new_vsn(self, name: str) -> int:
-        # Not the real minter (tracker_zmq.replica.new_vsn, a clock with random low
-        # bits): a vsn here only has to grow per name, and these draws are what every
+        # Not the real minter (pubsub_zmq.new_incarnation reads the wall clock): a vsn
+        # here only has to grow per name, on virtual time, and these draws are what every
         # seeded run replays (changing them changes each recorded seed's history).
         vsn = self._last_vsn.get(name, 0) + 1 + self.rng.randrange(1 << 16)
         self._last_vsn[name] = vsn

@@ -23,10 +23,10 @@ wakes up more than a period late (a GC pause, a long merge, SIGSTOP) it first le
 event loop read the input that piled up (the stall rule: the shard then skips its down
 judgements for that tick), so a stalled node does not declare its peers dead.
 
-A node has one incarnation (``vsn``) for all its shards, minted by
-:func:`tracker_zmq.replica.new_vsn` (as the simulator's are): ``time.time_ns()`` with
-random low bits, at least the PubSub's incarnation, raised above any vsn this process
-used before for the same node name, so it only grows across restarts.
+A node has one incarnation (``vsn``) for all its shards, minted as the PubSub's own
+incarnation is (:func:`pubsub_zmq.new_incarnation`: ``time.time_ns()`` with random low
+bits), above the PubSub's incarnation and above any vsn this process used before for the
+same node name, so it only grows across restarts.
 """
 
 from __future__ import annotations
@@ -45,10 +45,9 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 import orjson
 
 from crdt_state import Key, Meta, Topic, check_id
-from pubsub_zmq import Encoded, Overflow, PubSub, PubSubError, Subscription
+from pubsub_zmq import Encoded, Overflow, PubSub, PubSubError, Subscription, new_incarnation
 from tracker_zmq.errors import ConfigError, NoPresence, TooManyPresences, TrackerNotRunning
 from tracker_zmq.options import Options
-from tracker_zmq.replica import new_vsn
 from tracker_zmq.shard import Diff, Output, Send, Shard
 from tracker_zmq.wire import shard_for
 
@@ -92,7 +91,7 @@ _last_vsn: dict[str, int] = {}
 
 
 def _new_vsn(node: str, floor: int, rng: random.Random) -> int:
-    vsn = new_vsn(time.time_ns(), rng, floor=floor, last=_last_vsn.get(node))
+    vsn = new_incarnation(max(floor, _last_vsn.get(node, 0)), rng)
     _last_vsn[node] = vsn
     return vsn
 

@@ -10,6 +10,7 @@ import math
 
 import pytest
 
+from pubsub_zmq import Options as PubSubOptions
 from tracker_zmq import Client, ClientLimits, ConfigError, Options, Tracker
 from tracker_zmq.cli import _parser
 from tracker_zmq.options import check_positive
@@ -53,8 +54,9 @@ def test_the_command_lines_defaults_are_the_options_and_limits_defaults() -> Non
     for field in dataclasses.fields(ClientLimits):
         if field.name != "check_interval":  # not a command-line option
             assert getattr(args, f"client_{field.name}") == getattr(limits, field.name)
-    # the cluster options are left to the PubSub's own defaults
-    assert (args.gossip_interval, args.peer_timeout, args.start_timeout) == (None, None, None)
+    pubsub = PubSubOptions()
+    for name in ("gossip_interval", "peer_timeout", "start_timeout"):
+        assert getattr(args, name) == getattr(pubsub, name), name
 
 
 @pytest.mark.parametrize("value", [1, 0.5, 1e9, 2**70])

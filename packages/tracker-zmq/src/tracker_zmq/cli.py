@@ -26,6 +26,7 @@ import orjson
 import zmq.auth
 
 from pubsub_zmq import ConfigError as PubSubConfigError
+from pubsub_zmq import Options as PubSubOptions
 from pubsub_zmq import Peer, PubSubError, load_keypair
 from pubsub_zmq.curve import normalize_key
 from tracker_zmq.client import Client, ClientError
@@ -43,8 +44,7 @@ _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # every default is read from the class that owns it, never restated here
 _TRACKER = Options.defaults()
 _CLIENT = ClientLimits()
-# the PubSub's own defaults apply to the cluster options not given
-_PUBSUB_OPTIONS = ("gossip_interval", "peer_timeout", "start_timeout")
+_PUBSUB = PubSubOptions()
 
 
 class _UsageError(Exception):
@@ -148,8 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     cluster = node.add_argument_group("cluster membership (seconds)")
-    for name in _PUBSUB_OPTIONS:
-        cluster.add_argument(_flag(name), type=_positive_float, help="default: the PubSub's")
+    for name in ("gossip_interval", "peer_timeout", "start_timeout"):
+        cluster.add_argument(_flag(name), type=_positive_float, default=getattr(_PUBSUB, name))
 
     curve = node.add_argument_group("CURVE security (keys from `pubsub-zmq keygen --out`)")
     curve.add_argument(
@@ -349,7 +349,9 @@ def _node(args: argparse.Namespace) -> int:
         "max_presences": args.max_presences,
     }
     pubsub_options: dict[str, Any] = {
-        name: getattr(args, name) for name in _PUBSUB_OPTIONS if getattr(args, name) is not None
+        "gossip_interval": args.gossip_interval,
+        "peer_timeout": args.peer_timeout,
+        "start_timeout": args.start_timeout,
     }
     if args.advertise_host:
         pubsub_options["advertise_host"] = args.advertise_host

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import math
 import secrets
@@ -48,6 +47,7 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from crdt_state import Key, Meta
+from pubsub_zmq import Options as PubSubOptions
 from pubsub_zmq import Peer, PubSub, PubSubError
 from pubsub_zmq.curve import CurveConfig
 from tracker_zmq.errors import ConfigError, TrackerNotRunning
@@ -147,9 +147,8 @@ class Node:
         # replica; a bad permdown_period is left for the Tracker to report
         permdown = topts.get("permdown_period", Options.defaults()["permdown_period"])
         with contextlib.suppress(ConfigError):
-            forget = inspect.signature(PubSub).parameters["forget_after"].default
             permdown = check_positive("permdown_period", permdown)
-            popts.setdefault("forget_after", max(permdown, forget))
+            popts.setdefault("forget_after", max(permdown, PubSubOptions().forget_after))
         allow: Any = curve_allow
         self.pubsub = PubSub(
             name,

@@ -20,23 +20,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import socket
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the root, for tests.support
 from pubsub_zmq import PubSub, generate_keypair
+from tests.support.proc import free_port
 
 END = b"END"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- raw pyzmq -------------------------------------------------------------------------

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the root, for tests.support
+from tests.support.proc import CliNode, NodeError, free_port, spawner
 from tracker_zmq import Client, ClientDiff
 
 TOPIC = "room:lobby"
@@ -47,79 +48,8 @@ def say(text: str) -> None:
     print(f"[{time.monotonic() - START:5.1f}s] {text}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class DemoFailed(Exception):
     """A step did not happen within its deadline."""
-
-
-class NodeProcess:
-    """One ``tracker-zmq node`` process (started as ``python -m tracker_zmq node``)."""
-
-    def __init__(self, name: str, log_dir: Path) -> None:
-        self.name = name
-        self.port = free_port()
-        self.client_port = free_port()
-        self.endpoint = f"tcp://127.0.0.1:{self.port}"
-        self.client_endpoint = f"tcp://127.0.0.1:{self.client_port}"
-        self.log_dir = log_dir
-        self.proc: asyncio.subprocess.Process | None = None
-        self.vsn = 0
-        self.starts = 0
-
-    async def start(self, peers: list[str]) -> None:
-        self.starts += 1
-        log = (self.log_dir / f"{self.name}-{self.starts}.log").open("w")
-        args = [
-            "-m", "tracker_zmq", "node",
-            "--name", self.name,
-            "--bind", self.endpoint,
-            "--client-bind", self.client_endpoint,
-            *(arg for peer in peers for arg in ("--peer", peer)),
-            *NODE_OPTIONS,
-        ]  # fmt: skip
-        with log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-            )
-        assert self.proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), DEADLINE)
-        except TimeoutError:
-            raise DemoFailed(f"node {self.name} did not start; see {log.name}") from None
-        found = re.search(r"vsn=(\d+)", line.decode())
-        if found is None:
-            raise DemoFailed(f"node {self.name} failed to start; see {log.name}")
-        self.vsn = int(found.group(1))
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-
-    async def wait(self) -> int:
-        assert self.proc is not None
-        return await self.proc.wait()
-
-    async def terminate(self) -> int:
-        """SIGTERM, then the exit status (SIGKILL after a few seconds)."""
-        if self.proc is None:
-            return 0
-        if self.proc.returncode is None:
-            self.proc.terminate()
-        try:
-            return await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:
-            self.proc.kill()
-            return await self.proc.wait()
 
 
 async def until(condition: Any, what: str, timeout: float = DEADLINE) -> None:  # noqa: ASYNC109
@@ -144,14 +74,26 @@ def reporter(node: str, since: dict[str, float]) -> Any:
     return report
 
 
-async def demo(log_dir: Path, nodes: dict[str, NodeProcess]) -> None:
+async def demo(log_dir: Path, start: Callable[..., CliNode]) -> None:
     say(f"starting nodes a, b and c on 127.0.0.1 (their logs: {log_dir})")
-    a = nodes["a"]
-    await asyncio.gather(
-        a.start([]),
-        nodes["b"].start([a.endpoint]),
-        nodes["c"].start([a.endpoint]),  # c knows only a: it finds b by gossip
-    )
+    ports = {name: (free_port(), free_port()) for name in USERS}
+    seed = f"tcp://127.0.0.1:{ports['a'][0]}"
+
+    def launch(name: str) -> CliNode:
+        peers = () if name == "a" else (seed,)  # c knows only a: it finds b by gossip
+        port, client_port = ports[name]
+        return start(
+            name,
+            log_dir,
+            *NODE_OPTIONS,
+            peers=peers,
+            port=port,
+            client_port=client_port,
+            strict=False,
+        )
+
+    started = await asyncio.gather(*(asyncio.to_thread(launch, name) for name in USERS))
+    nodes = dict(zip(USERS, started, strict=True))
     for node in nodes.values():
         say(f"node {node.name} is up: vsn {node.vsn}, clients on {node.client_endpoint}")
 
@@ -184,8 +126,7 @@ async def demo(log_dir: Path, nodes: dict[str, NodeProcess]) -> None:
 
         c = nodes["c"]
         say("SIGKILL node c: it dies without a word; the others notice only its silence")
-        c.kill()
-        await c.wait()
+        await asyncio.to_thread(c.kill)
         since["kill"] = time.monotonic()
         say(f"a and b keep carol until c has been silent for down_period ({DOWN_PERIOD:g} s)")
 
@@ -200,7 +141,7 @@ async def demo(log_dir: Path, nodes: dict[str, NodeProcess]) -> None:
 
         old_vsn = c.vsn
         say("restarting node c on the same ports")
-        await c.start([a.endpoint])
+        c = nodes["c"] = await asyncio.to_thread(launch, "c")
         say(f"node c is back as a new incarnation: vsn {c.vsn} (was {old_vsn})")
 
         await until(lambda: _true(apps["c"].resyncs > 0), "carol's app to notice the restart")
@@ -230,7 +171,7 @@ async def demo(log_dir: Path, nodes: dict[str, NodeProcess]) -> None:
         say("the apps close their sessions (bye): their users leave at once, everywhere")
 
     say("stopping the nodes with SIGTERM")
-    codes = await asyncio.gather(*(node.terminate() for node in nodes.values()))
+    codes = await asyncio.gather(*(asyncio.to_thread(n.terminate) for n in nodes.values()))
     say("exit codes: " + ", ".join(f"{n}={code}" for n, code in zip(nodes, codes, strict=True)))
     if any(codes):
         raise DemoFailed("a node did not shut down cleanly")
@@ -250,20 +191,14 @@ async def main_async() -> int:
     print("tracker-zmq demo: three nodes on 127.0.0.1, one of them crashes and comes back.")
     with tempfile.TemporaryDirectory(prefix="tracker-zmq-demo-") as tmp:
         log_dir = Path(tmp)
-        nodes = {name: NodeProcess(name, log_dir) for name in USERS}
         try:
-            await demo(log_dir, nodes)
-        except DemoFailed as exc:
+            # leave no process behind, whatever happened: SIGTERM, then SIGKILL
+            with spawner(CliNode) as start:
+                await demo(log_dir, start)
+        except (DemoFailed, NodeError) as exc:
             print(f"\nDemo failed: {exc}", file=sys.stderr)
             show_logs(log_dir)
             return 1
-        finally:
-            # leave no process behind, whatever happened
-            for node in nodes.values():
-                node.kill()
-            for node in nodes.values():
-                if node.proc is not None:
-                    await node.proc.wait()
     print(f"\nDone in {time.monotonic() - START:.1f} s; no process left running.")
     return 0
 

@@ -65,6 +65,12 @@ class Cluster:
         for name in NAMES:
             print(f"     {name} sees in room:lobby: {show(self.states[name].online_list())}")
 
+    def heartbeats(self) -> None:
+        """Every replica heartbeats its delta; then what each one sees."""
+        for name in NAMES:
+            self.heartbeat(name)
+        self.views()
+
 
 def main() -> int:
     c = Cluster()
@@ -77,9 +83,7 @@ def main() -> int:
     c.say("alice joins room:lobby on a, bob on b; each replica heartbeats its delta")
     c.states["a"].join("conn-1", "room:lobby", "alice", {"device": "web"})
     c.states["b"].join("conn-2", "room:lobby", "bob", {"device": "ios"})
-    for name in NAMES:
-        c.heartbeat(name)
-    c.views()
+    c.heartbeats()
 
     c.say("netsplit: c loses a and b (each side marks the other down: presences leave)")
     c.split("a", "c")
@@ -90,9 +94,7 @@ def main() -> int:
     c.states["c"].join("conn-3", "room:lobby", "carol", {"device": "web"})
     c.states["a"].leave("conn-1", "room:lobby", "alice")
     c.states["b"].join("conn-4", "room:lobby", "dave", {"device": "android"})
-    for name in NAMES:
-        c.heartbeat(name)
-    c.views()
+    c.heartbeats()
 
     c.say("heal: c and the others mark each other up; what c held of a and b reappears, stale")
     c.connect("a", "c")

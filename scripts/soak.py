@@ -40,12 +40,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the root, for tests.support
+from tests.support.proc import CliNode, free_port
 from tracker_zmq import AlreadyTracked, Client, ClientError, NoPresence, RequestTimeout
 
 BROADCAST = 0.05
@@ -75,13 +77,6 @@ NODE_OPTIONS = (
     "--log-level", "WARNING",
     "--event-log-level", "DEBUG",
 )  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ----------------------------------------------------------------- network namespaces
@@ -175,56 +170,50 @@ class NodeSlot:
     peers: list[str]
     prefix: list[str]
     log_dir: Path
-    proc: subprocess.Popen[str] | None = None
-    log: Any = None
+    node: CliNode | None = None
     incarnations: int = 0
     expected_exit: bool = False
     paused: bool = False
     crashes: list[str] = field(default_factory=list)
     rss: list[list[tuple[float, int]]] = field(default_factory=list)  # per incarnation
 
+    @property
+    def proc(self) -> subprocess.Popen[str] | None:
+        return self.node.proc if self.node is not None else None
+
     def start(self) -> None:
+        """Start (or restart in place) the node; returns once it printed its ready line."""
         self.incarnations += 1
-        if self.log is not None:
-            self.log.close()
-        path = self.log_dir / f"{self.name}-{self.incarnations}.log"
-        self.log = path.open("w")
-        command = [
-            *self.prefix, sys.executable, "-m", "tracker_zmq", "node",
-            "--name", self.name, "--bind", self.bind, "--client-bind", self.client_endpoint,
-            *(arg for peer in self.peers for arg in ("--peer", peer)),
+        self.node = CliNode(
+            self.name,
+            self.log_dir,
             *NODE_OPTIONS,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, text=True
+            peers=self.peers,
+            bind=self.bind,
+            client_bind=self.client_endpoint,
+            prefix=self.prefix,
+            timeout=60.0,
+            strict=False,
         )
         self.expected_exit = False
         self.paused = False
         self.rss.append([])
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # the ready line (or EOF if it died)
-        if not line.startswith("ready "):
-            raise RuntimeError(f"node {self.name} did not start; see {path}")
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.node is not None and self.node.running()
 
     def signal(self, sig: signal.Signals) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(sig)
+        if self.node is not None:
+            self.node.signal(sig)
 
     def kill(self) -> None:
         self.expected_exit = True
         if self.paused:
             self.signal(signal.SIGCONT)
             self.paused = False
-        self.signal(signal.SIGKILL)
-        if self.proc is not None:
+        if self.node is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+                self.node.kill()
 
     def sample_rss(self, now: float) -> None:
         if not self.alive() or self.paused:
@@ -263,6 +252,7 @@ class Soak:
         self.client_crashes = 0
         self.events = {"kills": 0, "pauses": 0, "partitions": 0}
         self.convergence: list[tuple[str, float]] = []
+        self.heals: list[float] = []  # when each chaos event was over and converged (or not)
         self.unconverged: list[str] = []
         self.seen_down_count = 0
         self.stopping = False
@@ -365,12 +355,16 @@ class Soak:
 
     async def wait_converged(self, what: str, since: float) -> None:
         deadline = since + 30.0
-        while not await self.converged():
-            if time.monotonic() > deadline:
-                self.unconverged.append(what)
-                return
-            await asyncio.sleep(0.02)
-        self.convergence.append((what, time.monotonic() - since))
+        try:
+            while not await self.converged():
+                if time.monotonic() > deadline:
+                    self.unconverged.append(what)
+                    return
+                await asyncio.sleep(0.02)
+            self.convergence.append((what, time.monotonic() - since))
+        finally:
+            if what != "start":
+                self.heals.append(time.monotonic())
 
     async def seen_down(self, cut: NodeSlot) -> None:
         """Count a pause or cut that the other nodes noticed (its sentinel left them)."""
@@ -530,26 +524,49 @@ class Soak:
 # ------------------------------------------------------------------------------ report
 
 
-def rss_summary(slot: NodeSlot, duration: float) -> tuple[int, str, bool]:
-    """Peak RSS over all incarnations; the growth of the longest-lived one from the first
-    to the last third of its samples (as reported) and whether it is flat: the last
-    third at most 15 % (or 6 MiB) above the middle third. The first third is start-up
-    and warm-up (imports, buffers, delta generations filling up); a heal can add a step
-    (a transfer's buffers, kept by the allocator); a leak keeps growing to the end."""
+MIB = 2**20
+SETTLE = 2.0  # seconds after a heal before its window's growth counts
+
+
+def rss_summary(slot: NodeSlot, heals: list[float]) -> tuple[int, str, bool]:
+    """Peak RSS over all incarnations, and whether memory grew between heals.
+
+    Judged on the longest-lived incarnation, window by window: a window runs from one
+    heal to the next (the end of a chaos event, once the cluster converged again). A heal
+    may raise RSS in a step that stays: the node catches up (a transfer, deltas piled up
+    while it was cut off) and the allocator keeps the high water, so a short run shows a
+    few steps that a long run shows as one flat plateau. Between heals the cluster only
+    churns, and there a leak shows: RSS creeps up inside the windows. So after warm-up
+    (the first third of the windows), the growth inside the windows (from a sample
+    ``SETTLE`` s after the heal to the window's last sample), divided by the time those
+    samples span, is the rate of growth between heals; memory is flat when that rate,
+    over the whole time after warm-up, makes at most 15 % of the RSS at the end of
+    warm-up, or 6 MiB. The steps at heals are reported, not judged. With fewer than 3
+    windows after warm-up there is nothing to judge."""
     peak = max((rss for inc in slot.rss for _, rss in inc), default=0)
     longest = max(slot.rss, key=len, default=[])
-    if len(longest) < 9 or longest[-1][0] - longest[0][0] < duration / 2:
-        return peak, "n/a (restarted)", True
-    third = len(longest) // 3
-
-    def mean(part: list[tuple[float, int]]) -> float:
-        return sum(r for _, r in part) / len(part)
-
-    first, middle, last = mean(longest[:third]), mean(longest[third:-third]), mean(longest[-third:])
-    flat = last - middle < max(0.15 * middle, 6 * 2**20)
+    if not longest:
+        return peak, "n/a (no samples)", True
+    bounds = [t for t in heals if longest[0][0] < t < longest[-1][0]]
+    windows = []
+    for low, high in zip([longest[0][0], *bounds], [*bounds, longest[-1][0] + 1], strict=True):
+        window = [(t, rss) for t, rss in longest if low + SETTLE <= t < high]
+        if window:
+            windows.append(window)
+    warm = max(1, len(windows) // 3)
+    if len(windows) - warm < 3:
+        return peak, f"n/a ({len(windows)} heal-to-heal windows)", True
+    baseline = windows[warm - 1][-1][1]
+    judged = windows[warm:]
+    inside = sum(w[-1][1] - w[0][1] for w in judged)
+    span = sum(w[-1][0] - w[0][0] for w in judged)
+    rate = max(0.0, inside / span) if span > 0 else 0.0  # bytes per second between heals
+    projected = rate * (judged[-1][-1][0] - judged[0][0][0])
+    steps = sum(max(0, w[0][1] - v[-1][1]) for v, w in itertools.pairwise(windows[warm - 1 :]))
+    flat = projected <= max(0.15 * baseline, 6 * MIB)
     text = (
-        f"{(last - first) / first * 100:+.1f}% ({(last - first) / 2**20:+.1f} MiB); "
-        f"last vs middle third {(last - middle) / 2**20:+.1f} MiB"
+        f"{rate / MIB * 60:+.1f} MiB/min between heals ({projected / MIB:+.1f} MiB over the "
+        f"run), {steps / MIB:+.1f} MiB at {len(judged)} heals"
     )
     return peak, text, flat
 
@@ -587,11 +604,11 @@ def report(soak: Soak, result: dict[str, Any], mode: str) -> bool:
     rows.append(("unexpected node exits", str(len(unexpected))))
     ok = ok and not unexpected
     for slot in slots:
-        peak, growth, flat = rss_summary(slot, result["duration"])
+        peak, growth, flat = rss_summary(slot, soak.heals)
         rows.append(
             (
-                f"{slot.name}: peak RSS / growth first->last third",
-                f"{peak / 2**20:.1f} MiB / {growth}",
+                f"{slot.name}: peak RSS / RSS growth",
+                f"{peak / MIB:.1f} MiB / {growth}{'' if flat else ' (grows)'}",
             )
         )
         ok = ok and flat
@@ -679,13 +696,12 @@ def main() -> int:
             (log_dir / "rss.json").write_text(
                 json.dumps({s.name: s.rss for s in slots}, indent=None)
             )
+            (log_dir / "heals.json").write_text(json.dumps(soak.heals))
         except KeyboardInterrupt:
             print("soak: interrupted")
         finally:
             for slot in slots:
                 slot.kill()
-                if slot.log is not None:
-                    slot.log.close()
             if netns is not None:
                 netns.cleanup()
             if ok and not args.keep_logs:

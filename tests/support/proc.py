@@ -293,6 +293,7 @@ class CliNode(Process):
         client_bind: The client endpoint (instead of ``client_port``).
         prefix: A command that runs the node (such as ``ip netns exec NS``).
         timeout: Seconds the node may take to print its ready line.
+        strict: Run it with warnings as errors (as the tests do).
     """
 
     def __init__(
@@ -307,6 +308,7 @@ class CliNode(Process):
         client_bind: str | None = None,
         prefix: Sequence[str] = (),
         timeout: float = 20.0,
+        strict: bool = True,
     ) -> None:
         if bind is None:
             bind = f"tcp://127.0.0.1:{free_port() if port is None else port}"
@@ -319,6 +321,7 @@ class CliNode(Process):
         self.options = options
         self.peers = tuple(peers)
         self.prefix = tuple(prefix)
+        self.strict = strict
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
@@ -331,7 +334,8 @@ class CliNode(Process):
             *(arg for peer in peers for arg in ("--peer", peer)),
             *options,
         ]  # fmt: skip
-        super().__init__(name, command, stderr=self._log, env={"PYTHONWARNINGS": "error"})
+        env = {"PYTHONWARNINGS": "error"} if strict else {}
+        super().__init__(name, command, stderr=self._log, env=env)
         try:
             line = self.readline(timeout)
             if not line.startswith("ready "):
@@ -353,6 +357,7 @@ class CliNode(Process):
             client_bind=self.client_endpoint,
             prefix=self.prefix,
             timeout=timeout,
+            strict=self.strict,
         )
 
     def log(self) -> str:

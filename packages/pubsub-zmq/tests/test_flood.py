@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import zmq
+from fake_member import FakeMember
 
 from pubsub_zmq import PubSub
 from pubsub_zmq.wire import (
@@ -27,7 +28,6 @@ from pubsub_zmq.wire import (
     sender_field,
     topic_prefix,
 )
-from tests.fake_member import FakeMember
 
 FAST = {"gossip_interval": 0.1, "peer_timeout": 1.0}
 MESSAGES = 100

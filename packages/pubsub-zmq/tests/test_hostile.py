@@ -8,9 +8,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from fake_member import FakeMember
+
 from pubsub_zmq import PubSub
 from pubsub_zmq.wire import VERSION, batch_frame
-from tests.fake_member import FakeMember
 
 FAST = {"gossip_interval": 0.1, "peer_timeout": 1.0}
 Run = Callable[..., Any]

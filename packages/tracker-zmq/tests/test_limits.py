@@ -9,9 +9,9 @@ import contextlib
 from typing import Any
 
 import pytest
+from aio import run
 
 from pubsub_zmq import PubSub
-from tests.aio import run
 from tracker_zmq import (
     Client,
     ConfigError,

@@ -57,6 +57,16 @@ $(JS_STAMP): tests/js/package-lock.json tests/js/package.json $(NODE_STAMP)
 	$(WITH_NODE) npm ci --prefix tests/js --no-audit --no-fund
 	touch $@
 
+.PHONY: browser-deps
+browser-deps: ## Install Debian's chromium and chromium-driver for the browser test (needs root)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		echo "chromium and chromedriver are installed"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "make browser-deps needs root: apt-get install -y chromium chromium-driver"; exit 1; \
+	else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 pytest: $(STAMP) $(JS_STAMP) ## Run every test (package tests and real-process cluster tests)
 	$(WITH_NODE) $(BIN)/pytest -q
 

@@ -199,6 +199,7 @@ class CommandNode(Process):
         ready_timeout: Seconds the node may take to print its ready line.
         stderr: Where its stderr goes (ours by default).
         strict: Run it with warnings as errors (as the tests do).
+        python: The interpreter that runs the script (another release's, say).
     """
 
     def __init__(
@@ -210,12 +211,13 @@ class CommandNode(Process):
         ready_timeout: float = 20.0,
         stderr: IO[str] | int | None = None,
         strict: bool = True,
+        python: str = sys.executable,
     ) -> None:
         # node scripts import tests.support.node: the repository root goes on their path
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         super().__init__(
             name,
-            [sys.executable, str(script), "--name", name, *args],
+            [python, str(script), "--name", name, *args],
             stdin=subprocess.PIPE,
             stderr=stderr,
             env={"PYTHONPATH": path, **({"PYTHONWARNINGS": "error"} if strict else {})},
@@ -294,6 +296,7 @@ class CliNode(Process):
         prefix: A command that runs the node (such as ``ip netns exec NS``).
         timeout: Seconds the node may take to print its ready line.
         strict: Run it with warnings as errors (as the tests do).
+        python: The interpreter that runs ``-m tracker_zmq`` (another release's, say).
     """
 
     def __init__(
@@ -309,6 +312,7 @@ class CliNode(Process):
         prefix: Sequence[str] = (),
         timeout: float = 20.0,
         strict: bool = True,
+        python: str = sys.executable,
     ) -> None:
         if bind is None:
             bind = f"tcp://127.0.0.1:{free_port() if port is None else port}"
@@ -322,12 +326,13 @@ class CliNode(Process):
         self.peers = tuple(peers)
         self.prefix = tuple(prefix)
         self.strict = strict
+        self.python = python
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("w")
         command = [
-            *prefix, sys.executable, "-m", "tracker_zmq", "node",
+            *prefix, python, "-m", "tracker_zmq", "node",
             "--name", name,
             "--bind", bind,
             "--client-bind", client_bind,
@@ -346,8 +351,14 @@ class CliNode(Process):
         self.ready = dict(field.split("=", 1) for field in line.split()[1:])
         self.vsn = int(self.ready["vsn"])
 
-    def restart(self, timeout: float = 20.0) -> CliNode:
-        """A new process of this node on the same ports (the old one must be gone)."""
+    def restart(self, timeout: float = 20.0, python: str | None = None) -> CliNode:
+        """A new process of this node on the same ports (the old one must be gone).
+
+        Args:
+            timeout: Seconds the new process may take to print its ready line.
+            python: Its interpreter; None: this process's (another release's
+                interpreter upgrades or downgrades the node in place).
+        """
         return CliNode(
             self.name,
             self.log_dir,
@@ -358,6 +369,7 @@ class CliNode(Process):
             prefix=self.prefix,
             timeout=timeout,
             strict=self.strict,
+            python=self.python if python is None else python,
         )
 
     def log(self) -> str:

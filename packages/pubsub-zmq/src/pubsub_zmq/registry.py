@@ -13,23 +13,37 @@ broadcast only travels to nodes that have a subscriber. A :class:`Mailbox` is a 
 FIFO: when full, the oldest message is dropped and the next read returns one
 :class:`Overflow` marker (counting the messages lost) before the surviving ones, so the
 consumer learns where the gap is and can resync.
+
+Fastlane (Phoenix.Channel.Server's dispatcher). A subscription whose metadata implements
+:class:`Fastlane` is not queued: the dispatcher calls ``metadata.fastlane(message, cache)``
+with one ``cache`` dict shared by every subscriber of that one dispatch, so N websocket
+channels of a topic encode a broadcast once per serializer and write the same bytes. A
+node-local subscription (``local``) never asks the transport for the topic's broadcasts
+from other nodes (presence diffs are computed on every node): ``add`` and ``remove``
+report only the topic's non-local subscriptions.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "Dispatcher",
+    "Fastlane",
     "Mailbox",
     "Overflow",
     "Registry",
     "Subscriber",
     "default_dispatch",
+    "lane_of",
+    "run_lane",
 ]
+
+log = logging.getLogger("pubsub_zmq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +140,55 @@ class Subscriber(Protocol):
         ...
 
 
+@runtime_checkable
+class Fastlane(Protocol):
+    """Subscription metadata that takes its messages itself (Phoenix's fastlane).
+
+    The default dispatch calls :meth:`fastlane` instead of queueing the message in the
+    subscription's mailbox: the hook for writing an encoded frame straight to a socket.
+    A fastlane runs inside the dispatch loop: it must not subscribe or unsubscribe in the
+    call (defer that with ``loop.call_soon``).
+    """
+
+    def fastlane(self, message: Any, cache: dict[Any, Any]) -> bool:
+        """Take ``message``; return False to have it queued in the mailbox instead.
+
+        Args:
+            message: the message (the very object: do not mutate it).
+            cache: a dict shared by every subscriber of this one dispatch (one message
+                to one topic's local subscribers), for encoding once per format.
+
+        Returns:
+            True when the message was taken, False to deliver it normally.
+        """
+        ...
+
+
+def lane_of(metadata: Any) -> Callable[[Any, dict[Any, Any]], bool] | None:
+    """The bound ``fastlane`` method of ``metadata``, or None when it is not a Fastlane."""
+    return metadata.fastlane if isinstance(metadata, Fastlane) else None
+
+
+def run_lane(
+    lane: Callable[[Any, dict[Any, Any]], bool],
+    sub: Subscriber,
+    message: Any,
+    cache: dict[Any, Any],
+) -> None:
+    """Give ``message`` to a fastlane; queue it for ``sub`` when the lane declines it.
+
+    A lane that raises is logged and the message queued instead, so it is not lost and
+    the topic's other subscribers still get theirs.
+    """
+    try:
+        taken = lane(message, cache)
+    except Exception:
+        log.exception("fastlane of a subscription to %r raised", sub.topic)
+        taken = False
+    if not taken:
+        sub.deliver(message)
+
+
 S = TypeVar("S", bound=Subscriber)
 
 Dispatcher = Callable[[Sequence[Any], Any, Any], None]
@@ -141,14 +204,24 @@ dispatcher must be installed on every node, as in Phoenix.
 def default_dispatch(subscriptions: Sequence[Subscriber], sender: Any, message: Any) -> None:
     """Deliver ``message`` to every subscription except ``sender`` (Phoenix.PubSub.dispatch).
 
+    A subscription whose metadata is a :class:`Fastlane` gets ``metadata.fastlane(message,
+    cache)`` instead, with one ``cache`` for the whole dispatch.
+
     Args:
         subscriptions: the subscriptions of the message's topic.
         sender: the subscription to skip, or ``None``.
         message: the message, delivered as is (not copied).
     """
+    cache: dict[Any, Any] | None = None
     for sub in subscriptions:
         if sub is not sender:
-            sub.deliver(message)
+            lane = getattr(sub, "fastlane", None)
+            if lane is None:
+                sub.deliver(message)
+            else:
+                if cache is None:
+                    cache = {}
+                run_lane(lane, sub, message, cache)
 
 
 class Registry(Generic[S]):
@@ -161,42 +234,58 @@ class Registry(Generic[S]):
             kept, nor iterated while subscriptions are added or removed.
     """
 
-    __slots__ = ("_count", "_topics", "lookup")
+    __slots__ = ("_count", "_remote", "_topics", "lookup")
 
     def __init__(self) -> None:
         self._topics: dict[str, dict[S, None]] = {}
+        self._remote: dict[str, int] = {}  # non-local subscriptions per topic
         self._count = 0
         self.lookup: Callable[[str], Collection[S] | None] = self._topics.get
 
     def add(self, sub: S) -> bool:
         """Register ``sub`` under ``sub.topic``.
 
+        A subscription with a true ``local`` attribute is node-local: it does not count
+        towards the return value.
+
         Returns:
-            True when this is the topic's first subscription.
+            True when this is the topic's first non-local subscription.
         """
-        subs = self._topics.get(sub.topic)
-        first = subs is None
+        topic = sub.topic
+        subs = self._topics.get(topic)
         if subs is None:
-            subs = self._topics[sub.topic] = {}
-        if sub not in subs:
-            subs[sub] = None
-            self._count += 1
-        return first
+            subs = self._topics[topic] = {}
+        if sub in subs:
+            return False
+        subs[sub] = None
+        self._count += 1
+        if getattr(sub, "local", False):
+            return False
+        remote = self._remote.get(topic, 0)
+        self._remote[topic] = remote + 1
+        return remote == 0
 
     def remove(self, sub: S) -> bool:
         """Unregister ``sub``; a no-op when it is not registered.
 
         Returns:
-            True when the topic had this subscription and now has none.
+            True when the topic had this non-local subscription and now has none.
         """
-        subs = self._topics.get(sub.topic)
+        topic = sub.topic
+        subs = self._topics.get(topic)
         if subs is None or sub not in subs:
             return False
         del subs[sub]
         self._count -= 1
-        if subs:
+        if not subs:
+            del self._topics[topic]
+        if getattr(sub, "local", False):
             return False
-        del self._topics[sub.topic]
+        remote = self._remote[topic] - 1
+        if remote:
+            self._remote[topic] = remote
+            return False
+        del self._remote[topic]
         return True
 
     def subscribers(self, topic: str) -> list[S]:
@@ -214,6 +303,10 @@ class Registry(Generic[S]):
     def topics(self) -> list[str]:
         """Every topic with at least one subscription."""
         return list(self._topics)
+
+    def remote_topics(self) -> list[str]:
+        """Every topic with at least one non-local subscription (the transport's filters)."""
+        return list(self._remote)
 
     def count(self, topic: str) -> int:
         """How many subscriptions ``topic`` has."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from .errors import PubSubError
-from .registry import Mailbox
+from .registry import Mailbox, lane_of
 
 if TYPE_CHECKING:
     from .pubsub import PubSub
@@ -43,6 +43,10 @@ class Subscription(Mailbox):
         topic: the subscribed topic.
         metadata: the metadata given to subscribe (used by ``unsubscribe_match`` and
             custom dispatchers).
+        fastlane: ``metadata.fastlane`` when the metadata is a
+            :class:`~pubsub_zmq.registry.Fastlane` (the default dispatch then hands it
+            the messages instead of queueing them), else None.
+        local: whether the subscription is node-local (``subscribe(local=True)``).
     """
 
     __slots__ = (
@@ -52,6 +56,8 @@ class Subscription(Mailbox):
         "_pubsub",
         "_scheduled",
         "_waiter",
+        "fastlane",
+        "local",
         "metadata",
         "topic",
     )
@@ -63,10 +69,13 @@ class Subscription(Mailbox):
         metadata: Any,
         queue_size: int,
         callback: Callback | None,
+        local: bool = False,
     ) -> None:
         super().__init__(queue_size)
         self.topic = topic
         self.metadata = metadata
+        self.fastlane = lane_of(metadata)
+        self.local = local
         self._pubsub = pubsub
         self._callback = callback
         self._waiter: asyncio.Future[None] | None = None

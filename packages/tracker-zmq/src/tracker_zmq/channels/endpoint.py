@@ -1,0 +1,404 @@
+"""Endpoint: Phoenix's websocket transport as a pure ASGI app.
+
+Not pure: it serves websockets on the event loop. A port of ``Phoenix.Transports.
+WebSocket`` with the socket drainer of ``Phoenix.Socket.PoolSupervisor``; the protocol
+rules live in :mod:`~tracker_zmq.channels.connection` and the frames in
+:mod:`~tracker_zmq.channels.wire`. It imports no web framework: any ASGI server runs it,
+and Starlette or FastAPI mount it (``app.mount("/socket", endpoint)``; the mount's
+``root_path`` is stripped, so the socket is at ``<mount>/websocket``).
+
+Theory of operation. A websocket request to ``path`` is checked (origin, ``vsn``, the
+``authToken`` subprotocol), the Socket's ``connect`` runs, and then the request is either
+refused with HTTP 403 or accepted (selecting the ``phoenix`` subprotocol when offered).
+Two tasks serve an accepted socket: the reader hands each frame to the connection, and
+closes the socket after ``idle_timeout`` seconds without one (phoenix.js heartbeats every
+30 s); the writer drains the connection's bounded outgoing buffer to the client. Query
+strings carry tokens, so they are never logged: the endpoint blanks the scope's
+``query_string`` once it has read the params (servers' access logs then show the path
+only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, fields
+from http.cookies import CookieError, SimpleCookie
+from typing import TYPE_CHECKING, Any
+
+from pubsub_zmq import PubSub
+from tracker_zmq.errors import ConfigError
+
+from .channel import Channel
+from .connection import CLOSE_DRAIN, CLOSE_GOING_AWAY, CLOSE_INTERNAL, Connection, Counters
+from .errors import FrameError, Reject
+from .socket import Socket
+from .wire import OriginCheck, auth_token, origin_allowed, parse_query, serializer_for
+
+if TYPE_CHECKING:
+    from tracker_zmq.presence import Presence
+
+__all__ = ["Endpoint", "EndpointOptions"]
+
+log = logging.getLogger("tracker_zmq.channels")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointOptions:
+    """The endpoint's options (keyword arguments of :class:`Endpoint`).
+
+    Attributes:
+        path: The websocket's path below the mount point (phoenix.js appends
+            ``/websocket`` to the socket URL).
+        check_origin: The Origin rule (see :data:`~tracker_zmq.channels.wire.OriginCheck`):
+            True, the request's own host (Phoenix's default).
+        idle_timeout: Seconds without a frame from the client before its socket is
+            closed (Phoenix's websocket ``timeout``, 60 s).
+        max_frame_bytes: The largest client frame; a larger one closes the socket (1009).
+        max_channels: Channels one socket may have joined at once (Phoenix's
+            ``max_channels_per_transport``, 100).
+        max_joins_per_second: Joins per second per socket, with a burst of as many.
+        max_buffered_frames: Frames waiting for a slow client before its socket is
+            closed (1013) instead of holding up the others.
+        channel_inbox_size: Pushes waiting for one channel's ``handle_in`` before
+            further ones get ``{"reason": "overloaded"}``.
+        drain_batch_size: Sockets closed per batch by ``shutdown``.
+        drain_interval: Seconds between two drain batches.
+        drain_timeout: Seconds ``shutdown`` waits for the drained sockets to finish.
+    """
+
+    path: str = "/websocket"
+    check_origin: OriginCheck = True
+    idle_timeout: float = 60.0
+    max_frame_bytes: int = 1 << 20
+    max_channels: int = 100
+    max_joins_per_second: float = 100.0
+    max_buffered_frames: int = 1024
+    channel_inbox_size: int = 100
+    drain_batch_size: int = 10_000
+    drain_interval: float = 2.0
+    drain_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("path", "check_origin"):
+                continue
+            if type(value) not in (int, float) or value <= 0:
+                raise ConfigError(f"{f.name} must be a positive number, got {value!r}")
+        for name in ("max_frame_bytes", "max_channels", "max_buffered_frames"):
+            if type(getattr(self, name)) is not int:
+                raise ConfigError(f"{name} must be an int")
+        if type(self.drain_batch_size) is not int or type(self.channel_inbox_size) is not int:
+            raise ConfigError("drain_batch_size and channel_inbox_size must be ints")
+        if not self.path.startswith("/"):
+            raise ConfigError(f"path must start with '/', got {self.path!r}")
+
+
+class Endpoint:
+    """Phoenix's socket endpoint as an ASGI app: phoenix.js connects to it unchanged.
+
+    ```python
+    endpoint = Endpoint(presence, socket=UserSocket, channels={"room:*": Room})
+    app.mount("/socket", endpoint)      # Starlette, FastAPI; any ASGI server
+    ```
+
+    Served alone, it also answers the ASGI lifespan (its shutdown drains what is still
+    open). uvicorn closes every websocket itself before the lifespan's shutdown, so to
+    drain in batches call ``await endpoint.shutdown()`` first (on SIGTERM), then stop
+    the server.
+
+    Args:
+        presence: The node's started :class:`~tracker_zmq.Presence` (``Channel.track``
+            and ``channel.presence`` use it), or None for channels without presence.
+        socket: The :class:`~tracker_zmq.channels.Socket` subclass made per connection.
+        channels: Topic patterns to :class:`~tracker_zmq.channels.Channel` subclasses:
+            exact topics, or prefixes ending in ``*`` (``"room:*"``).
+        pubsub: The PubSub (default: the presence's).
+        **options: :class:`EndpointOptions` fields.
+
+    Attributes:
+        presence: The Presence, or None.
+        pubsub: The PubSub channel messages travel on.
+        channels: The routes.
+        options: The options.
+        counters: The running totals (:class:`~tracker_zmq.channels.connection.Counters`).
+
+    Raises:
+        ConfigError: No PubSub, a bad route, or a bad option.
+    """
+
+    def __init__(
+        self,
+        presence: Presence | None = None,
+        *,
+        socket: type[Socket] = Socket,
+        channels: Mapping[str, type[Channel]] | None = None,
+        pubsub: PubSub | None = None,
+        **options: Any,
+    ) -> None:
+        if pubsub is None:
+            if presence is None:
+                raise ConfigError("an Endpoint needs a presence or a pubsub")
+            pubsub = presence.pubsub
+        routes = dict(channels or {})
+        for pattern, cls in routes.items():
+            if type(pattern) is not str or not pattern or "*" in pattern[:-1]:
+                raise ConfigError(f"bad topic pattern {pattern!r}: a topic, or a prefix and '*'")
+            if not (isinstance(cls, type) and issubclass(cls, Channel)):
+                raise ConfigError(f"{pattern!r} routes to {cls!r}, not a Channel subclass")
+        if not (isinstance(socket, type) and issubclass(socket, Socket)):
+            raise ConfigError(f"socket must be a Socket subclass, got {socket!r}")
+        try:
+            self.options = EndpointOptions(**options)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+        self.presence = presence
+        self.pubsub = pubsub
+        self.channels = routes
+        self.socket_class = socket
+        self.counters = Counters()
+        self._connections: set[Connection] = set()
+        self._draining = False
+        self._all_closed = asyncio.Event()
+        self._logged: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- public
+
+    def presence_required(self) -> Presence:
+        """The Presence, or ConfigError when the endpoint has none."""
+        if self.presence is None:
+            raise ConfigError("this Endpoint was made without a Presence")
+        return self.presence
+
+    def stats(self) -> dict[str, int]:
+        """What the endpoint serves and has done.
+
+        Returns:
+            ``sockets`` (open now), ``channels`` (joined now), and the running totals
+            of :class:`~tracker_zmq.channels.connection.Counters`: ``frames_in``,
+            ``frames_out``, ``encodes`` (a broadcast to N sockets of one protocol
+            version is encoded once), ``overflow_closes``, ``garbage`` and the others.
+        """
+        return {
+            "sockets": len(self._connections),
+            "channels": sum(len(c.channels) for c in self._connections),
+            **self.counters.as_dict(),
+        }
+
+    async def shutdown(self) -> None:
+        """Drain the sockets in batches, as Phoenix's socket drainer, then return.
+
+        New connections are refused from the start; the open ones are closed
+        ``drain_batch_size`` at a time (code 1012, so phoenix.js reconnects, to
+        another node behind the load balancer), ``drain_interval`` seconds apart.
+        Returns when every socket finished, or after ``drain_timeout`` seconds.
+        """
+        self._draining = True
+        opts = self.options
+        pending = list(self._connections)
+        for start in range(0, len(pending), opts.drain_batch_size):
+            if start:
+                await asyncio.sleep(opts.drain_interval)
+            for conn in pending[start : start + opts.drain_batch_size]:
+                if not conn.closed:
+                    self.counters.drained += 1
+                    conn.close(CLOSE_DRAIN)
+        if self._connections:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(opts.drain_timeout):
+                    await self._all_closed.wait()
+
+    def log_limited(self, kind: str, message: str, *args: object) -> None:
+        """Log a client's misbehaviour: the first ten of a kind, then every thousandth."""
+        seen = self._logged.get(kind, 0) + 1
+        self._logged[kind] = seen
+        if seen <= 10 or seen % 1000 == 0:
+            log.info(message + " (%d so far)", *args, seen)
+
+    # ------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point (websocket, http and lifespan scopes)."""
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+        if kind == "http":
+            status = 400 if path == self.options.path else 404
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if kind != "websocket":
+            return
+        event = await receive()
+        if event["type"] != "websocket.connect":
+            return
+        # tokens travel in the query string: take it out of the scope before anything
+        # (the server's access log among them) can log it
+        query = scope.get("query_string", b"")
+        scope["query_string"] = b""
+        if path != self.options.path:
+            await self._refuse(scope, send, 404)
+            return
+        connection = await self._connect(scope, query)
+        if connection is None:
+            self.counters.rejects += 1
+            await self._refuse(scope, send, 403)
+            return
+        await self._serve(scope, connection, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif event["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _refuse(self, scope: Scope, send: Send, status: int) -> None:
+        if "websocket.http.response" in scope.get("extensions", {}):
+            start = {"type": "websocket.http.response.start", "status": status, "headers": []}
+            await send(start)
+            await send({"type": "websocket.http.response.body", "body": b""})
+        else:  # a close before the accept: the server answers 403
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _connect(self, scope: Scope, query: bytes) -> Connection | None:
+        if self._draining:
+            return None
+        headers: dict[str, str] = {}
+        for name, value in scope.get("headers", []):
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        origin = headers.get("origin")
+        if not origin_allowed(origin, headers.get("host"), self.options.check_origin):
+            self.log_limited("origin", "refused a websocket from origin %r", origin)
+            return None
+        try:
+            params = parse_query(query)
+            token, _ = auth_token(scope.get("subprotocols", []))
+        except FrameError as exc:
+            self.log_limited("handshake", "refused a websocket: %s", exc)
+            return None
+        vsn = params.pop("vsn", None)
+        serializer = serializer_for(vsn)
+        if serializer is None:
+            self.log_limited("vsn", "refused a websocket of unsupported vsn %r", vsn)
+            return None
+        cookies: dict[str, str] = {}
+        if "cookie" in headers:
+            with contextlib.suppress(CookieError):
+                jar = SimpleCookie(headers["cookie"])
+                cookies = {k: m.value for k, m in jar.items()}
+        client = scope.get("client")
+        scheme = "wss" if scope.get("scheme") in ("wss", "https") else "ws"
+        full_path = scope.get("root_path", "") + self.options.path
+        info: dict[str, Any] = {
+            "headers": headers,
+            "cookies": cookies,
+            "peer": tuple(client) if client else None,
+            "uri": f"{scheme}://{headers.get('host', '')}{full_path}",
+            "origin": origin,
+            "auth_token": token,
+        }
+        socket = self.socket_class()
+        socket.params, socket.info, socket.vsn = params, info, vsn or "1.0.0"
+        try:
+            result = socket.connect(params, info)
+            if inspect.isawaitable(result):
+                await result
+            socket_id = socket.id()
+            if socket_id is not None and (type(socket_id) is not str or not socket_id):
+                raise TypeError(f"{type(socket).__name__}.id() returned {socket_id!r}")
+        except Reject as exc:
+            self.log_limited("reject", "%s refused a connection: %s", type(socket).__name__, exc)
+            return None
+        except Exception:
+            log.exception("%s.connect raised", type(socket).__name__)
+            return None
+        return Connection(self, socket, serializer)
+
+    async def _serve(self, scope: Scope, conn: Connection, receive: Receive, send: Send) -> None:
+        offered = scope.get("subprotocols", [])
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if "phoenix" in offered:
+            accept["subprotocol"] = "phoenix"
+        self._connections.add(conn)
+        self._all_closed.clear()
+        self.counters.connects += 1
+        gone = False
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(self._write(conn, send), name="websocket writer")
+        conn.abort = writer.cancel
+
+        async def read() -> None:
+            nonlocal gone
+            idle = self.options.idle_timeout
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout(idle):
+                            event = await receive()
+                    except TimeoutError:
+                        self.counters.idle_closes += 1
+                        conn.close(CLOSE_GOING_AWAY)
+                        return
+                    if event["type"] != "websocket.receive":
+                        gone = True
+                        writer.cancel()
+                        return
+                    text = event.get("text")
+                    conn.receive(text if text is not None else event.get("bytes") or b"")
+            finally:
+                conn.close(CLOSE_INTERNAL)  # whatever ended the reading ends the socket
+
+        reader: asyncio.Task[None] | None = None
+        try:
+            await send(accept)
+            reader = loop.create_task(read(), name="websocket reader")
+            await asyncio.wait([writer])
+        finally:
+            if reader is not None:
+                reader.cancel()
+            writer.cancel()
+            await asyncio.gather(writer, *([reader] if reader else []), return_exceptions=True)
+            await conn.stop()
+            self._connections.discard(conn)
+            if not self._connections:
+                self._all_closed.set()
+            if not gone and conn.close_code is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5.0):
+                        await send({"type": "websocket.close", "code": conn.close_code})
+
+    async def _write(self, conn: Connection, send: Send) -> None:
+        out = conn.out
+        counters = self.counters
+        while True:
+            while out and conn.close_code is None:
+                await send({"type": "websocket.send", "text": out.popleft()})
+                counters.frames_out += 1
+            if conn.close_code is not None:
+                # a graceful close (drain, idle, disconnect) sends what is queued first;
+                # an overflow cleared the queue
+                while out:
+                    await send({"type": "websocket.send", "text": out.popleft()})
+                    counters.frames_out += 1
+                return
+            conn.wake.clear()
+            await conn.wake.wait()

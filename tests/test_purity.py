@@ -1,13 +1,13 @@
 """The pure modules stay pure: no I/O, event loop, clock, threads or module-level random.
 
 STYLE.md: all of crdt_state, pubsub_zmq's local dispatch, wire format, membership view,
-options and outgoing batch, and the tracker's protocol core (shard, replica, wire, the
-client protocol and sessions, options, the simulator) behave the same wherever they run:
-time comes in as an argument, randomness as an injected ``random.Random``. For each such
-module, this walks its imports and the imports of every module of its own package that
-it reaches: none may import a forbidden module, each one reached must be pure itself, and
-none may call module-level ``random`` functions. A listed module that does not exist
-fails: the list is kept by hand.
+options, outgoing batch and version negotiation, and the tracker's protocol core (shard,
+replica, wire, the client protocol and sessions, options, the simulator) behave the same
+wherever they run: time comes in as an argument, randomness as an injected
+``random.Random``. For each such module, this walks its imports and the imports of every
+module of its own package that it reaches: none may import a forbidden module, each one
+reached must be pure itself, and none may call module-level ``random`` functions. A
+listed module that does not exist fails: the list is kept by hand.
 """
 
 from __future__ import annotations
@@ -35,12 +35,23 @@ PACKAGES = {
     ),
     "pubsub_zmq": (
         Path(pubsub_zmq.__file__).resolve().parent,
-        ["errors", "membership", "options", "outbox", "registry", "wire"],
+        ["errors", "membership", "options", "outbox", "registry", "versions", "wire"],
         {"tracker_zmq"},
     ),
     "tracker_zmq": (
         Path(tracker_zmq.__file__).resolve().parent,
-        ["errors", "options", "protocol", "replica", "sessions", "shard", "testing", "wire"],
+        [
+            "channels.errors",
+            "channels.wire",
+            "errors",
+            "options",
+            "protocol",
+            "replica",
+            "sessions",
+            "shard",
+            "testing",
+            "wire",
+        ],
         {"pubsub_zmq"},
     ),
 }

@@ -31,7 +31,16 @@ from aio import run
 from aio import until as _until
 
 from tests.support.proc import FAST_NODE_OPTIONS, CliNode, free_port, spawner
-from tracker_zmq import AlreadyTracked, Client, ClientDiff, LimitExceeded, NoPresence
+from tracker_zmq import (
+    AlreadyTracked,
+    Client,
+    ClientDiff,
+    LimitExceeded,
+    Node,
+    NoPresence,
+    UnsupportedOp,
+)
+from tracker_zmq.protocol import OPS
 
 pytestmark = pytest.mark.cluster
 
@@ -480,3 +489,62 @@ def test_a_stalled_node_does_not_expire_clients_that_kept_heartbeating(
             assert cl.resyncs == 0
 
     run(main)
+
+
+def test_hello_lists_the_ops_and_the_client_reads_them(cluster: list[CliNode]) -> None:
+    async def main() -> None:
+        async with client(cluster[0]) as cl:
+            assert cl.ops == OPS
+            assert (await cl.status())["ops"] == sorted(OPS)
+        # a session-less client reads no ops: it checks nothing before sending
+        bare = client(cluster[0])
+        try:
+            await bare.open()
+            assert bare.ops is None
+            assert await bare.list("room:none") == []
+        finally:
+            await bare.close()
+
+    run(main)
+
+
+def test_a_client_refuses_an_op_the_node_does_not_serve() -> None:
+    """A node serving fewer ops (as a node of an older release does) lists fewer in hello;
+    the Client raises UnsupportedOp before sending, and its other methods keep working."""
+
+    async def main() -> None:
+        node = Node(
+            "few",
+            tracker_options={"broadcast_period": 0.1},
+            pubsub_options={"gossip_interval": 0.1, "peer_timeout": 1.0},
+        )
+        node.sessions.ops = OPS - {"get_by_key", "status"}
+        async with (
+            node,
+            # no heartbeat during the test: the node's request count shows what was sent
+            Client(node.client_endpoint, client_id="app", heartbeat_interval=30) as cl,
+        ):
+            assert cl.ops == OPS - {"get_by_key", "status"}
+            await cl.track("room:few", "alice", {})
+            requests = node.stats()["requests"]
+            with pytest.raises(UnsupportedOp, match="get_by_key: node 'few' at tcp://") as err:
+                await cl.get_by_key("room:few", "alice")
+            assert (err.value.op, err.value.node) == ("get_by_key", "few")
+            with pytest.raises(UnsupportedOp, match="status"):
+                await cl.status()
+            assert node.stats()["requests"] == requests  # nothing was sent
+            assert keys_of(await cl.list("room:few")) == {"alice"}
+            # a client that never said hello learns it from the node's unknown_op
+            bare = Client(node.client_endpoint, timeout=3.0)
+            try:
+                await bare.open()
+                with pytest.raises(UnsupportedOp, match="status: the node at tcp://"):
+                    await bare.status()
+            finally:
+                await bare.close()
+
+    run(main)
+
+
+def keys_of(presences: list[tuple[Any, Any]]) -> set[Any]:
+    return {key for key, _ in presences}

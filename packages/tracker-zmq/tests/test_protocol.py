@@ -15,10 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker_zmq import client, protocol
+from tracker_zmq import ProtocolError, client, protocol
 from tracker_zmq.protocol import (
     OPS,
     SESSION_OPS,
+    V1_OPS,
     ByeRequest,
     ClientRequest,
     GetByKeyRequest,
@@ -34,6 +35,7 @@ from tracker_zmq.protocol import (
     UpdateRequest,
     decode_request,
     encode_request,
+    served_ops,
     to_request,
 )
 
@@ -121,3 +123,30 @@ def test_the_old_import_path_keeps_every_name() -> None:
     ):
         assert getattr(client, name) is getattr(protocol, name), name
     assert client.ProtocolError is protocol.ProtocolError
+
+
+# ------------------------------------------------------------------ served ops
+
+
+def test_the_endpoint_grows_additively() -> None:
+    # every op of the first release is still served: an old client works on a new node
+    assert V1_OPS <= OPS
+    assert "hello" in V1_OPS
+    assert SESSION_OPS <= V1_OPS
+
+
+def test_served_ops_reads_the_hello_result() -> None:
+    hello = {"session": "s", "token": "t", "node": "n", "vsn": 1, "lease": 3.0}
+    # a node of the first release lists none: it serves the first release's ops
+    assert served_ops(hello) == V1_OPS
+    assert served_ops({**hello, "ops": None}) == V1_OPS
+    assert served_ops({**hello, "ops": sorted(OPS)}) == OPS
+    # a node that lists fewer (or newer) ops is taken at its word
+    assert served_ops({**hello, "ops": ["hello", "list"]}) == {"hello", "list"}
+    assert served_ops({**hello, "ops": ["hello", "teleport"]}) == {"hello", "teleport"}
+
+
+@pytest.mark.parametrize("ops", ["hello", {"hello": 1}, ["hello", 3], [None], 7])
+def test_served_ops_refuses_a_malformed_list(ops: Any) -> None:
+    with pytest.raises(ProtocolError, match="ops must be a list of strings"):
+        served_ops({"ops": ops})

@@ -20,9 +20,10 @@ import pytest
 
 import tracker_zmq
 from crdt_state import Key, Meta, Topic
-from tracker_zmq.errors import TooManyPresences, TrackerNotRunning
+from tracker_zmq.errors import ConfigError, TooManyPresences, TrackerNotRunning
 from tracker_zmq.options import Options
 from tracker_zmq.protocol import (
+    OPS,
     ByeRequest,
     ClientRequest,
     Event,
@@ -39,6 +40,7 @@ from tracker_zmq.protocol import (
     UpdateRequest,
     decode_message,
     encode_diff,
+    served_ops,
 )
 from tracker_zmq.sessions import (
     Action,
@@ -112,11 +114,17 @@ class Endpoint:
         limits: ClientLimits | None = None,
         tracker: Any = None,
         status: Callable[[], dict[str, Any]] | None = None,
+        ops: frozenset[str] = OPS,
     ) -> None:
         self.tracker = tracker if tracker is not None else ShardTracker()
         counter = itertools.count(1)
         self.sessions = Sessions(
-            NODE, self.tracker, limits, tokens=lambda: f"token-{next(counter)}", status=status
+            NODE,
+            self.tracker,
+            limits,
+            tokens=lambda: f"token-{next(counter)}",
+            status=status,
+            ops=ops,
         )
         self.now = 1000.0
         self.ids = itertools.count(1)
@@ -179,12 +187,34 @@ def test_hello_opens_a_named_session_with_a_token_from_the_factory() -> None:
         "heartbeat": 2.0,
         "max_presences": 5,
         "max_subscriptions": 3,
+        "ops": sorted(OPS),
     }
     assert actions == [SessionOpened(f"web-1@{NODE}:{VSN}:1", 6.0)]
     # a second session of the same client name is another session
     assert ep.ok(b"c2", HelloRequest(2, "web-1", 3.0))["session"] == f"web-1@{NODE}:{VSN}:2"
     stats = ep.sessions.stats()
     assert (stats["sessions"], stats["sessions_opened"], stats["requests"]) == (2, 2, 2)
+
+
+def test_hello_lists_the_ops_the_endpoint_serves_and_no_other_op_is_served() -> None:
+    ep = Endpoint()
+    result = ep.ok(b"c", HelloRequest(1, "app"))
+    assert result["ops"] == sorted(OPS)
+    assert served_ops(result) == OPS
+    assert ep.ok(b"c", StatusRequest(2))["ops"] == sorted(OPS)
+    # an endpoint serving fewer ops (as a node of an older release does) lists fewer,
+    # and answers the others unknown_op, counted as errors
+    fewer = Endpoint(ops=OPS - {"get_by_key", "status"})
+    result = fewer.ok(b"c", HelloRequest(1, "app"))
+    assert served_ops(result) == OPS - {"get_by_key", "status"}
+    error = fewer.refused(b"c", GetByKeyRequest(2, "t", "k"), "unknown_op")
+    assert "get_by_key" in error["message"]
+    fewer.refused(b"c", StatusRequest(3), "unknown_op")
+    assert fewer.ok(b"c", ListRequest(4, "t")) == {"presences": []}
+    # hello is always served; an op that does not exist is a configuration error
+    assert "hello" in Endpoint(ops=frozenset({"list"})).sessions.ops
+    with pytest.raises(ConfigError, match="teleport"):
+        Endpoint(ops=OPS | {"teleport"})
 
 
 def test_hello_refuses_a_lease_out_of_bounds_and_too_many_sessions() -> None:

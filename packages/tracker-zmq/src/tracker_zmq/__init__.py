@@ -22,6 +22,7 @@ from tracker_zmq.errors import (
     TooManyPresences,
     TrackerError,
     TrackerNotRunning,
+    UnsupportedOp,
 )
 from tracker_zmq.node import Node
 from tracker_zmq.options import Options
@@ -67,5 +68,6 @@ __all__ = [
     "Tracker",
     "TrackerError",
     "TrackerNotRunning",
+    "UnsupportedOp",
     "__version__",
 ]

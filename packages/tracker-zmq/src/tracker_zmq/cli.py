@@ -470,6 +470,9 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
         print(_json(status))
         return
     print(f"node {status['node']} (vsn {status['vsn']}), up {status['uptime']:.1f} s")
+    ops = status.get("ops")
+    served = ", ".join(ops) if isinstance(ops, list) else "not listed (a node of the first release)"
+    print(f"  client protocol: v{status.get('protocol', 1)}, ops: {served}")
     print(f"  cluster endpoint: {status['endpoint']}")
     print(f"  client endpoint:  {status['client_endpoint']}")
     peers = status.get("peers") or []

@@ -35,6 +35,7 @@ from tracker_zmq.errors import (
     ProtocolError,
     RequestError,
     RequestTimeout,
+    UnsupportedOp,
 )
 from tracker_zmq.options import check_positive
 from tracker_zmq.protocol import (
@@ -52,6 +53,7 @@ from tracker_zmq.protocol import (
     encode_error,
     encode_ok,
     encode_request,
+    served_ops,
     to_request,
 )
 
@@ -75,6 +77,7 @@ __all__ = [
     "Request",
     "RequestError",
     "RequestTimeout",
+    "UnsupportedOp",
     "decode_message",
     "decode_request",
     "encode_diff",
@@ -233,6 +236,10 @@ class Client:
     request. Use it as an async context manager, or call :meth:`connect` and
     :meth:`close`.
 
+    Hello tells the client which ops the node serves (:attr:`ops`): during a rolling
+    upgrade a node may be of an older release, and a method whose op it does not serve
+    raises :class:`~tracker_zmq.errors.UnsupportedOp` without sending anything.
+
     Example::
 
         async with Client("tcp://127.0.0.1:5560", client_id="web-7") as client:
@@ -314,6 +321,10 @@ class Client:
         """How many times the client opened a new session and re-tracked everything."""
         self.max_presences: int | None = None
         """The node's per-session presence limit (told in hello)."""
+        self.ops: frozenset[str] | None = None
+        """The ops the node serves, as its last hello reply listed them (a node of the
+        first release lists none: ``protocol.V1_OPS``); None before the first hello.
+        A method whose op is not in it raises :class:`UnsupportedOp` without sending."""
         self._token: str | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
@@ -342,6 +353,7 @@ class Client:
         Raises:
             RequestTimeout: The node did not answer hello within ``timeout``.
             RequestError: The node refused the session (e.g. ``bad_lease``).
+            ProtocolError: The node's hello reply lists its ``ops`` malformed.
             ClientClosed: The client was already closed.
         """
         await self.open()
@@ -573,6 +585,8 @@ class Client:
         sock = self._sock
         if sock is None or (self._closed and op != "bye"):
             raise ClientClosed("the client is closed")
+        if self.ops is not None and op not in self.ops:
+            raise UnsupportedOp(op, self.node, self.endpoint)
         self._next_id += 1
         rid = self._next_id
         frame = encode_request(
@@ -599,6 +613,8 @@ class Client:
             raise NoPresence(message)
         if code == "limit_exceeded":
             raise LimitExceeded(code, message, reply.error)
+        if code == "unknown_op":
+            raise UnsupportedOp(op, self.node, self.endpoint)
         raise RequestError(code, message, reply.error)
 
     async def _hello(self) -> None:
@@ -609,6 +625,7 @@ class Client:
         self.node_vsn = int(result["vsn"])
         limit = result.get("max_presences")
         self.max_presences = limit if type(limit) is int else None
+        self.ops = served_ops(result)
 
     async def _resync(self, stale: str | None) -> None:
         """Open a new session and track and subscribe everything again."""

@@ -25,6 +25,7 @@ __all__ = [
     "TooManyPresences",
     "TrackerError",
     "TrackerNotRunning",
+    "UnsupportedOp",
 ]
 
 
@@ -129,3 +130,28 @@ class RequestTimeout(ClientError, TimeoutError):
 
 class ClientClosed(ClientError):
     """The client was closed (or never connected)."""
+
+
+class UnsupportedOp(ClientError):
+    """A :class:`~tracker_zmq.Client` method whose op the node does not serve.
+
+    The node is of an older release: its hello reply does not list the op (a node that
+    lists no ops serves those of the first release, ``tracker_zmq.protocol.V1_OPS``).
+    Raised before anything is sent; also when a node answers ``unknown_op``. The session
+    is unharmed: other methods go on working.
+
+    Attributes:
+        op: The op.
+        node: The node's name (None when no hello was answered yet).
+        endpoint: The node's client endpoint.
+    """
+
+    def __init__(self, op: str, node: str | None, endpoint: str) -> None:
+        where = f"node {node!r} at {endpoint}" if node is not None else f"the node at {endpoint}"
+        super().__init__(
+            f"{op}: {where} does not serve this op (a node of an older release); "
+            "upgrade the node, or use another node"
+        )
+        self.op = op
+        self.node = node
+        self.endpoint = endpoint

@@ -327,13 +327,15 @@ class Node:
         return {**self.sessions.stats(), **self.counters}
 
     def status(self) -> dict[str, Any]:
-        """What the ``status`` request answers: node, endpoints, peers, replicas, stats."""
+        """What the ``status`` request answers: node, protocol and ops, endpoints, peers,
+        replicas, stats."""
         tstats = self.tracker.stats()
         totals = tstats["totals"]
         return {
             "node": self.name,
             "vsn": self.vsn,
             "protocol": PROTOCOL_VERSION,
+            "ops": sorted(self.sessions.ops),
             "tracker": self.tracker.name,
             "endpoint": self.endpoint,
             "client_endpoint": self.client_endpoint,

@@ -13,7 +13,8 @@ Every frame carries ``"v": 1`` (:data:`PROTOCOL_VERSION`). Client to node:
 ==========  ==============================================  ============================
 op          fields (besides ``v``, ``id``, ``op``)           result
 ==========  ==============================================  ============================
-hello       ``client``, ``lease`` (optional, seconds)        ``session``, ``token``, ...
+hello       ``client``, ``lease`` (optional, seconds)        ``session``, ``token``,
+                                                            ``ops``, ...
 heartbeat   ``token``                                        ``lease``
 bye         ``token``                                        ``untracked``
 track       ``token``, ``topic``, ``key``, ``meta``,         ``ref``
@@ -33,6 +34,10 @@ or ``{"v": 1, "id": id, "ok": false, "error": {"code": ..., "message": ...}}``, 
 pushes ``{"v": 1, "event": "diff", "topic": t, "joins": [[key, meta], ...], "leaves":
 [...]}`` for subscribed topics. Decoding never raises anything but
 :class:`~tracker_zmq.errors.ProtocolError`.
+
+The endpoint grows additively: the hello result lists the ``ops`` the node serves
+(:data:`OPS`; a node of the first release lists none and serves :data:`V1_OPS`, see
+:func:`served_ops`), and a client sends no op the node does not list.
 
 Each op decodes to its own frozen dataclass (:class:`HelloRequest` ...
 :class:`StatusRequest`; their union is :data:`ClientRequest`), so a handler matches on
@@ -60,6 +65,7 @@ __all__ = [
     "OPS",
     "PROTOCOL_VERSION",
     "SESSION_OPS",
+    "V1_OPS",
     "ByeRequest",
     "ClientRequest",
     "Event",
@@ -83,6 +89,7 @@ __all__ = [
     "encode_error",
     "encode_ok",
     "encode_request",
+    "served_ops",
     "to_request",
 ]
 
@@ -93,7 +100,7 @@ PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_FRAME_BYTES: Final = 1024 * 1024
 """The largest frame a node accepts by default (and a client accepts), in bytes."""
 
-OPS: Final = frozenset(
+V1_OPS: Final = frozenset(
     {
         "hello",
         "heartbeat",
@@ -108,7 +115,14 @@ OPS: Final = frozenset(
         "status",
     }
 )
-"""Every request op of protocol version 1."""
+"""The ops of the first release of protocol version 1: what a node serves whose hello
+reply lists no ``ops`` (:func:`served_ops`)."""
+
+OPS: Final[frozenset[str]] = V1_OPS
+"""Every request op this release serves; its hello reply lists them as ``ops``.
+
+The endpoint grows additively: a release may add ops within version 1, never remove or
+change one, so a client checks an op against the node's list before sending it."""
 
 SESSION_OPS: Final = frozenset(
     {"heartbeat", "bye", "track", "update", "untrack", "subscribe", "unsubscribe"}
@@ -379,6 +393,27 @@ def to_request(request: ClientRequest) -> Request:
     """The generic :class:`Request` holding the same op and fields as ``request``."""
     values = {f.name: getattr(request, f.name) for f in fields(request) if f.name != "id"}
     return Request(request.id, request.op, **values)
+
+
+def served_ops(hello_result: Mapping[str, Any]) -> frozenset[str]:
+    """The ops a node serves, read from the result of its ``hello``.
+
+    Args:
+        hello_result: The ``result`` object of a successful hello reply.
+
+    Returns:
+        The ops it lists as ``ops``; :data:`V1_OPS` when it lists none (a node of the
+        first release, which did not announce them).
+
+    Raises:
+        ProtocolError: ``ops`` is there but not a list of strings.
+    """
+    ops = hello_result.get("ops")
+    if ops is None:
+        return V1_OPS
+    if type(ops) is not list or not all(type(op) is str for op in ops):
+        raise ProtocolError(f"hello: ops must be a list of strings, not {ops!r:.100}")
+    return frozenset(ops)
 
 
 # ------------------------------------------------------------------- the node's side

@@ -16,7 +16,9 @@ Theory of operation
 ``"<client>@<node>:<vsn>:<n>"``, with a secret token (from the injected ``tokens``
 factory) that its later requests carry. Every presence a session tracks is owned, in
 the tracker, by the session's name (or ``"<session>/<owner>"`` for a sub-owner), so one
-client can never untrack another's. A token the table does not hold (the node
+client can never untrack another's. The hello reply also lists the ops the endpoint
+serves (the protocol grows additively: a client of a newer release checks it before
+sending an op an older node lacks). A token the table does not hold (the node
 restarted, or the lease ran out) gets ``unknown_session``: the client says hello again
 and re-tracks what it holds.
 
@@ -35,7 +37,7 @@ heartbeating while it could not hear them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
@@ -51,6 +53,7 @@ from tracker_zmq.errors import (
 from tracker_zmq.options import check_positive
 from tracker_zmq.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
+    OPS,
     PROTOCOL_VERSION,
     ByeRequest,
     ClientRequest,
@@ -310,8 +313,14 @@ class Sessions:
         limits: The leases and limits (default: :class:`ClientLimits`'s defaults).
         tokens: Makes a new secret session token (the node passes
             ``secrets.token_urlsafe``; tests a seeded ``random.Random``).
-        status: Makes the ``status`` result; None: ``{"node", "vsn", "protocol",
+        status: Makes the ``status`` result; None: ``{"node", "vsn", "protocol", "ops",
             "clients"}`` alone.
+        ops: The ops this endpoint serves, listed in every hello reply (default: all of
+            :data:`~tracker_zmq.protocol.OPS`); any other op is answered
+            ``unknown_op``. ``hello`` is always served.
+
+    Raises:
+        ConfigError: ``ops`` names an op that is not in ``OPS``.
 
     Attributes:
         counters: ``requests`` (decoded and handled), ``errors`` (error replies),
@@ -328,7 +337,13 @@ class Sessions:
         *,
         tokens: Callable[[], str],
         status: Callable[[], Mapping[str, Any]] | None = None,
+        ops: Iterable[str] = OPS,
     ) -> None:
+        served = frozenset(ops) | {"hello"}
+        if not served <= OPS:
+            raise ConfigError(f"ops: no such ops {sorted(served - OPS)!r}")
+        self.ops: frozenset[str] = served
+        """The ops this endpoint serves."""
         self.node = node
         self.tracker = tracker
         self.limits = limits if limits is not None else ClientLimits()
@@ -468,6 +483,8 @@ class Sessions:
         self, request: ClientRequest, envelope: Envelope, now: float, actions: list[Action]
     ) -> Mapping[str, Any]:
         tracker = self.tracker
+        if request.op not in self.ops:
+            raise _Refused("unknown_op", f"this node does not serve the op {request.op!r}")
         match request:
             case HelloRequest():
                 return self._hello(request, envelope, now, actions)
@@ -518,6 +535,7 @@ class Sessions:
             "node": self.node,
             "vsn": self.tracker.vsn,
             "protocol": PROTOCOL_VERSION,
+            "ops": sorted(self.ops),
             "clients": self.stats(),
         }
 
@@ -555,6 +573,7 @@ class Sessions:
             "heartbeat": lease / 3,
             "max_presences": limits.max_presences,
             "max_subscriptions": limits.max_subscriptions,
+            "ops": sorted(self.ops),
         }
 
     def _track(self, session: _Session, req: TrackRequest) -> str:

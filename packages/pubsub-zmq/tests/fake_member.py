@@ -5,16 +5,31 @@ pytest's ``pythonpath`` puts this folder on the path: tests import it as ``fake_
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import orjson
 import zmq
 
-from pubsub_zmq.wire import Control, Kind, NodeRecord, encode_control, sender_field
+from pubsub_zmq.versions import Range
+from pubsub_zmq.wire import VERSION, Control, Kind, NodeRecord, encode_control, sender_field
 
 
 class FakeMember:
     """A member made of raw sockets: it says hello, publishes what a test makes it send,
-    and records the subscriptions a node makes to its PUB, or sends anything else."""
+    and records the subscriptions a node makes to its PUB, or sends anything else.
 
-    def __init__(self, name: str = "fake", incarnation: int = 1, hwm: int = 1000) -> None:
+    ``versions`` is what its record announces (default: this codec's pubsub range);
+    ``legacy=True`` makes its hello a record without versions, as the release before
+    negotiation sends."""
+
+    def __init__(
+        self,
+        name: str = "fake",
+        incarnation: int = 1,
+        hwm: int = 1000,
+        versions: Mapping[str, Range] | None = None,
+        legacy: bool = False,
+    ) -> None:
         self.ctx = zmq.Context()
         self.pub = self.ctx.socket(zmq.XPUB)
         self.pub.linger = 0
@@ -32,18 +47,28 @@ class FakeMember:
             self.router.last_endpoint.decode(),
             self.pub.last_endpoint.decode(),
         )
+        if versions is not None:
+            self.record = self.record.with_versions(versions)
+        self.legacy = legacy
         self.subscriptions: list[bytes] = []
 
     def connect(self, endpoint: str) -> None:
         self.dealer.connect(endpoint)
 
-    def hello(self) -> None:
+    def hello(self, version: int = VERSION) -> None:
+        """Say hello in frame ``version`` (any byte: a newer node's hello is one)."""
         body = Control(self.record)
-        self.dealer.send(
+        frame = bytearray(
             encode_control(
                 Kind.HELLO, self.record.incarnation, 1, sender_field(self.record.name), body
             )
         )
+        frame[1] = version  # after the empty topic and its separator
+        if self.legacy:
+            old = {k: v for k, v in self.record.to_json().items() if k != "versions"}
+            start = 1 + 18 + 1 + len(self.record.name.encode())  # NUL, header, name
+            frame[start:] = orjson.dumps({"node": old, "members": [], "via": None})
+        self.dealer.send(bytes(frame))
 
     def poll_subscriptions(self) -> list[bytes]:
         while self.pub.poll(0):

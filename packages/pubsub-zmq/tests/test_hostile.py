@@ -4,14 +4,17 @@ keeps serving. Also the loss count from per-sender sequence numbers (a fake memb
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fake_member import FakeMember
 
-from pubsub_zmq import PubSub
-from pubsub_zmq.wire import VERSION, batch_frame
+from pubsub_zmq import PubSub, Range
+from pubsub_zmq.versions import LEGACY
+from pubsub_zmq.wire import LOWEST, VERSION, batch_frame
 
 FAST = {"gossip_interval": 0.1, "peer_timeout": 1.0}
 Run = Callable[..., Any]
@@ -134,5 +137,78 @@ def test_loss_at_the_high_water_mark_is_counted(run: Run, wait: Wait) -> None:
             assert len(got) + lost <= sent + 1
             numbers = [m[0] for m in got]
             assert numbers == sorted(numbers)  # what arrives is in order
+
+    run(body)
+
+
+def test_a_node_sharing_no_pubsub_version_is_refused_logged_and_counted(
+    run: Run, wait: Wait, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body() -> None:
+        async with PubSub("a", **FAST) as a, PubSub("b", peers=[a.endpoint], **FAST) as b:
+            await wait(lambda: a.peers() == ["b"] and b.peers() == ["a"])
+            newer = FakeMember("newer", versions={"pubsub": Range(VERSION + 1, VERSION + 2)})
+            try:
+                newer.connect(a.endpoint)
+                newer.hello(version=VERSION + 1)  # in its own lowest version
+                newer.hello()  # and in ours
+                newer.hello()
+                await wait(
+                    lambda: a.stats()["dropped"]["refused_version"] == 3,
+                    message="three hellos refused",
+                )
+                stats = a.stats()
+                assert "newer" not in stats["peers"]
+                assert a.peers() == ["b"]
+                assert stats["dropped"]["unknown_version"] == 0  # refused, not noise
+                assert stats["dropped"]["refused"] == 0
+                refused = stats["refused_versions"]["newer"]
+                assert refused["incarnation"] == 1
+                assert refused["versions"] == {"pubsub": [VERSION + 1, VERSION + 2]}
+                assert refused["reason"] == (
+                    f"no common pubsub version: it speaks [{VERSION + 1}, {VERSION + 2}], "
+                    f"we speak [{LOWEST}, {VERSION}]"
+                )
+                # logged once for that incarnation, with both ranges
+                lines = [r for r in caplog.records if "'newer'" in r.getMessage()]
+                assert len(lines) == 1
+                assert lines[0].levelno == logging.WARNING
+                assert "no common pubsub version" in lines[0].getMessage()
+                assert f"[{VERSION + 1}, {VERSION + 2}]" in lines[0].getMessage()
+                # never connected: a's subscriptions reach b, never the refused node
+                sub = a.subscribe("t")
+                await wait(lambda: b.remote_subscribers("t") == 1)
+                assert newer.poll_subscriptions() == []
+                # and the mesh keeps working
+                b.broadcast("t", "still here")
+                assert await asyncio.wait_for(sub.get(), 2) == "still here"
+                # b never heard of it: a refused node is not gossiped
+                assert "newer" not in b.stats()["peers"]
+            finally:
+                newer.close()
+
+    with caplog.at_level(logging.WARNING, logger="pubsub_zmq"):
+        run(body)
+
+
+def test_a_hello_without_versions_is_read_as_version_1(run: Run, wait: Wait) -> None:
+    async def body() -> None:
+        async with PubSub("a", **FAST) as a:
+            old = FakeMember("old", legacy=True)  # as the release before negotiation
+            try:
+                old.connect(a.endpoint)
+                old.hello()
+                await wait(lambda: "old" in a.stats()["peers"], message="the old node joined")
+                assert a.versions("old") == dict(LEGACY)
+                peer = a.stats()["peers"]["old"]
+                assert peer["version"] == 1
+                assert peer["versions"] == {"pubsub": [1, 1], "tracker": [1, 1], "transfer": [1, 1]}
+                assert a.stats()["dropped"]["refused_version"] == 0
+                sub = a.subscribe("t")
+                await wait(lambda: b"\x01t\x00" in old.poll_subscriptions(), message="sub")
+                old.pub.send(batch("t", 0, ["from the old node"], sender="old"))
+                assert await asyncio.wait_for(sub.get(), 2) == "from the old node"
+            finally:
+                old.close()
 
     run(body)

@@ -6,6 +6,7 @@ import itertools
 import random
 
 from pubsub_zmq.membership import Membership, Verdict
+from pubsub_zmq.versions import LEGACY, Range
 from pubsub_zmq.wire import NodeRecord
 
 ME = NodeRecord("me", 100, "tcp://h:1", "tcp://h:2")
@@ -143,3 +144,89 @@ def test_live_records_carry_only_heard_members() -> None:
     assert [r.name for r in m.live_records()] == ["a"]
     assert m.forget("a") is not None
     assert m.forget("a") is None
+
+
+# -- versions ------------------------------------------------------------------------------
+
+
+def speaking(record: NodeRecord, low: int, high: int, **others: Range) -> NodeRecord:
+    return record.with_versions({"pubsub": Range(low, high), **others})
+
+
+def test_a_record_sharing_no_pubsub_version_is_refused() -> None:
+    m = table()
+    newer = speaking(rec("n"), 2, 3)
+    assert m.observe(newer, 0, first_hand=True) is Verdict.INCOMPATIBLE
+    assert m.observe(newer, 0, first_hand=False) is Verdict.INCOMPATIBLE
+    assert m.members == {}
+    speaks_nothing = rec("x").with_versions({})
+    assert m.observe(speaks_nothing, 0, first_hand=True) is Verdict.INCOMPATIBLE
+    assert not m.compatible(speaks_nothing)
+    # overlapping ranges, and the release before negotiation (read as pubsub 1), join
+    assert m.observe(speaking(rec("a"), 1, 5), 0, first_hand=True) is Verdict.NEW
+    legacy = rec("b", port=20).with_versions(LEGACY)
+    assert m.observe(legacy, 0, first_hand=True) is Verdict.NEW
+    assert sorted(m.members) == ["a", "b"]
+
+
+def test_a_member_known_second_hand_is_removed_when_its_own_record_refutes_it() -> None:
+    m = table()
+    # relayed by a node of the previous release, which drops versions: read as v1
+    assert m.observe(rec("n").with_versions(LEGACY), 0, first_hand=False) is Verdict.NEW
+    generation = m.generation
+    assert m.observe(speaking(rec("n"), 2, 3), 0.1, first_hand=True) is Verdict.INCOMPATIBLE
+    assert "n" not in m.members
+    assert m.generation > generation
+
+
+def test_the_own_record_of_a_member_updates_its_versions() -> None:
+    m = table()
+    assert m.observe(rec("a"), 0, first_hand=True) is Verdict.NEW
+    generation = m.generation
+    tracker = speaking(rec("a"), 1, 1, tracker=Range(1, 2))
+    # a relayed copy may be older than what the member says: it changes nothing
+    assert m.observe(tracker, 0.5, first_hand=False) is Verdict.KNOWN
+    assert m.members["a"].record.speaks("tracker") is None
+    assert m.generation == generation
+    assert m.observe(tracker, 1, first_hand=True) is Verdict.UPDATED
+    assert m.members["a"].record.speaks("tracker") == Range(1, 2)
+    assert m.generation == generation + 1
+    assert m.observe(tracker, 1.5, first_hand=True) is Verdict.KNOWN
+    assert m.generation == generation + 1
+    # only the versions are taken from it: the endpoints of an incarnation stay
+    moved = NodeRecord("a", 1, "tcp://elsewhere:1", "tcp://elsewhere:2", None, tracker.versions)
+    assert m.observe(moved.with_versions({"pubsub": Range(1, 1)}), 2, first_hand=True) is (
+        Verdict.UPDATED
+    )
+    assert m.members["a"].record.control == "tcp://h:10"
+    # silent, then back with other versions: recovered (and updated)
+    m.tick(10)
+    assert m.observe(tracker, 11, first_hand=True) is Verdict.RECOVERED
+    assert m.members["a"].record.speaks("tracker") == Range(1, 2)
+
+
+def test_the_generation_moves_with_the_live_set() -> None:
+    m = table()
+    seen = [m.generation]
+
+    def moved() -> bool:
+        seen.append(m.generation)
+        return seen[-1] != seen[-2]
+
+    m.observe(rec("a"), 0, first_hand=True)
+    assert moved()  # joined
+    m.observe(rec("a"), 1, first_hand=True)
+    assert not moved()  # heard again: nothing changed
+    m.observe(rec("b", port=20), 1, first_hand=False)
+    assert moved()  # known second hand
+    assert m.heard("b", 1, 1.5)
+    assert moved()  # now live
+    m.tick(7)
+    assert moved()  # both silent
+    m.observe(rec("a"), 8, first_hand=True)
+    assert moved()  # a is back
+    m.forget("a")
+    assert moved()
+    m.tick(100)
+    assert moved()  # b forgotten
+    assert m.members == {}

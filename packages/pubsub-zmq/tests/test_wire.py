@@ -9,14 +9,20 @@ import orjson
 import pytest
 
 from pubsub_zmq import FrameTooLarge, InvalidTopic, UnknownVersion, WireError
+from pubsub_zmq.versions import LEGACY, Range
 from pubsub_zmq.wire import (
+    LOWEST,
     MAX_MEMBERS,
+    MAX_PROTOCOLS,
     VERSION,
+    VERSIONS,
     Control,
     Kind,
     NodeRecord,
     batch_frame,
+    check_protocol,
     decode,
+    encode_batch,
     encode_control,
     sender_field,
     topic_prefix,
@@ -176,3 +182,115 @@ def test_sender_names_are_checked() -> None:
         sender_field("")
     with pytest.raises(TypeError):
         sender_field(3)  # type: ignore[arg-type]
+
+
+# -- versions ------------------------------------------------------------------------------
+
+
+def test_records_carry_their_versions() -> None:
+    record = REC.with_versions(
+        {"pubsub": Range(1, 1), "tracker": Range(1, 3), "transfer": Range(2, 2)}
+    )
+    assert record.to_json()["versions"] == {
+        "pubsub": [1, 1],
+        "tracker": [1, 3],
+        "transfer": [2, 2],
+    }
+    assert record.speaks("tracker") == Range(1, 3)
+    assert record.speaks("channels") is None
+    frame = decode(encode_control(Kind.GOSSIP, 7, 1, sender_field("a"), Control(REC, (record,))))
+    assert frame.control is not None
+    assert frame.control.node == REC
+    assert frame.control.members == (record,)
+    assert REC.versions == (("pubsub", VERSIONS),)  # a record's default: these frames
+
+
+def test_a_record_without_versions_is_the_release_before_negotiation() -> None:
+    old = {k: v for k, v in GOOD.items() if k != "versions"}  # what 316520a sends
+    frame = decode(control_frame(old, members=[old]))
+    assert frame.control is not None
+    for record in (frame.control.node, *frame.control.members):
+        assert dict(record.versions) == dict(LEGACY)
+        assert record.speaks("pubsub") == Range(1, 1)
+        assert record.speaks("tracker") == Range(1, 1)
+        assert record.speaks("transfer") == Range(1, 1)
+    # a null ``versions`` reads the same way; an empty object speaks nothing
+    assert decode(control_frame({**GOOD, "versions": None})).control.node.versions == tuple(
+        sorted(LEGACY.items())
+    )
+    assert decode(control_frame({**GOOD, "versions": {}})).control.node.versions == ()
+
+
+@pytest.mark.parametrize(
+    "versions",
+    [
+        [],
+        "pubsub",
+        {"pubsub": [1]},
+        {"pubsub": [1, 2, 3]},
+        {"pubsub": [0, 1]},
+        {"pubsub": [2, 1]},
+        {"pubsub": [1, 2**31]},
+        {"pubsub": [1.0, 2]},
+        {"pubsub": [True, 2]},
+        {"pubsub": {"low": 1, "high": 2}},
+        {"": [1, 1]},
+        {"a b": [1, 1]},
+        {"x" * 65: [1, 1]},
+        {"é": [1, 1]},
+        {f"p{i}": [1, 1] for i in range(MAX_PROTOCOLS + 1)},
+    ],
+)
+def test_bad_versions(versions: object) -> None:
+    with pytest.raises(WireError, match="versions"):
+        decode(control_frame({**GOOD, "versions": versions}))
+
+
+def test_frames_are_written_and_read_in_every_version_of_the_range() -> None:
+    for version in range(LOWEST, VERSION + 1):
+        data = encode_batch(
+            topic_prefix("t"), Kind.BROADCAST, 7, 0, sender_field("a"), b"[1]", version
+        )
+        frame = decode(data)
+        assert (frame.version, frame.messages) == (version, [1])
+        frame = decode(encode_control(Kind.HELLO, 7, 1, sender_field("a"), Control(REC), version))
+        assert frame.version == version
+    for version in (LOWEST - 1, VERSION + 1, 256):
+        with pytest.raises(ValueError, match="not one this codec speaks"):
+            encode_control(Kind.HELLO, 7, 1, sender_field("a"), Control(REC), version)
+        with pytest.raises(ValueError, match="not one this codec speaks"):
+            encode_batch(
+                topic_prefix("t"), Kind.BROADCAST, 7, 0, sender_field("a"), b"[1]", version
+            )
+
+
+def test_a_control_frame_of_a_version_we_do_not_speak_is_still_read() -> None:
+    # the negotiation itself: a newer node's hello must read, so that it can be refused
+    # with its ranges in the log, not dropped as noise
+    newer = REC.with_versions({"pubsub": Range(VERSION + 1, VERSION + 2)})
+    data = bytearray(encode_control(Kind.HELLO, 7, 1, sender_field("a"), Control(newer)))
+    data[1] = VERSION + 1
+    frame = decode(bytes(data))
+    assert frame.version == VERSION + 1
+    assert frame.control is not None
+    assert frame.control.node.speaks("pubsub") == Range(VERSION + 1, VERSION + 2)
+    # one that does not read as a control frame is an unknown version, not invalid
+    with pytest.raises(UnknownVersion):
+        decode(b"\x00" + struct.pack("!BBQQ", VERSION + 1, ord("H"), 7, 0) + b"\x01a{}")
+    with pytest.raises(UnknownVersion):
+        decode(b"\x00" + struct.pack("!BBQQ", VERSION + 1, ord("Z"), 7, 0) + b"\x01a{}")
+    # batches of such a version never are
+    batch_data = bytearray(batch())
+    batch_data[len(topic_prefix("room:1"))] = VERSION + 1
+    with pytest.raises(UnknownVersion):
+        decode(bytes(batch_data))
+
+
+def test_protocol_names() -> None:
+    assert check_protocol("tracker") == "tracker"
+    assert check_protocol("my-app.v_2") == "my-app.v_2"
+    for bad in ["", "a b", "x" * 65, "é", "a/b"]:
+        with pytest.raises(ValueError, match="protocol name"):
+            check_protocol(bad)
+    with pytest.raises(TypeError):
+        check_protocol(3)  # type: ignore[arg-type]

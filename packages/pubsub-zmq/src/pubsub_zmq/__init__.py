@@ -2,7 +2,8 @@
 
 Not pure as a whole; the pure parts are :mod:`pubsub_zmq.registry` (local dispatch),
 :mod:`pubsub_zmq.wire` (the codec), :mod:`pubsub_zmq.membership` (the member table),
-:mod:`pubsub_zmq.outbox` (outgoing batches) and :mod:`pubsub_zmq.options`.
+:mod:`pubsub_zmq.outbox` (outgoing batches), :mod:`pubsub_zmq.options` and
+:mod:`pubsub_zmq.versions` (version negotiation).
 
 Example::
 
@@ -28,8 +29,9 @@ from .errors import (
 from .incarnation import new_incarnation
 from .options import Options
 from .pubsub import Peer, PubSub
-from .registry import Dispatcher, Overflow, default_dispatch
+from .registry import Dispatcher, Fastlane, Overflow, default_dispatch
 from .subscription import Callback, Subscription
+from .versions import Range
 from .wire import Encoded
 
 __version__ = "0.1.0"
@@ -39,6 +41,7 @@ __all__ = [
     "ConfigError",
     "Dispatcher",
     "Encoded",
+    "Fastlane",
     "FrameTooLarge",
     "InvalidTopic",
     "KeyPair",
@@ -49,6 +52,7 @@ __all__ = [
     "Peer",
     "PubSub",
     "PubSubError",
+    "Range",
     "Subscription",
     "UnknownVersion",
     "WireError",

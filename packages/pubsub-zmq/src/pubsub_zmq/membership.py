@@ -7,8 +7,10 @@ for membership; over ZeroMQ we keep it ourselves, in the style of a gossip proto
 Theory of operation. A node knows a list of seed endpoints and a table of members (by
 name), each a :class:`~pubsub_zmq.wire.NodeRecord` plus when it was last heard from first
 hand. The asyncio layer feeds every record it receives into :meth:`Membership.observe`,
-which classifies it (:class:`Verdict`): new, known, restarted (a higher incarnation that
-may replace the old one), stale, a name conflict, or not allowed. :meth:`Membership.tick`
+which classifies it (:class:`Verdict`): new, known, updated (the same incarnation
+announcing other versions), restarted (a higher incarnation that may replace the old
+one), stale, a name conflict, not allowed, or incompatible (its ``pubsub`` versions
+share none with ours: :func:`pubsub_zmq.versions.direct`). :meth:`Membership.tick`
 says what to do next: whom to greet with a hello (seeds that have not answered, members
 not yet heard from or gone silent; with exponential backoff), whom to gossip to (live
 members, every ``gossip_interval`` with jitter), who went silent (no word for
@@ -20,15 +22,22 @@ Names are unique: a record for a known name with a different incarnation replace
 member only if it is newer and either comes from the same control endpoint (the old
 process cannot still hold that port) or the old incarnation is silent; otherwise it is a
 conflict, logged and refused by the caller.
+
+Versions: a record's ``versions`` may change within an incarnation (a layer above
+announces its protocol after the node started); only the member's own word counts (a
+first-hand record), since a relayed copy may be older. :attr:`Membership.generation`
+grows whenever the live set or a live record changes, so the caller recomputes the
+versions it sends in (:func:`pubsub_zmq.versions.broadcast`) only then.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from .versions import direct
 from .wire import NodeRecord
 
 __all__ = ["Member", "Membership", "Seed", "Tick", "Verdict"]
@@ -40,11 +49,13 @@ class Verdict(Enum):
     SELF = "self"
     NEW = "new"
     KNOWN = "known"
+    UPDATED = "updated"
     RECOVERED = "recovered"
     RESTARTED = "restarted"
     STALE = "stale"
     CONFLICT = "conflict"
     NOT_ALLOWED = "not allowed"
+    INCOMPATIBLE = "no common pubsub version"
 
 
 @dataclass(slots=True)
@@ -119,6 +130,10 @@ class Membership:
         min_backoff: the first retry delay for hellos, in seconds.
         max_backoff: the longest retry delay, in seconds.
         rng: randomness for jitter.
+
+    Attributes:
+        generation: grows each time a member joins, restarts, updates its record, goes
+            silent, comes back or is forgotten.
     """
 
     def __init__(
@@ -145,6 +160,7 @@ class Membership:
         self.max_backoff = max_backoff
         self._rng = rng or random.Random()
         self._next_gossip = 0.0
+        self.generation = 0
 
     # -- records -------------------------------------------------------------------
 
@@ -159,7 +175,12 @@ class Membership:
 
         Returns:
             The verdict; for NEW and RESTARTED the caller connects to the member
-            (RESTARTED: after dropping the old incarnation's connections).
+            (RESTARTED: after dropping the old incarnation's connections). UPDATED: the
+            member's own record announces other versions (only ``versions`` is taken
+            from it). INCOMPATIBLE: the record's ``pubsub`` versions share none with
+            ours; it is not a member, and a member of that name and incarnation (known
+            from a relayed record that said otherwise) is removed: the caller drops its
+            connections.
         """
         if record.name == self.me.name:
             if record.incarnation == self.me.incarnation:
@@ -168,8 +189,14 @@ class Membership:
         if self._allowed is not None and not self._allowed(record):
             return Verdict.NOT_ALLOWED
         member = self.members.get(record.name)
+        if not self.compatible(record):
+            if member is not None and member.record.incarnation == record.incarnation:
+                del self.members[record.name]
+                self.generation += 1
+            return Verdict.INCOMPATIBLE
         if member is None:
             self.members[record.name] = self._new_member(record, now, first_hand)
+            self.generation += 1
             return Verdict.NEW
         current = member.record
         if record.incarnation == current.incarnation:
@@ -177,14 +204,26 @@ class Membership:
                 return Verdict.KNOWN
             was_alive, was_heard = member.alive, member.heard
             self._heard(member, now)
+            if record.versions != current.versions:
+                member.record = replace(current, versions=record.versions)
+                self.generation += 1
+                if not was_heard or was_alive:
+                    return Verdict.UPDATED
             return Verdict.RECOVERED if was_heard and not was_alive else Verdict.KNOWN
         if record.incarnation < current.incarnation:
             return Verdict.STALE
         silent = not member.heard or now - member.last_heard > self.peer_timeout
         if silent or record.control == current.control:
             self.members[record.name] = self._new_member(record, now, first_hand)
+            self.generation += 1
             return Verdict.RESTARTED
         return Verdict.CONFLICT
+
+    def compatible(self, record: NodeRecord) -> bool:
+        """Whether ``record``'s ``pubsub`` versions share one with this node's."""
+        mine = self.me.speaks("pubsub")
+        theirs = record.speaks("pubsub")
+        return mine is not None and theirs is not None and direct(mine, theirs) is not None
 
     def _new_member(self, record: NodeRecord, now: float, first_hand: bool) -> Member:
         member = Member(record, last_heard=now, next_hello=now, backoff=self.min_backoff)
@@ -198,7 +237,9 @@ class Membership:
     def _heard(self, member: Member, now: float) -> None:
         member.last_heard = now
         member.heard = True
-        member.alive = True
+        if not member.alive:
+            member.alive = True
+            self.generation += 1
         member.backoff = self.min_backoff
 
     def heard(self, name: str, incarnation: int, now: float) -> bool:
@@ -236,7 +277,10 @@ class Membership:
 
     def forget(self, name: str) -> Member | None:
         """Remove a member at once (it said goodbye); returns it, or None."""
-        return self.members.pop(name, None)
+        member = self.members.pop(name, None)
+        if member is not None:
+            self.generation += 1
+        return member
 
     # -- queries -------------------------------------------------------------------
 
@@ -268,9 +312,11 @@ class Membership:
                 member.backoff = self.min_backoff
                 member.next_hello = now
                 out.silent.append(member)
+                self.generation += 1
             if not member.alive and quiet > self.forget_after:
                 del self.members[name]
                 out.forget.append(member)
+                self.generation += 1
                 continue
             if not member.alive and now >= member.next_hello:
                 out.hello_members.append(member)

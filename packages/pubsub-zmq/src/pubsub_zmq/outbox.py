@@ -21,7 +21,7 @@ the frames to the transport.
 from __future__ import annotations
 
 from .errors import MessageTooLarge
-from .wire import Kind, encode_batch, topic_prefix
+from .wire import VERSION, Kind, encode_batch, topic_prefix
 
 __all__ = ["MAX_CACHED_TOPICS", "Batch", "Outbox"]
 
@@ -201,11 +201,12 @@ class Outbox:
         self.directs.clear()
         return out
 
-    def frame(self, batch: Batch) -> bytes:
+    def frame(self, batch: Batch, version: int = VERSION) -> bytes:
         """Number ``batch`` and encode its frame: call it only to send the frame.
 
         A batch that is dropped unsent (its node unknown) takes no sequence numbers,
-        so the receiver does not count it as lost.
+        so the receiver does not count it as lost. ``version`` is the frame version
+        (what :mod:`pubsub_zmq.versions` chose for the receivers).
         """
         count = batch.count
         dest = batch.dest
@@ -223,4 +224,6 @@ class Outbox:
             kind = Kind.DIRECT
             seq = self._direct_seq.get(dest, 0)
             self._direct_seq[dest] = seq + count
-        return encode_batch(batch.prefix, kind, self._incarnation, seq, self._sender, batch.close())
+        return encode_batch(
+            batch.prefix, kind, self._incarnation, seq, self._sender, batch.close(), version
+        )

@@ -17,6 +17,15 @@ batch once, counts lost messages from the sequence numbers, and hands the messag
 topic's subscriptions. Direct messages travel the same way over the DEALER to the target
 node's ROUTER. Nothing ever blocks: full ZeroMQ queues and full subscriber mailboxes drop
 (and count) instead. Delivery is therefore at most once, FIFO per sender and topic.
+
+Versions. Each node record announces the versions the node speaks of each protocol:
+``pubsub`` (these frames) and whatever a layer above adds with :meth:`PubSub.announce`.
+A node whose ``pubsub`` range shares none with ours is refused at hello (logged once per
+incarnation with both ranges, counted). Batches and gossip (one frame for every member)
+go in :func:`pubsub_zmq.versions.broadcast` of the live members' ranges, recomputed when
+the membership changes; direct batches, hellos and welcomes to a member in
+:func:`pubsub_zmq.versions.direct` of its range; hellos to a seed not yet heard from in
+the lowest version we speak.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from typing import Any, Self
 import orjson
 import zmq.asyncio
 
+from . import versions as negotiation
 from .curve import CurveConfig, normalize_key
 from .errors import (
     ConfigError,
@@ -46,16 +56,21 @@ from .incarnation import new_incarnation
 from .membership import Membership, Verdict
 from .options import Options, check_option
 from .outbox import MAX_CACHED_TOPICS, Batch, Outbox
-from .registry import Dispatcher, Registry, default_dispatch
+from .registry import Dispatcher, Registry, default_dispatch, run_lane
 from .subscription import Callback, Subscription
 from .transport import Tasks, Transport, pub_endpoint_for
+from .versions import Range
 from .wire import (
     DEFAULT_MAX_FRAME_BYTES,
+    LOWEST,
+    VERSION,
+    VERSIONS,
     Control,
     Encoded,
     Frame,
     Kind,
     NodeRecord,
+    check_protocol,
     decode,
     encode_control,
     sender_field,
@@ -88,10 +103,11 @@ _RUNNING = _State.RUNNING
 class _PeerState:
     """What the data plane keeps per member incarnation (sequence tracking, counters)."""
 
-    __slots__ = ("direct_next", "lost", "received", "record", "topic_next")
+    __slots__ = ("direct_next", "lost", "received", "record", "topic_next", "version")
 
     def __init__(self, record: NodeRecord) -> None:
         self.record = record
+        self.version = _direct_version(record)  # of direct frames to it
         self.topic_next: dict[str, int] = {}
         self.direct_next: int | None = None
         self.received = 0
@@ -113,10 +129,12 @@ class _Counters:
     received: int = 0
     received_frames: int = 0
     refused: int = 0
+    refused_version: int = 0
     rejected: int = 0
     send_dropped: int = 0
     unknown_node: int = 0
     unknown_version: int = 0
+    unreadable: int = 0
 
 
 class PubSub:
@@ -249,6 +267,12 @@ class PubSub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seed_event = asyncio.Event()
         self._log_times: dict[str, tuple[float, int]] = {}
+        self._versions: dict[str, Range] = {"pubsub": VERSIONS}
+        self._frame_version = VERSION  # of broadcast batches and gossip
+        self._left_out: list[str] = []  # live members that cannot read it
+        self._versions_seen = -1  # the membership generation they were chosen at
+        self._refused_versions: dict[str, dict[str, Any]] = {}
+        self._left_out_logged: set[tuple[str, int]] = set()
 
     def _parse_peer(self, peer: Peer) -> tuple[str, str | None]:
         if isinstance(peer, str):
@@ -315,6 +339,86 @@ class PubSub:
         """How many members currently subscribe to ``topic`` at this node's PUB."""
         return self._remote_subs.get(topic_prefix(topic), 0)
 
+    # -- versions ------------------------------------------------------------------
+
+    def announce(self, protocol: str, low: int, high: int) -> None:
+        """Announce that this node speaks versions ``low`` to ``high`` of ``protocol``.
+
+        For the layers above (the tracker announces ``"tracker"`` and ``"transfer"``):
+        the range goes into this node's record, which every hello, welcome and gossip
+        carries, so peers read it with :meth:`versions`. Callable before or after
+        :meth:`start`; after it, peers see the new range with the next gossip round
+        (within ``gossip_interval``). Announcing a protocol again replaces its range.
+
+        Args:
+            protocol: 1 to 64 ASCII letters, digits, ``-``, ``_`` or ``.``.
+            low: the oldest version this node reads and writes (at least 1).
+            high: the newest (at least ``low``).
+
+        Raises:
+            ConfigError: a bad protocol name or range, or ``"pubsub"``, whose range is
+                the frame codec's (:data:`pubsub_zmq.wire.VERSIONS`).
+        """
+        try:
+            check_protocol(protocol)
+            versions = Range(low, high)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from exc
+        if protocol == "pubsub":
+            raise ConfigError("the pubsub range is the frame codec's; it is not announced")
+        self._versions[protocol] = versions
+        if self._me is not None:
+            self._me = self._me.with_versions(self._versions)
+            if self._membership is not None:
+                self._membership.me = self._me
+
+    def versions(self, node_name: str) -> dict[str, Range]:
+        """The versions node ``node_name`` announced, ``{protocol: Range}``.
+
+        This node's own for its own name; a member's as its latest record says (a
+        record without versions, from the release before negotiation, reads as
+        :data:`pubsub_zmq.versions.LEGACY`); an empty dict for a node that is not a
+        member (every member speaks ``pubsub``).
+        """
+        if node_name == self._name:
+            return dict(self._versions)
+        member = self._membership.members.get(node_name) if self._membership else None
+        return dict(member.record.versions) if member is not None else {}
+
+    def member_versions(self) -> dict[str, dict[str, Range]]:
+        """The versions of every live member (the names :meth:`peers` lists), by name."""
+        if self._membership is None:
+            return {}
+        return {m.record.name: dict(m.record.versions) for m in self._membership.live()}
+
+    def _choose_versions(self) -> None:
+        # broadcasts and gossip: one frame every live member reads (versions.py's rule)
+        membership = self._membership
+        assert membership is not None
+        self._versions_seen = membership.generation
+        ranges = {m.record.name: _pubsub_range(m.record) for m in membership.live()}
+        version = negotiation.broadcast(VERSIONS, ranges.values())
+        self._frame_version = VERSIONS.high if version is None else version
+        self._left_out = negotiation.left_out(version, ranges)
+        for name in self._left_out:
+            incarnation = membership.members[name].record.incarnation
+            if (name, incarnation) in self._left_out_logged:
+                continue
+            if len(self._left_out_logged) >= MAX_CACHED_TOPICS:
+                self._left_out_logged.clear()
+            self._left_out_logged.add((name, incarnation))
+            log.warning(
+                "node %s: member %s (incarnation %d) cannot read broadcasts: they go in "
+                "pubsub version %d, the lowest the live members speak; it speaks %s, we "
+                "speak %s (counted in dropped.unreadable)",
+                self._name,
+                name,
+                incarnation,
+                self._frame_version,
+                ranges[name],
+                VERSIONS,
+            )
+
     # -- life cycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
@@ -361,6 +465,7 @@ class PubSub:
             self._advertise(transport.control_endpoint),
             self._advertise(transport.pub_endpoint),
             self.public_key,
+            tuple(sorted(self._versions.items())),
         )
         own = {self._bind, transport.control_endpoint, me.control}
         curve = self._curve
@@ -461,8 +566,9 @@ class PubSub:
         callback: Callback | None = None,
         queue_size: int | None = None,
         link: bool = True,
+        local: bool = False,
     ) -> Subscription:
-        """Subscribe to ``topic`` on every node.
+        """Subscribe to ``topic`` on every node (or on this one: ``local=True``).
 
         Args:
             topic: a non-empty str without NUL.
@@ -472,6 +578,9 @@ class PubSub:
             queue_size: this subscription's bound (default: the node's ``queue_size``).
             link: like a Phoenix subscription dies with its process, remove it when the
                 asyncio task that subscribed finishes; False keeps it until unsubscribed.
+            local: a node-local subscription: it gets this node's broadcasts and local
+                broadcasts of the topic but asks no other node for theirs (no ZeroMQ
+                filter), as for presence diffs, which every node computes itself.
 
         Returns:
             The subscription: ``async for message in subscription``.
@@ -485,7 +594,7 @@ class PubSub:
         prefix = self._prefix(topic)
         size = self._options.queue_size if queue_size is None else queue_size
         check_option("queue_size", size)
-        sub = Subscription(self, topic, metadata, size, callback)
+        sub = Subscription(self, topic, metadata, size, callback, local)
         if self._registry.add(sub) and self._transport is not None:
             self._transport.subscribe(prefix)
         if link:
@@ -654,14 +763,18 @@ class PubSub:
         for batch in batches:
             count = batch.count
             dest = batch.dest
+            membership = self._membership
             if dest is None:
-                if transport.publish(self._outbox.frame(batch)):
+                if membership is not None and membership.generation != self._versions_seen:
+                    self._choose_versions()
+                if transport.publish(self._outbox.frame(batch, self._frame_version)):
                     counters.broadcasts += count
                     counters.broadcast_frames += 1
+                    if self._left_out:
+                        counters.unreadable += len(self._left_out)
                 else:
                     counters.send_dropped += count
                 continue
-            membership = self._membership
             member = membership.members.get(dest) if membership is not None else None
             if member is None:
                 counters.unknown_node += count
@@ -670,7 +783,10 @@ class PubSub:
                 )
                 continue
             record = member.record
-            if transport.send_control(record.control, record.key, self._outbox.frame(batch)):
+            peer = self._peers.get(dest)
+            version = peer.version if peer is not None else _direct_version(record)
+            frame = self._outbox.frame(batch, version)
+            if transport.send_control(record.control, record.key, frame):
                 counters.directs += count
                 counters.direct_frames += 1
             else:
@@ -687,10 +803,18 @@ class PubSub:
     ) -> None:
         dispatcher = self._dispatcher
         if dispatcher is default_dispatch:
-            # deliveries only queue (callbacks run later), so the live view is safe here
+            # deliveries only queue (callbacks run later) and fastlanes never subscribe
+            # or unsubscribe in the call, so the live view is safe here
+            cache: dict[Any, Any] | None = None
             for sub in subs:
                 if sub is not sender:
-                    sub.deliver(message)
+                    lane = sub.fastlane
+                    if lane is None:
+                        sub.deliver(message)
+                    else:
+                        if cache is None:
+                            cache = {}
+                        run_lane(lane, sub, message, cache)
             return
         try:
             dispatcher(list(subs), sender, message)
@@ -710,8 +834,13 @@ class PubSub:
             return
         dispatcher = self._dispatcher
         if dispatcher is default_dispatch:
+            lanes = [sub for sub in subs if sub.fastlane is not None]
             for sub in subs:
-                sub._deliver_many(messages)
+                if sub.fastlane is None:
+                    sub._deliver_many(messages)
+            if lanes:
+                for message in messages:  # one cache per message: each encoded once
+                    default_dispatch(lanes, None, message)
             return
         subs = list(subs)
         for message in messages:
@@ -807,6 +936,18 @@ class PubSub:
         if curve is not None and frame.control.node.key != user_id:
             self._reject("%r announced a key it does not hold", frame.sender)
             return
+        if frame.version not in VERSIONS and membership.compatible(frame.control.node):
+            # it speaks a version we speak, yet wrote in one we do not read
+            self._counters.unknown_version += 1
+            self._log_limited(
+                "version",
+                "dropped a %s frame from %r: version %d, outside our %s",
+                frame.kind.name.lower(),
+                frame.sender,
+                frame.version,
+                VERSIONS,
+            )
+            return
         self._on_membership(frame.kind, frame.control)
 
     def _on_direct(self, frame: Frame) -> None:
@@ -836,6 +977,9 @@ class PubSub:
                 membership.drop_seed(control.via)
                 self._seed_event.set()
             return
+        if verdict is Verdict.INCOMPATIBLE:
+            self._refuse_version(kind, node)
+            return
         if verdict in (Verdict.CONFLICT, Verdict.STALE, Verdict.NOT_ALLOWED):
             self._counters.refused += 1
             self._log_limited(
@@ -851,7 +995,9 @@ class PubSub:
             return
         self._apply(verdict, node)
         if kind is Kind.HELLO:
-            self._send_control_frame(node.control, node.key, Kind.WELCOME, via=control.via)
+            self._send_control_frame(
+                node.control, node.key, Kind.WELCOME, via=control.via, version=_direct_version(node)
+            )
         elif (
             kind is Kind.WELCOME
             and control.via is not None
@@ -862,7 +1008,46 @@ class PubSub:
             verdict = membership.observe(record, now, first_hand=False)
             if verdict in (Verdict.NEW, Verdict.RESTARTED):
                 self._apply(verdict, record)
-                self._send_control_frame(record.control, record.key, Kind.HELLO)
+                self._send_control_frame(
+                    record.control, record.key, Kind.HELLO, version=_direct_version(record)
+                )
+            elif verdict is Verdict.INCOMPATIBLE:
+                self._refuse_version(None, record)
+
+    def _refuse_version(self, kind: Kind | None, record: NodeRecord) -> None:
+        # kind None: a record relayed in someone's member list (counted once per
+        # incarnation); else the node's own hello, welcome or gossip (each one counted)
+        old = self._peers.get(record.name)
+        if old is not None and old.record.incarnation == record.incarnation:
+            self._disconnect(old.record)  # known from a relayed record that said otherwise
+        seen = self._refused_versions.get(record.name)
+        if seen is not None and seen["incarnation"] == record.incarnation:
+            if kind is not None:
+                self._counters.refused_version += 1
+            return
+        self._counters.refused_version += 1
+        theirs = record.speaks("pubsub")
+        reason = (
+            f"no common pubsub version: it speaks {theirs if theirs else 'none'}, "
+            f"we speak {VERSIONS}"
+        )
+        if len(self._refused_versions) >= MAX_CACHED_TOPICS:
+            del self._refused_versions[next(iter(self._refused_versions))]
+        self._refused_versions[record.name] = {
+            "incarnation": record.incarnation,
+            "control": record.control,
+            "versions": {name: v.to_json() for name, v in record.versions},
+            "reason": reason,
+        }
+        log.warning(
+            "node %s: refused %s %r (incarnation %d at %s): %s; not connected",
+            self._name,
+            "a record relayed for" if kind is None else f"{kind.name.lower()} from",
+            record.name,
+            record.incarnation,
+            record.control,
+            reason,
+        )
 
     def _apply(self, verdict: Verdict, record: NodeRecord) -> None:
         if verdict is Verdict.NEW:
@@ -876,11 +1061,18 @@ class PubSub:
             self._connect(record)
         elif verdict is Verdict.RECOVERED:
             log.info("node %s: member %s is back", self._name, record.name)
+        if verdict in (Verdict.UPDATED, Verdict.RECOVERED):
+            peer = self._peers.get(record.name)
+            assert self._membership is not None
+            member = self._membership.members.get(record.name)
+            if peer is not None and member is not None:
+                peer.record = member.record
+                peer.version = _direct_version(member.record)
 
     def _connect(self, record: NodeRecord) -> None:
         assert self._transport is not None
         self._peers[record.name] = _PeerState(record)
-        prefixes = [self._prefix(t) for t in self._registry.topics()]
+        prefixes = [self._prefix(t) for t in self._registry.remote_topics()]
         self._transport.connect_member(record.name, record.pub, record.key, prefixes)
 
     def _disconnect(self, record: NodeRecord) -> None:
@@ -895,12 +1087,12 @@ class PubSub:
         if seed is None or seed.key != record.key:
             self._transport.close_dealer(record.control, record.key)
 
-    def _control_frame(self, kind: Kind, via: str | None = None) -> bytes:
+    def _control_frame(self, kind: Kind, via: str | None = None, version: int = LOWEST) -> bytes:
         assert self._me is not None
         assert self._membership is not None
         body = Control(self._me, self._membership.live_records(), via)
         self._ctl_seq += 1
-        return encode_control(kind, self._incarnation, self._ctl_seq, self._sender, body)
+        return encode_control(kind, self._incarnation, self._ctl_seq, self._sender, body, version)
 
     def _send_frame(self, endpoint: str, key: str | None, frame: bytes) -> bool:
         if self._transport is None:
@@ -912,9 +1104,14 @@ class PubSub:
         return False
 
     def _send_control_frame(
-        self, endpoint: str, key: str | None, kind: Kind, via: str | None = None
+        self,
+        endpoint: str,
+        key: str | None,
+        kind: Kind,
+        via: str | None = None,
+        version: int = LOWEST,
     ) -> bool:
-        return self._send_frame(endpoint, key, self._control_frame(kind, via))
+        return self._send_frame(endpoint, key, self._control_frame(kind, via, version))
 
     # -- maintenance ---------------------------------------------------------------
 
@@ -936,13 +1133,18 @@ class PubSub:
         for member in tick.forget:
             log.warning("node %s: member %s forgotten", self._name, member.record.name)
             self._disconnect(member.record)
-        for seed in tick.hello_seeds:
+        for seed in tick.hello_seeds:  # whoever answers there, it reads our lowest version
             self._send_control_frame(seed.endpoint, seed.key, Kind.HELLO, via=seed.endpoint)
         for member in tick.hello_members:
             record = member.record
-            self._send_control_frame(record.control, record.key, Kind.HELLO)
+            self._send_control_frame(
+                record.control, record.key, Kind.HELLO, version=_direct_version(record)
+            )
         if tick.gossip:
-            frame = self._control_frame(Kind.GOSSIP)  # encoded once for every member
+            if membership.generation != self._versions_seen:
+                self._choose_versions()
+            # encoded once for every member
+            frame = self._control_frame(Kind.GOSSIP, version=self._frame_version)
             for member in tick.gossip:
                 self._send_frame(member.record.control, member.record.key, frame)
 
@@ -959,9 +1161,18 @@ class PubSub:
         full ZeroMQ queue here; ``invalid``, ``oversize``, ``unknown_version``: frames
         dropped by the codec; ``rejected``: well-formed frames from a wrong or unknown
         sender; ``refused``: hellos refused (name conflicts, keys not allowed);
-        ``unknown_node``: direct messages to no known node); and ``peers``: per member
-        name its incarnation, endpoints, ``alive``, ``last_heard`` (seconds ago),
-        ``received`` and ``lost`` messages.
+        ``refused_version``: hello, welcome and gossip frames refused because their
+        sender's ``pubsub`` versions share none with ours (and relayed records of such
+        nodes, once per incarnation); ``unreadable``: broadcast frames sent in a version
+        some live member cannot read, one per such member and frame (see
+        :mod:`pubsub_zmq.versions`); ``unknown_node``: direct messages to no known
+        node); ``versions`` (this node's ranges, ``{protocol: [low, high]}``),
+        ``broadcast_version`` (the frame version of broadcasts and gossip now),
+        ``refused_versions`` (per refused node name: its ``incarnation``, ``control``
+        endpoint, ``versions`` and the ``reason``); and ``peers``: per member name its
+        incarnation, endpoints, ``alive``, ``last_heard`` (seconds ago), ``received``
+        and ``lost`` messages, its ``versions`` and the ``version`` of direct frames to
+        it.
         """
         c = self._counters
         now = time.monotonic()
@@ -978,6 +1189,8 @@ class PubSub:
                 "last_heard": round(now - member.last_heard, 3) if member.heard else None,
                 "received": peer.received if peer is not None else 0,
                 "lost": peer.lost if peer is not None else 0,
+                "versions": {p: v.to_json() for p, v in member.record.versions},
+                "version": _direct_version(member.record),
             }
         return {
             "node": self._name,
@@ -987,6 +1200,9 @@ class PubSub:
             "running": self.running,
             "subscriptions": len(self._registry),
             "topics": len(self._registry.topics()),
+            "versions": {p: v.to_json() for p, v in sorted(self._versions.items())},
+            "broadcast_version": self._frame_version,
+            "refused_versions": {name: dict(info) for name, info in self._refused_versions.items()},
             "sent": {
                 "broadcasts": c.broadcasts,
                 "broadcast_frames": c.broadcast_frames,
@@ -1008,6 +1224,8 @@ class PubSub:
                 "unknown_version": c.unknown_version,
                 "rejected": c.rejected,
                 "refused": c.refused,
+                "refused_version": c.refused_version,
+                "unreadable": c.unreadable,
                 "unknown_node": c.unknown_node,
             },
             "peers": peers,
@@ -1030,6 +1248,18 @@ class PubSub:
 
     def __repr__(self) -> str:
         return f"<PubSub {self._name!r} {self._state.value} {self.endpoint}>"
+
+
+def _pubsub_range(record: NodeRecord) -> Range:
+    # a live member always speaks pubsub (membership refuses the others); a record
+    # without it reads no version of ours, which a range beyond ours says
+    return record.speaks("pubsub") or Range(VERSION + 1, VERSION + 1)
+
+
+def _direct_version(record: NodeRecord) -> int:
+    """The frame version of direct frames, hellos and welcomes to ``record``'s node."""
+    version = negotiation.direct(VERSIONS, _pubsub_range(record))
+    return LOWEST if version is None else version
 
 
 def _is_loopback(endpoint: str) -> bool:

@@ -10,7 +10,7 @@ Every frame is one ZeroMQ frame (no multipart, which is slower in pyzmq)::
     0       n     topic, UTF-8 (empty for control frames), never containing NUL
     n       1     0x00 separator: a subscription prefix is topic + 0x00, so "room:4"
                   never matches "room:42"
-    n+1     1     protocol version (VERSION)
+    n+1     1     protocol version: LOWEST..VERSION (see "Versions" below)
     n+2     1     kind: B broadcast batch, D direct batch, H hello, W welcome, G gossip
     n+3     8     sender incarnation, unsigned big-endian
     n+11    8     sequence number, unsigned big-endian
@@ -26,9 +26,24 @@ Bodies:
   counts lost messages as gaps.
 * ``H`` / ``W`` / ``G``: an object ``{"node": record, "members": [record, ...],
   "via": endpoint-or-null}`` where a record is ``{"name", "incarnation", "control",
-  "pub", "key"}`` (``key``: the node's Z85 CURVE public key or null). Hello introduces a
-  node (``via``: the seed endpoint it was sent to, echoed in the welcome that answers it);
-  gossip spreads the sender's live members.
+  "pub", "key", "versions"}`` (``key``: the node's Z85 CURVE public key or null;
+  ``versions``: ``{protocol: [low, high]}``, every protocol the node speaks with the
+  lowest and highest version it reads and writes: ``"pubsub"`` for these frames, and
+  whatever a layer above announced, such as ``"tracker"`` and ``"transfer"``). Hello
+  introduces a node (``via``: the seed endpoint it was sent to, echoed in the welcome
+  that answers it); gossip spreads the sender's live members.
+
+Versions. A node reads batch frames (``B``, ``D``) of every version from :data:`LOWEST`
+to :data:`VERSION` and rejects the others (:class:`UnknownVersion`). Hello, welcome and
+gossip frames carry the negotiation itself, and their body only ever grows by fields
+older readers ignore, so they are read whatever their version byte (a body that does not
+read as a control body is then an unknown version): a node whose ``pubsub`` range shares
+nothing with ours is refused with a logged reason instead of dropped unread. A record
+without ``versions`` comes from the release before negotiation, which ignores unknown
+record fields: it speaks version 1 of ``pubsub``, ``tracker`` and ``transfer``
+(:data:`pubsub_zmq.versions.LEGACY`). Which version a node sends is chosen by
+:mod:`pubsub_zmq.versions`; this codec writes whatever version it is given, within its
+range.
 
 Any input that is not such a frame makes :func:`decode` raise :class:`WireError` (or its
 subclasses :class:`UnknownVersion` and :class:`FrameTooLarge`), never another exception.
@@ -38,22 +53,27 @@ from __future__ import annotations
 
 import gc
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
 
 import orjson
 
 from .errors import FrameTooLarge, InvalidTopic, UnknownVersion, WireError
+from .versions import LEGACY, MAX_VERSION, Range
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
+    "LOWEST",
     "MAX_MEMBERS",
     "MAX_NAME_BYTES",
+    "MAX_PROTOCOLS",
     "MAX_TOPIC_BYTES",
+    "OWN_VERSIONS",
     "SEPARATOR",
     "VERSION",
+    "VERSIONS",
     "Control",
     "Encoded",
     "Frame",
@@ -61,6 +81,7 @@ __all__ = [
     "NodeRecord",
     "batch_frame",
     "check_name",
+    "check_protocol",
     "decode",
     "encode_batch",
     "encode_control",
@@ -71,7 +92,21 @@ __all__ = [
 ]
 
 VERSION = 1
-"""The protocol version this codec speaks; frames of any other version are rejected."""
+"""The newest frame version this codec speaks (reads and writes)."""
+
+LOWEST = 1
+"""The oldest frame version this codec still speaks."""
+
+VERSIONS = Range(LOWEST, VERSION)
+"""The ``pubsub`` range of this codec: every frame version from LOWEST to VERSION."""
+
+OWN_VERSIONS: tuple[tuple[str, Range], ...] = (("pubsub", VERSIONS),)
+"""What a :class:`NodeRecord` announces unless told otherwise: these frames only."""
+
+MAX_PROTOCOLS = 64
+"""The most protocols one record may announce."""
+
+MAX_PROTOCOL_CHARS = 64
 
 SEPARATOR = b"\x00"
 """The byte after the topic: subscription prefixes are ``topic + SEPARATOR``."""
@@ -119,6 +154,9 @@ class NodeRecord:
         control: the node's ROUTER endpoint (what others list as peers).
         pub: the node's PUB endpoint, for broadcasts.
         key: the node's Z85 CURVE public key, or None without CURVE.
+        versions: ``(protocol, Range)`` pairs sorted by protocol: what the node speaks
+            (see :meth:`with_versions`). A decoded record without them is
+            :data:`~pubsub_zmq.versions.LEGACY`.
     """
 
     name: str
@@ -126,6 +164,18 @@ class NodeRecord:
     control: str
     pub: str
     key: str | None = None
+    versions: tuple[tuple[str, Range], ...] = OWN_VERSIONS
+
+    def speaks(self, protocol: str) -> Range | None:
+        """The versions of ``protocol`` the node announced, or None if it speaks none."""
+        for name, versions in self.versions:
+            if name == protocol:
+                return versions
+        return None
+
+    def with_versions(self, versions: Mapping[str, Range]) -> NodeRecord:
+        """A copy of the record announcing ``versions`` (``{protocol: Range}``)."""
+        return replace(self, versions=tuple(sorted(versions.items())))
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-able dict."""
@@ -135,6 +185,7 @@ class NodeRecord:
             "control": self.control,
             "pub": self.pub,
             "key": self.key,
+            "versions": {name: [v.low, v.high] for name, v in self.versions},
         }
 
 
@@ -165,6 +216,8 @@ class Frame:
         sender: the sender's node name.
         messages: the decoded messages of a batch (empty for control frames).
         control: the body of a control frame (None for batches).
+        version: the frame's version byte: within LOWEST..VERSION for a batch; any for
+            a control frame (whose sender may speak nothing we speak).
     """
 
     topic: str
@@ -174,6 +227,7 @@ class Frame:
     sender: str
     messages: list[Any]
     control: Control | None = None
+    version: int = VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,15 +299,51 @@ def check_name(name: str) -> bytes:
     return data
 
 
+def check_protocol(protocol: str) -> str:
+    """Validate a protocol name (as announced in a record's ``versions``) and return it.
+
+    Raises:
+        TypeError: ``protocol`` is not a str.
+        ValueError: it is empty, longer than 64 characters, or not ASCII letters,
+            digits, ``-``, ``_`` and ``.``.
+    """
+    if not isinstance(protocol, str):
+        raise TypeError(f"a protocol name must be a str, got {type(protocol).__name__}")
+    if not _protocol_ok(protocol):
+        raise ValueError(
+            f"a protocol name is 1 to {MAX_PROTOCOL_CHARS} ASCII letters, digits, '-', '_' "
+            f"or '.', got {protocol!r:.80}"
+        )
+    return protocol
+
+
+def _protocol_ok(name: str) -> bool:
+    return (
+        0 < len(name) <= MAX_PROTOCOL_CHARS
+        and name.isascii()
+        and name.replace("-", "").replace("_", "").replace(".", "x").isalnum()
+    )
+
+
+def _check_version(version: int) -> int:
+    if type(version) is not int or not LOWEST <= version <= VERSION:
+        raise ValueError(f"frame version {version!r} is not one this codec speaks ({VERSIONS})")
+    return version
+
+
 def sender_field(name: str) -> bytes:
     """The length-prefixed sender name that follows the fixed header."""
     data = check_name(name)
     return bytes((len(data),)) + data
 
 
-def head(kind: Kind, incarnation: int, seq: int) -> bytes:
-    """The version, kind, incarnation and sequence bytes of a frame."""
-    return _HEAD.pack(VERSION, kind, incarnation, seq)
+def head(kind: Kind, incarnation: int, seq: int, version: int = VERSION) -> bytes:
+    """The version, kind, incarnation and sequence bytes of a frame.
+
+    Raises:
+        ValueError: ``version`` is not within LOWEST..VERSION.
+    """
+    return _HEAD.pack(_check_version(version), kind, incarnation, seq)
 
 
 def encode_batch(
@@ -263,6 +353,7 @@ def encode_batch(
     seq: int,
     sender: bytes,
     body: bytes | bytearray,
+    version: int = VERSION,
 ) -> bytes:
     """Encode a batch of already-encoded messages of one topic.
 
@@ -273,11 +364,15 @@ def encode_batch(
         seq: the sequence number of the first message.
         sender: :func:`sender_field` of the sender's name.
         body: the messages as one JSON array (see :func:`join_messages`).
+        version: the frame version (chosen by :mod:`pubsub_zmq.versions`).
 
     Returns:
         The frame.
+
+    Raises:
+        ValueError: ``version`` is not within LOWEST..VERSION.
     """
-    return b"".join((prefix, _HEAD.pack(VERSION, kind, incarnation, seq), sender, body))
+    return b"".join((prefix, head(kind, incarnation, seq, version), sender, body))
 
 
 def join_messages(parts: list[bytes]) -> bytes:
@@ -314,15 +409,26 @@ def batch_frame(
     return encode_batch(topic_prefix(topic), kind, incarnation, seq, sender_field(sender), body)
 
 
-def encode_control(kind: Kind, incarnation: int, seq: int, sender: bytes, body: Control) -> bytes:
-    """Encode a hello, welcome or gossip frame."""
+def encode_control(
+    kind: Kind,
+    incarnation: int,
+    seq: int,
+    sender: bytes,
+    body: Control,
+    version: int = VERSION,
+) -> bytes:
+    """Encode a hello, welcome or gossip frame.
+
+    Raises:
+        ValueError: ``version`` is not within LOWEST..VERSION.
+    """
     payload = {
         "node": body.node.to_json(),
         "members": [m.to_json() for m in body.members],
         "via": body.via,
     }
     return b"".join(
-        (SEPARATOR, _HEAD.pack(VERSION, kind, incarnation, seq), sender, orjson.dumps(payload))
+        (SEPARATOR, head(kind, incarnation, seq, version), sender, orjson.dumps(payload))
     )
 
 
@@ -359,7 +465,8 @@ def decode(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame
 
     Raises:
         FrameTooLarge: the frame is longer than ``max_frame_bytes``.
-        UnknownVersion: the frame's version is not VERSION.
+        UnknownVersion: a batch frame's version is not within LOWEST..VERSION, or a
+            control frame of such a version does not read as a control frame.
         WireError: anything else wrong (garbage, truncation, bad UTF-8 or JSON, wrong
             shape or value); no other exception escapes.
     """
@@ -376,11 +483,28 @@ def decode(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame
     if size < pos + _HEAD_SIZE + 2:
         raise WireError("truncated header")
     version, kind_byte, incarnation, seq = _HEAD.unpack_from(data, pos)
-    if version != VERSION:
-        raise UnknownVersion(f"unknown protocol version {version}")
+    known = LOWEST <= version <= VERSION
     kind = _KINDS.get(kind_byte)
-    if kind is None:
+    if kind is None or (not known and kind in _DATA_KINDS):
+        if not known:
+            raise UnknownVersion(f"unknown protocol version {version}")
         raise WireError(f"unknown frame kind {kind_byte:#x}")
+    if not known:
+        # a control frame is the negotiation itself: read its records, so that a node
+        # speaking nothing we speak is refused with a reason, not dropped unread
+        try:
+            return _decode_rest(data, sep, pos, kind, incarnation, seq, version)
+        except WireError as exc:
+            raise UnknownVersion(
+                f"unknown protocol version {version} (and not a control frame: {exc})"
+            ) from exc
+    return _decode_rest(data, sep, pos, kind, incarnation, seq, version)
+
+
+def _decode_rest(
+    data: bytes, sep: int, pos: int, kind: Kind, incarnation: int, seq: int, version: int
+) -> Frame:
+    size = len(data)
     pos += _HEAD_SIZE
     name_len = data[pos]
     pos += 1
@@ -403,13 +527,13 @@ def decode(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame
             raise WireError("batch body is not a non-empty list")
         if seq + len(body) > _U64:
             raise WireError("sequence number overflows")
-        return Frame(topic, kind, incarnation, seq, sender, body)
+        return Frame(topic, kind, incarnation, seq, sender, body, None, version)
     if topic:
         raise WireError("control frame with a topic")
     control = _control(body)
     if control.node.name != sender or control.node.incarnation != incarnation:
         raise WireError("control record does not match the frame's sender")
-    return Frame(topic, kind, incarnation, seq, sender, [], control)
+    return Frame(topic, kind, incarnation, seq, sender, [], control, version)
 
 
 def _control(body: Any) -> Control:
@@ -451,7 +575,32 @@ def _record(value: Any) -> NodeRecord:
     assert isinstance(pub, str)
     if key is not None and (type(key) is not str or len(key) != 40 or not key.isascii()):
         raise WireError("record key is not a Z85 CURVE public key")
-    return NodeRecord(name, incarnation, control, pub, key)
+    return NodeRecord(name, incarnation, control, pub, key, _versions(value.get("versions")))
+
+
+_LEGACY_PAIRS = tuple(sorted(LEGACY.items()))
+
+
+def _versions(value: Any) -> tuple[tuple[str, Range], ...]:
+    if value is None:  # the release before negotiation: it sends no versions
+        return _LEGACY_PAIRS
+    if type(value) is not dict or len(value) > MAX_PROTOCOLS:
+        raise WireError(f"record versions is not an object of at most {MAX_PROTOCOLS} protocols")
+    pairs = []
+    for name, bounds in value.items():
+        if not _protocol_ok(name):
+            raise WireError("record versions holds a bad protocol name")
+        if (
+            type(bounds) is not list
+            or len(bounds) != 2
+            or type(bounds[0]) is not int
+            or type(bounds[1]) is not int
+            or not 1 <= bounds[0] <= bounds[1] <= MAX_VERSION
+        ):
+            raise WireError(f"record versions of {name!r} is not [low, high]")
+        pairs.append((name, Range(bounds[0], bounds[1])))
+    pairs.sort()
+    return tuple(pairs)
 
 
 def _name_ok(name: str) -> bool:

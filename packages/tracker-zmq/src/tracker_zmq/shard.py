@@ -26,6 +26,17 @@ the simulator (:mod:`tracker_zmq.testing`) drives the same class with virtual ti
 * **Transfers**: a request is answered with the smallest delta generation that brings
   the requester up to date, else the full state, in parts; an answer is merged only if
   it matches an outstanding request to a replica that is up, once all its parts came.
+* **Versions** are an input, like time: the Shard does not negotiate. The caller (the
+  Tracker, from the ranges every node announces on its PubSub, through
+  :mod:`pubsub_zmq.versions`) hands it a :class:`Versions` with :meth:`Shard.set_versions`
+  whenever the members' ranges change: heartbeats and graceful permdowns go in its
+  ``broadcast`` version, requests and answers to a peer in that peer's ``direct``
+  version (an answer to a peer not listed: the version of its request) and answers in
+  its ``transfer`` format. A peer listed in ``refused`` shares no version with us: its
+  messages are dropped (drop reason ``no_common_version``), nothing is sent to it, and
+  the first refusal of each of its refs comes back in :attr:`Output.refusals` for the
+  caller to log. A message whose ``v`` we do not speak is dropped as ``invalid``, as
+  any message we cannot read.
 
 Where this differs from Phoenix (DESIGN.md): requests are matched to answers and time
 out (counted from the latest part received); an answer from a responder marked down
@@ -46,7 +57,7 @@ import base64
 import builtins
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +80,9 @@ from tracker_zmq.errors import AlreadyTracked, NoPresence
 from tracker_zmq.options import Options
 from tracker_zmq.replica import Drop, Ref, ReplicaEvent, Replicas, Status
 from tracker_zmq.wire import (
+    LOWEST_TRANSFER_FORMAT,
+    PROTOCOL,
+    TRANSFER_FORMAT,
     Assembly,
     GracefulPermdown,
     Heartbeat,
@@ -76,14 +90,16 @@ from tracker_zmq.wire import (
     TransferAck,
     TransferRequest,
     check_meta,
+    check_version,
     decode,
     encode,
     encode_json,
     encode_transfer_ack,
     iter_parts,
+    sender_of,
 )
 
-__all__ = ["Diff", "Output", "ReplicaEvent", "Send", "Shard"]
+__all__ = ["Diff", "Output", "ReplicaEvent", "Send", "Shard", "Versions"]
 
 Diff = dict[Topic, tuple[list[tuple[Key, Meta]], list[tuple[Key, Meta]]]]
 """``{topic: (joins, leaves)}`` with joins and leaves as lists of ``(key, meta)``."""
@@ -120,6 +136,9 @@ class Output:
     """Sends to make after ``sends``, each built when pulled (large transfer answers)."""
     next_tick: float | None = None
     """When to call :meth:`Shard.tick` next (set by a tick; None: the schedule stands)."""
+    refusals: list[tuple[Ref, str]] = field(default_factory=list)
+    """Refs of peers refused for the first time (no common version), with the reason:
+    the caller logs them (once per ref: per peer incarnation)."""
 
     def report(self, joins: list[Entry], leaves: list[Entry]) -> None:
         """Fold entries that joined and left into the diff, grouped by topic."""
@@ -150,6 +169,32 @@ _NO_TOPIC = object()
 
 def _no_append(item: tuple[Key, Meta]) -> None:
     raise AssertionError("unreachable: the first entry always looks its topic up")
+
+
+@dataclass(frozen=True, slots=True)
+class Versions:
+    """The versions negotiated with the peers: an input to :meth:`Shard.set_versions`.
+
+    The caller computes them from the ranges the nodes announce (the Tracker does it
+    with :mod:`pubsub_zmq.versions`); the defaults are what a Shard uses before it is
+    told anything: the newest tracker version, the oldest transfer format.
+
+    Attributes:
+        broadcast: The tracker version of heartbeats and graceful permdowns (one message
+            read by every peer).
+        direct: Per peer node name, the tracker version of transfer requests and
+            answers to it. A peer not listed: requests in ``broadcast``, answers in the
+            version of the request.
+        transfer: Per peer node name, the transfer format of answers to it; a peer not
+            listed gets LOWEST_TRANSFER_FORMAT.
+        refused: Per peer node name, why it is refused (it shares no tracker version or
+            no transfer format with us): its messages are dropped, none are sent to it.
+    """
+
+    broadcast: int = PROTOCOL
+    direct: Mapping[str, int] = field(default_factory=dict)
+    transfer: Mapping[str, int] = field(default_factory=dict)
+    refused: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -206,6 +251,8 @@ class Shard:
         self._answered_full: dict[str, float] = {}
         self._ref_counter = 0
         self._next_tick: float | None = None
+        self._versions = Versions()
+        self._refused_refs: set[Ref] = set()
         self.counters: dict[str, int] = {
             "messages_in": 0,
             "messages_out": 0,
@@ -228,6 +275,26 @@ class Shard:
         a tick that runs more than a period after it is a stalled one.
         """
         return self._next_tick
+
+    @property
+    def versions(self) -> Versions:
+        """The versions the Shard speaks to its peers (see :meth:`set_versions`)."""
+        return self._versions
+
+    def set_versions(self, versions: Versions) -> None:
+        """Take the versions negotiated with the peers (see :class:`Versions`).
+
+        Raises:
+            ValueError: A version this node cannot write (tracker versions from
+                LOWEST_PROTOCOL to PROTOCOL, transfer formats from
+                LOWEST_TRANSFER_FORMAT to TRANSFER_FORMAT).
+        """
+        check_version(versions.broadcast)
+        for version in versions.direct.values():
+            check_version(version)
+        for version in versions.transfer.values():
+            check_version(version, LOWEST_TRANSFER_FORMAT, TRANSFER_FORMAT)
+        self._versions = versions
 
     # ------------------------------------------------------------ local API
 
@@ -340,7 +407,9 @@ class Shard:
 
         The caller sends it (a few times, over a few ticks) and then stops the shard.
         """
-        return self._output_with(GracefulPermdown(self.ref))
+        out = Output()
+        self._send(out, GracefulPermdown(self.ref), version=self._versions.broadcast)
+        return out
 
     # ----------------------------------------------------------------- tick
 
@@ -372,11 +441,14 @@ class Shard:
             self.generations.push(state, delta)
             self._silent_periods = 0
             clocks = state.clocks()[1]
-            data = self._encoder(encode(Heartbeat(self.ref, clocks, delta), self.options.pool_size))
+            version = self._versions.broadcast
+            data = self._encoder(
+                encode(Heartbeat(self.ref, clocks, delta), self.options.pool_size, version)
+            )
             if len(data) > self.options.transfer_part_bytes:
                 # Too big for one frame: peers see our clock ahead and ask for it; the
                 # answer (a generation, or the full state) travels in parts.
-                self._send(out, Heartbeat(self.ref, clocks, None))
+                self._send(out, Heartbeat(self.ref, clocks, None), version=version)
                 self.counters["deltas_too_large"] += 1
             else:
                 out.sends.append(Send(data))
@@ -384,7 +456,8 @@ class Shard:
                 self.counters["delta_values_sent"] += len(delta)
         elif self._silent_periods >= self.options.max_silent_periods:
             self._silent_periods = 0
-            self._send(out, Heartbeat(self.ref, state.clocks()[1], None))
+            heartbeat = Heartbeat(self.ref, state.clocks()[1], None)
+            self._send(out, heartbeat, version=self._versions.broadcast)
         else:
             self._silent_periods += 1
             return
@@ -407,13 +480,17 @@ class Shard:
             name = ref[0]
             if name in self._asking:
                 continue
+            if name in self._versions.refused:
+                self._count_drop("no_common_version")  # the request we cannot send it
+                continue
             self._request_counter += 1
             request = (self.ref, self._request_counter)
             self._requests[request] = _Request(replica.ref, now)
             self._asking[name] = request
             self.counters["transfers_requested"] += 1
             clocks = self.state.clocks()[1]
-            self._send(out, TransferRequest(self.ref, request, clocks), node=name)
+            version = self._versions.direct.get(name, self._versions.broadcast)
+            self._send(out, TransferRequest(self.ref, request, clocks), name, version=version)
 
     @staticmethod
     def _as_ref(replica: object) -> Ref | None:
@@ -443,11 +520,18 @@ class Shard:
     def receive(self, data: object, now: float) -> Output:
         """Handle a message from another node (its wire form, as pubsub delivered it).
 
-        Invalid messages and messages of forgotten or older incarnations are dropped and
-        counted in :attr:`drops`; nothing a peer sends raises out of this method.
+        Invalid messages, messages of forgotten or older incarnations and messages of
+        refused peers (:class:`Versions`) are dropped and counted in :attr:`drops`;
+        nothing a peer sends raises out of this method.
         """
         out = Output()
         self.counters["messages_in"] += 1
+        refused = self._versions.refused
+        if refused:
+            ref = sender_of(data)
+            if ref is not None and ref[0] in refused:
+                self._refuse(ref, refused[ref[0]], out)
+                return out
         options = self.options
         try:
             message = decode(
@@ -456,7 +540,7 @@ class Shard:
                 max_replicas=options.max_replicas,
                 max_entries=options.max_message_entries,
             )
-        except MessageError:
+        except MessageError:  # UnknownProtocolVersion too: a ``v`` we do not speak
             self._count_drop("invalid")
             return out
         sender = message.sender
@@ -469,7 +553,8 @@ class Shard:
         if isinstance(message, Heartbeat):
             self._on_heartbeat(message, now, out)
         elif isinstance(message, TransferRequest):
-            self._on_transfer_request(message, now, out)
+            assert isinstance(data, dict)  # decode took it
+            self._on_transfer_request(message, now, out, data["v"])
         elif isinstance(message, TransferAck):
             self._on_transfer_ack(message, now, out)
         else:
@@ -492,7 +577,18 @@ class Shard:
             self.generations.push(self.state, delta)
         self._clockset = append_clock(self._clockset, (sender, message.clock))
 
-    def _on_transfer_request(self, message: TransferRequest, now: float, out: Output) -> None:
+    def _refuse(self, ref: Ref, reason: str, out: Output) -> None:
+        self._count_drop("no_common_version")
+        if ref in self._refused_refs:
+            return
+        if len(self._refused_refs) >= self.options.max_replicas:
+            self._refused_refs.clear()  # bounded: a ref may then be reported again
+        self._refused_refs.add(ref)
+        out.refusals.append((ref, reason))
+
+    def _on_transfer_request(
+        self, message: TransferRequest, now: float, out: Output, version: int
+    ) -> None:
         requester = message.sender
         payload = self.generations.extract(self.state, requester, message.clock)
         if isinstance(payload, Snapshot):
@@ -505,8 +601,19 @@ class Shard:
         # Counted here, where the answer is decided: one message out, whatever the
         # number of parts it travels in (they are built later, as the caller pulls them).
         self.counters["messages_out"] += 1
+        name = requester[0]
+        versions = self._versions
         out.later.append(
-            _answer(self.ref, payload, message.request, requester[0], self.options, self._encoder)
+            _answer(
+                self.ref,
+                payload,
+                message.request,
+                name,
+                self.options,
+                self._encoder,
+                versions.direct.get(name, version),
+                versions.transfer.get(name, LOWEST_TRANSFER_FORMAT),
+            )
         )
 
     def _on_transfer_ack(self, message: TransferAck, now: float, out: Output) -> None:
@@ -590,14 +697,10 @@ class Shard:
         if pending is not None and self._asking.get(pending.responder[0]) == request:
             del self._asking[pending.responder[0]]
 
-    def _send(self, out: Output, message: Any, node: str | None = None) -> None:
-        out.sends.append(Send(self._encoder(encode(message, self.options.pool_size)), node))
+    def _send(self, out: Output, message: Any, node: str | None = None, *, version: int) -> None:
+        data = self._encoder(encode(message, self.options.pool_size, version))
+        out.sends.append(Send(data, node))
         self.counters["messages_out"] += 1
-
-    def _output_with(self, message: Any) -> Output:
-        out = Output()
-        self._send(out, message)
-        return out
 
     def _count_drop(self, reason: str) -> None:
         self.counters["dropped"] += 1
@@ -631,6 +734,10 @@ class Shard:
             "transfers_outstanding": len(self._requests),
             **self.counters,
             "drops": dict(self.drops),
+            "versions": {
+                "broadcast": self._versions.broadcast,
+                "refused": sorted(self._versions.refused),
+            },
         }
 
 
@@ -641,15 +748,20 @@ def _answer(
     node: str,
     options: Options,
     encoder: Callable[[object], bytes],
+    version: int,
+    transfer_format: int,
 ) -> Iterator[Send]:
     """The parts of a transfer answer, each built and encoded once, only when pulled.
 
     The payload was extracted when the request came (a consistent cut); encoding it, the
     costly part, happens as the caller pulls the parts, so an event loop can heartbeat in
     between. It touches no Shard: pulling it or not changes nothing but what is sent.
+    ``version`` is the answer's tracker version; ``transfer_format`` the form of its
+    parts, of which format 1 (:func:`~tracker_zmq.wire.iter_parts`) is the only one.
     """
+    assert transfer_format == 1, "set_versions admits transfer formats this node writes"
     kind = "snapshot" if isinstance(payload, Snapshot) else "delta"
     parts = iter_parts(payload, options.transfer_part_values, options.transfer_part_bytes, encoder)
     for i, (part, data, last) in enumerate(parts):
         ack = TransferAck(sender, request, i, last, kind, part)
-        yield Send(encode_transfer_ack(ack, options.pool_size, data, encoder), node)
+        yield Send(encode_transfer_ack(ack, options.pool_size, data, encoder, version), node)

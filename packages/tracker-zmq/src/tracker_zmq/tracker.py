@@ -23,6 +23,17 @@ wakes up more than a period late (a GC pause, a long merge, SIGSTOP) it first le
 event loop read the input that piled up (the stall rule: the shard then skips its down
 judgements for that tick), so a stalled node does not declare its peers dead.
 
+Versions: at start the tracker announces on its PubSub the ranges it speaks of the
+``"tracker"`` messages and the ``"transfer"`` format (:meth:`pubsub_zmq.PubSub.announce`);
+before each tick it reads the live members' ranges
+(:meth:`pubsub_zmq.PubSub.member_versions`), chooses with :mod:`pubsub_zmq.versions` the
+version of heartbeats (every member reads it) and of each peer's requests and answers
+(the highest both know), and hands the result to the shards
+(:meth:`~tracker_zmq.shard.Shard.set_versions`) when it changed. A peer sharing no
+version with us is refused: the shards drop its messages (``no_common_version``) and
+this layer logs it once per peer incarnation. A member whose record announces no
+versions is of the release before negotiation: version 1 of both.
+
 A node has one incarnation (``vsn``) for all its shards, minted as the PubSub's own
 incarnation is (:func:`pubsub_zmq.new_incarnation`: ``time.time_ns()`` with random low
 bits), above the PubSub's incarnation and above any vsn this process used before for the
@@ -45,11 +56,27 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 import orjson
 
 from crdt_state import Key, Meta, Topic, check_id
-from pubsub_zmq import Encoded, Overflow, PubSub, PubSubError, Subscription, new_incarnation
+from pubsub_zmq import (
+    Encoded,
+    Overflow,
+    PubSub,
+    PubSubError,
+    Range,
+    Subscription,
+    new_incarnation,
+)
+from pubsub_zmq import versions as negotiation
 from tracker_zmq.errors import ConfigError, NoPresence, TooManyPresences, TrackerNotRunning
 from tracker_zmq.options import Options
-from tracker_zmq.shard import Diff, Output, Send, Shard
-from tracker_zmq.wire import shard_for
+from tracker_zmq.replica import Ref
+from tracker_zmq.shard import Diff, Output, Send, Shard, Versions
+from tracker_zmq.wire import (
+    LOWEST_PROTOCOL,
+    LOWEST_TRANSFER_FORMAT,
+    PROTOCOL,
+    TRANSFER_FORMAT,
+    shard_for,
+)
 
 __all__ = ["DiffHandler", "Handler", "Tracker"]
 
@@ -84,6 +111,9 @@ _PERMDOWN_SENDS = 3
 _STALL_DRAIN_ROUNDS = 10
 _STALL_DRAIN_SLEEP = 0.002
 _HANDLER_DRAIN_TIMEOUT = 5.0
+_TRACKER = Range(LOWEST_PROTOCOL, PROTOCOL)
+_TRANSFER = Range(LOWEST_TRANSFER_FORMAT, TRANSFER_FORMAT)
+_MAX_LOGGED = 4096  # refusals remembered, so that each is logged once per incarnation
 
 # the highest vsn this process gave each node name, so a tracker restarted in the same
 # process (and the same nanosecond) still gets a larger one
@@ -212,12 +242,16 @@ class Tracker:
         self._task_ids: dict[asyncio.Task[Any], str] = {}
         self._streams: set[asyncio.Task[None]] = set()
         self._owner_counter = 0
+        self._negotiated = Versions()
+        self._left_out: list[str] = []
+        self._logged: set[tuple[str, object]] = set()
         self.counters: dict[str, int] = {
             "handler_errors": 0,
             "receive_errors": 0,
             "send_errors": 0,
             "overflows": 0,
             "diffs_reported": 0,
+            "unreadable": 0,
         }
 
     @staticmethod
@@ -267,6 +301,8 @@ class Tracker:
         if not self.pubsub.running:
             raise TrackerNotRunning("start the PubSub before the tracker")
         node = self.pubsub.node_name
+        self.pubsub.announce("tracker", _TRACKER.low, _TRACKER.high)
+        self.pubsub.announce("transfer", _TRANSFER.low, _TRANSFER.high)
         self.vsn = _new_vsn(node, self.pubsub.incarnation, self._rng)
         now = time.monotonic()
         firsts: list[float] = []
@@ -285,6 +321,7 @@ class Tracker:
                 runner.topic, callback=self._receiver(runner), link=False
             )
             firsts.append(shard.start(now))
+        self._negotiate(force=True)
         self._state = _Phase.RUNNING
         for runner, first in zip(self._runners, firsts, strict=True):
             runner.tasks.append(asyncio.create_task(self._tick_loop(runner, first)))
@@ -511,10 +548,18 @@ class Tracker:
 
         Returns:
             A dict with ``name``, ``node``, ``vsn``, ``pool_size``, ``running``, the
-            tracker's own counters (handler errors and so on), ``replicas`` (each remote
+            tracker's own counters (handler errors and so on; ``unreadable``: heartbeats
+            and permdowns sent in a version some live node cannot read, one per such
+            node and message), ``replicas`` (each remote
             node's vsn and status, merged over the shards: ``"mixed"`` when the shards
-            disagree), ``totals`` (the shards' counters summed, with ``presences`` and
-            ``drops``) and ``shards`` (each shard's own stats).
+            disagree), ``versions`` (``tracker`` and ``transfer``: the ranges this node
+            speaks, ``[low, high]``; ``broadcast``: the version of heartbeats now;
+            ``peers``: per live node with a tracker, the ``tracker`` version and the
+            ``transfer`` format of requests and answers to it; ``refused``: per refused
+            node, the reason; ``left_out``: nodes that cannot read the heartbeats),
+            ``totals`` (the shards' counters summed, with ``presences`` and ``drops``,
+            where ``no_common_version`` counts the messages of refused nodes) and
+            ``shards`` (each shard's own stats).
         """
         shards = [runner.shard.stats() for runner in self._runners]
         totals: dict[str, Any] = {}
@@ -544,6 +589,17 @@ class Tracker:
             "running": self.running,
             **self.counters,
             "replicas": dict(sorted(replicas.items())),
+            "versions": {
+                "tracker": _TRACKER.to_json(),
+                "transfer": _TRANSFER.to_json(),
+                "broadcast": self._negotiated.broadcast,
+                "peers": {
+                    name: {"tracker": version, "transfer": self._negotiated.transfer[name]}
+                    for name, version in sorted(self._negotiated.direct.items())
+                },
+                "refused": dict(sorted(self._negotiated.refused.items())),
+                "left_out": list(self._left_out),
+            },
             "totals": totals,
             "shards": shards,
         }
@@ -614,6 +670,7 @@ class Tracker:
             if time.monotonic() - due > period:
                 await self._drain_input(runner)
             try:
+                self._negotiate()
                 out = shard.tick(time.monotonic())
             except Exception:
                 # never let a bug kill the heartbeat: log, count, try again next period
@@ -637,7 +694,77 @@ class Tracker:
             if round_ >= 2 and shard.counters["messages_in"] == before:
                 return
 
+    def _negotiate(self, *, force: bool = False) -> None:
+        """Choose the versions to speak from the members' ranges; tell the shards."""
+        direct: dict[str, int] = {}
+        formats: dict[str, int] = {}
+        refused: dict[str, str] = {}
+        readers: dict[str, Range] = {}
+        for name, ranges in self.pubsub.member_versions().items():
+            theirs = ranges.get("tracker")
+            if theirs is None:
+                continue  # no tracker there (or its announcement is still on its way)
+            version = negotiation.direct(_TRACKER, theirs)
+            their_formats = ranges.get("transfer")
+            fmt = None if their_formats is None else negotiation.direct(_TRANSFER, their_formats)
+            if version is None:
+                refused[name] = (
+                    f"no common tracker version: it speaks {theirs}, we speak {_TRACKER}"
+                )
+            elif fmt is None:
+                refused[name] = (
+                    f"no common transfer format: it speaks {their_formats or 'none'}, "
+                    f"we speak {_TRANSFER}"
+                )
+            else:
+                direct[name] = version
+                formats[name] = fmt
+                readers[name] = theirs
+        chosen = negotiation.broadcast(_TRACKER, readers.values())
+        versions = Versions(_TRACKER.high if chosen is None else chosen, direct, formats, refused)
+        if versions == self._negotiated and not force:
+            return
+        self._negotiated = versions
+        for runner in self._runners:
+            runner.shard.set_versions(versions)
+        self._left_out = negotiation.left_out(chosen, readers)
+        for name in self._left_out:
+            if self._log_once((name, readers[name])):
+                log.warning(
+                    "tracker %r on %s: node %s cannot read heartbeats: they go in tracker "
+                    "version %d, the lowest the live nodes speak; it speaks %s, we speak %s",
+                    self.name,
+                    self.node,
+                    name,
+                    versions.broadcast,
+                    readers[name],
+                    _TRACKER,
+                )
+
+    def _log_once(self, key: tuple[str, object]) -> bool:
+        if key in self._logged:
+            return False
+        if len(self._logged) >= _MAX_LOGGED:
+            self._logged.clear()
+        self._logged.add(key)
+        return True
+
+    def _log_refusals(self, refusals: builtins.list[tuple[Ref, str]]) -> None:
+        for ref, reason in refusals:
+            if self._log_once(ref):
+                log.warning(
+                    "tracker %r on %s: refused the messages of %s (vsn %d): %s "
+                    "(counted in drops.no_common_version)",
+                    self.name,
+                    self.node,
+                    ref[0],
+                    ref[1],
+                    reason,
+                )
+
     def _apply(self, runner: _Runner, out: Output) -> None:
+        if out.refusals:
+            self._log_refusals(out.refusals)
         if out.sends:
             self._send(runner, out)
         for parts in out.later:
@@ -666,6 +793,8 @@ class Tracker:
                 if send.node is None:
                     if sub is not None:
                         self.pubsub.broadcast_from(sub, runner.topic, Encoded(send.data))
+                        if self._left_out:
+                            self.counters["unreadable"] += len(self._left_out)
                 else:
                     self.pubsub.direct_broadcast(send.node, runner.topic, Encoded(send.data))
             except (PubSubError, TypeError, ValueError) as exc:

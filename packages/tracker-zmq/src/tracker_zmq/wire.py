@@ -7,7 +7,8 @@ encoder: the asyncio layer's is orjson, whose bytes pubsub-zmq sends as they are
 ========  ==============================================================================
 field     meaning
 ========  ==============================================================================
-``v``     protocol version, :data:`PROTOCOL`; other versions are dropped and counted
+``v``     protocol version, from :data:`LOWEST_PROTOCOL` to :data:`PROTOCOL`; other
+          versions are dropped and counted (see "Versions" below)
 ``t``     kind: ``hb`` heartbeat, ``treq`` transfer request, ``tack`` transfer answer
           (one part of it), ``perm`` graceful permdown
 ``from``  the sender's ref ``[node name, vsn]``
@@ -26,6 +27,19 @@ and, by kind:
 * ``perm``: nothing more.
 
 :func:`decode` checks all of it and raises :class:`MessageError` for anything else.
+
+Versions. Two protocols are negotiated, each node announcing its range on its PubSub
+(:meth:`pubsub_zmq.PubSub.announce`): ``"tracker"``, these messages (``v``, from
+:data:`LOWEST_PROTOCOL` to :data:`PROTOCOL`), and ``"transfer"``, the form of a transfer
+answer's ``data`` (from :data:`LOWEST_TRANSFER_FORMAT` to :data:`TRANSFER_FORMAT`).
+Heartbeats and graceful permdowns go in the version every live node reads, requests
+and answers in the highest both ends know (:mod:`pubsub_zmq.versions`); the Shard is told
+which (:class:`~tracker_zmq.shard.Versions`). Version 1 of either is what the release
+before negotiation sent, byte for byte: that release reads messages with ``dict.get``
+and ignores fields it does not know, so a later version may add fields, but nothing is
+added at version 1. Transfer format 1 is the only one and carries no marker; a later
+format must mark its parts, and is only ever sent to a node whose ``transfer`` range
+holds it.
 """
 
 from __future__ import annotations
@@ -46,14 +60,19 @@ from tracker_zmq.replica import Ref
 
 __all__ = [
     "HASH_NAME",
+    "LOWEST_PROTOCOL",
+    "LOWEST_TRANSFER_FORMAT",
     "PROTOCOL",
+    "TRANSFER_FORMAT",
     "GracefulPermdown",
     "Heartbeat",
     "Message",
     "MessageError",
     "TransferAck",
     "TransferRequest",
+    "UnknownProtocolVersion",
     "check_meta",
+    "check_version",
     "decode",
     "encode",
     "encode_json",
@@ -61,12 +80,27 @@ __all__ = [
     "iter_parts",
     "join_payload",
     "json_size",
+    "sender_of",
     "shard_for",
     "split_payload",
 ]
 
 PROTOCOL = 1
-"""The protocol version every message carries."""
+"""The newest version of the tracker's messages this node speaks (their ``v``)."""
+
+LOWEST_PROTOCOL = 1
+"""The oldest version of the tracker's messages this node still reads and writes."""
+
+TRANSFER_FORMAT = 1
+"""The newest form of a transfer answer's ``data`` this node speaks."""
+
+LOWEST_TRANSFER_FORMAT = 1
+"""The oldest form of a transfer answer's ``data`` this node still speaks."""
+
+
+class UnknownProtocolVersion(MessageError):
+    """A message whose ``v`` is not a version this node speaks (dropped, counted)."""
+
 
 MAX_PARTS = 100_000
 """Most parts one transfer answer may have."""
@@ -136,15 +170,30 @@ def _clock_out(clock: Mapping[Any, int]) -> list[list[Any]]:
     return [[list(r) if isinstance(r, tuple) else r, c] for r, c in clock.items()]
 
 
-def encode(message: Message, pool_size: int) -> dict[str, Any]:
+def check_version(version: int, low: int = LOWEST_PROTOCOL, high: int = PROTOCOL) -> int:
+    """``version`` if it is an int from ``low`` to ``high``.
+
+    Raises:
+        ValueError: It is not (a version this node cannot write).
+    """
+    if type(version) is not int or not low <= version <= high:
+        raise ValueError(f"version {version!r} is not one this node speaks ({low} to {high})")
+    return version
+
+
+def encode(message: Message, pool_size: int, version: int = PROTOCOL) -> dict[str, Any]:
     """The wire form of a message (plain data), with its envelope.
 
     Args:
         message: The message.
         pool_size: The sender's pool size, which every receiver checks.
+        version: The message version, as negotiated (:class:`~tracker_zmq.shard.Versions`).
+
+    Raises:
+        ValueError: ``version`` is not from LOWEST_PROTOCOL to PROTOCOL.
     """
     out: dict[str, Any] = {
-        "v": PROTOCOL,
+        "v": check_version(version),
         "t": _KINDS[type(message)],
         "from": _ref_out(message.sender),
         "pool": [pool_size, HASH_NAME],
@@ -212,12 +261,14 @@ def decode(
         The message.
 
     Raises:
-        MessageError: For anything that is not a valid message of this protocol.
+        UnknownProtocolVersion: For a ``v`` not from LOWEST_PROTOCOL to PROTOCOL.
+        MessageError: For anything else that is not a valid message of this protocol.
     """
     if type(data) is not dict:
         raise MessageError(f"a message must be a dict, not {type(data).__name__}")
-    if data.get("v") != PROTOCOL:
-        raise MessageError(f"unknown protocol version {data.get('v')!r:.20}")
+    version = data.get("v")
+    if type(version) is not int or not LOWEST_PROTOCOL <= version <= PROTOCOL:
+        raise UnknownProtocolVersion(f"unknown protocol version {version!r:.20}")
     pool = data.get("pool")
     if pool != [pool_size, HASH_NAME]:
         raise MessageError(f"sharding {pool!r:.40} differs from ours, [{pool_size}, {HASH_NAME}]")
@@ -258,6 +309,19 @@ def decode(
     raise MessageError(f"unknown message kind {kind!r:.20}")
 
 
+def sender_of(data: object) -> Ref | None:
+    """The sender's ref of a message, read without checking the rest; None if absent.
+
+    For the Shard to refuse a peer's messages (no common version) before reading them.
+    """
+    if type(data) is not dict:
+        return None
+    ref = data.get("from")
+    if type(ref) is list and len(ref) == 2 and type(ref[0]) is str and type(ref[1]) is int:
+        return (ref[0], ref[1])
+    return None
+
+
 def encode_json(data: object) -> bytes:
     """``data`` as compact UTF-8 JSON: the Shard's default encoder (the stdlib's)."""
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -269,7 +333,11 @@ def json_size(data: object) -> int:
 
 
 def encode_transfer_ack(
-    message: TransferAck, pool_size: int, data: bytes, encoder: Callable[[object], bytes]
+    message: TransferAck,
+    pool_size: int,
+    data: bytes,
+    encoder: Callable[[object], bytes],
+    version: int = PROTOCOL,
 ) -> bytes:
     """A transfer part's bytes, its ``data`` spliced in already encoded (never twice).
 
@@ -278,11 +346,12 @@ def encode_transfer_ack(
         pool_size: As for :func:`encode`.
         data: The part's payload, encoded by ``encoder`` (as :func:`iter_parts` yields).
         encoder: Encodes the envelope; ``data`` is its last field.
+        version: As for :func:`encode`.
     """
-    envelope = encoder(encode(replace(message, data={}), pool_size))
+    envelope = encoder(encode(replace(message, data={}), pool_size, version))
     if envelope.endswith(b"{}}"):  # "data": {} closes every JSON encoding of it
         return envelope[:-3] + data + b"}"
-    return encoder(encode(replace(message, data=json.loads(data)), pool_size))
+    return encoder(encode(replace(message, data=json.loads(data)), pool_size, version))
 
 
 def iter_parts(

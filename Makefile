@@ -106,5 +106,6 @@ fuzz: $(STAMP) ## Long fuzzing of every network decoder; prints inputs, rejectio
 demo: $(STAMP) ## The demo: a 3-node cluster on loopback; one node crashes and rejoins
 	$(BIN)/python scripts/demo.py
 
-clean: ## Remove the virtualenv and build output
+clean: ## Remove the virtualenv, build output and the previous release the rolling tests installed
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis .install-check tests/js/node_modules
+	rm -rf .previous-release

@@ -8,9 +8,9 @@ telling every event it sees. The tests cover join replies (what ``join`` returns
 ``JoinError``, ``Reject`` (HTTP 403) and ``authToken``, presence through
 ``Presence.onSync`` on both servers, ``handle_in`` replies, broadcasts across processes,
 ``broadcast_from``, a crashing handler, ``follow`` with two followers of different sets,
-a server killed and restarted under its clients (phoenix.js reconnects and rejoins; the
-lists converge again) and a client that stops heartbeating (closed after the idle
-timeout, 4 s in these servers).
+a server killed, then another stopped, and each restarted under its clients (phoenix.js
+reconnects and rejoins; the lists converge again) and a client that stops heartbeating
+(closed after the idle timeout, 4 s in these servers).
 
 Node.js and the npm packages are required: without them these tests fail, never skip
 (``make pytest`` runs ``npm ci`` in tests/js first). Every wait is bounded and every
@@ -524,6 +524,20 @@ def test_a_server_restarted_under_its_clients(clients):
         for server in (a2, b):
             assert server.presences("room:restart").keys() == {"lena", "mia"}
         assert mia.count("close") == 0  # the other server's clients never noticed
+
+        # a graceful stop this time (SIGTERM: uvicorn closes the websockets, then the
+        # lifespan stops the node, within the bound) and a restart: the same story
+        since_lena, since_mia = lena.mark(), mia.mark()
+        b.terminate()
+        mia.wait(lambda e: e["ev"] == "close", "close", since_mia)
+        lena.present("room:restart", {"lena"}, since_lena)
+        b2 = start("b", b.port, b.bind, (a2.endpoint,))
+        mia.wait(lambda e: e["ev"] == "open", "reopen", since_mia)
+        mia.wait(lambda e: e["ev"] == "join" and e["status"] == "ok", "rejoin", since_mia)
+        lena.present("room:restart", {"lena", "mia"}, since_lena)
+        mia.present("room:restart", {"lena", "mia"}, since_mia)
+        for server in (a2, b2):
+            assert server.presences("room:restart").keys() == {"lena", "mia"}
 
 
 def test_a_client_that_stops_heartbeating_is_closed(cluster, clients):

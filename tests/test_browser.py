@@ -103,9 +103,9 @@ class Browser(Process):
     """
 
     def __init__(self, profile: Path) -> None:
+        command = [chromium_binary(), *FLAGS, f"--user-data-dir={profile}", "about:blank"]
         self.log_path = profile.parent / "chromium.log"
         self._log = self.log_path.open("w")
-        command = [chromium_binary(), *FLAGS, f"--user-data-dir={profile}", "about:blank"]
         super().__init__("chromium", command, stderr=self._log)
         try:
             # Chromium writes the port it picked and the browser's path to this file

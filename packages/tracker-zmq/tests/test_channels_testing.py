@@ -11,6 +11,7 @@ import pytest
 from aio import run, until
 from mesh import pubsubs
 
+from pubsub_zmq import PubSub
 from tracker_zmq import Presence
 from tracker_zmq.channels import Channel, Endpoint, JoinError, Reject, Socket
 from tracker_zmq.channels.testing import ChannelTest
@@ -124,5 +125,39 @@ def test_assert_push_and_broadcast_fail_with_what_they_saw() -> None:
                 await carol.assert_push("chat:1", "nothing", within=0.05)
             with pytest.raises(AssertionError, match="no broadcast 'nothing'"):
                 await test.assert_broadcast("chat:1", "nothing", within=0.05)
+
+    run(body)
+
+
+class Follower(Channel):
+    async def join(self, topic: str, payload: dict[str, Any]) -> None:
+        self.follow(payload["follow"])
+
+
+def test_an_overflow_of_a_followed_topic_pushes_presence_state_again() -> None:
+    async def body() -> None:
+        async with (
+            PubSub("solo", queue_size=4) as pubsub,
+            Presence(pubsub, **FAST) as presence,
+        ):
+            endpoint = Endpoint(presence, socket=UserSocket, channels={"f:*": Follower})
+            async with ChannelTest(endpoint) as test:
+                erin = await test.connect({"user": "erin"})
+                assert (await erin.join("f:erin", {"follow": ["user:1"]})).status == "ok"
+                first = await erin.assert_push("f:erin", "presence_state")
+                assert first.payload == {}
+                # more diffs in one turn than the follow subscription holds
+                for n in range(10):
+                    diff = {"joins": {}, "leaves": {}, "n": n}
+                    pubsub.local_broadcast("user:1", {"event": "presence_diff", "payload": diff})
+                again = await erin.assert_push("f:erin", "presence_state")
+                assert again.payload == {}
+                assert endpoint.stats()["resyncs"] == 1
+                # the newest diffs survived the overflow: they follow the state, in order
+                await erin.assert_push("f:erin", "presence_diff", {"n": 9})
+                events = [(m.event, m.payload.get("n")) for m in erin.received[-5:]]  # type: ignore[union-attr]
+                assert events == [("presence_state", None)] + [
+                    ("presence_diff", n) for n in range(6, 10)
+                ]
 
     run(body)

@@ -55,19 +55,23 @@ class FakeMember:
     def connect(self, endpoint: str) -> None:
         self.dealer.connect(endpoint)
 
-    def hello(self, version: int = VERSION) -> None:
-        """Say hello in frame ``version`` (any byte: a newer node's hello is one)."""
-        body = Control(self.record)
+    def hello(self, version: int = VERSION, members: tuple[NodeRecord, ...] = ()) -> None:
+        """Say hello in frame ``version`` (any byte: a newer node's hello is one),
+        listing ``members`` as the live members it knows."""
+        body = Control(self.record, members)
         frame = bytearray(
             encode_control(
                 Kind.HELLO, self.record.incarnation, 1, sender_field(self.record.name), body
             )
         )
         frame[1] = version  # after the empty topic and its separator
-        if self.legacy:
-            old = {k: v for k, v in self.record.to_json().items() if k != "versions"}
+        if self.legacy:  # every record without versions, as that release writes them
+            old = [
+                {k: v for k, v in record.to_json().items() if k != "versions"}
+                for record in (self.record, *members)
+            ]
             start = 1 + 18 + 1 + len(self.record.name.encode())  # NUL, header, name
-            frame[start:] = orjson.dumps({"node": old, "members": [], "via": None})
+            frame[start:] = orjson.dumps({"node": old[0], "members": old[1:], "via": None})
         self.dealer.send(bytes(frame))
 
     def poll_subscriptions(self) -> list[bytes]:

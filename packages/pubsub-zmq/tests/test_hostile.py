@@ -212,3 +212,94 @@ def test_a_hello_without_versions_is_read_as_version_1(run: Run, wait: Wait) -> 
                 old.close()
 
     run(body)
+
+
+def test_a_hello_in_a_version_we_do_not_read_from_a_node_we_could_talk_to_is_dropped(
+    run: Run, wait: Wait
+) -> None:
+    async def body() -> None:
+        async with PubSub("a", **FAST) as a:
+            # it speaks our version too, but wrote in one we do not read: noise, counted
+            odd = FakeMember("odd", versions={"pubsub": Range(LOWEST, VERSION + 1)})
+            try:
+                odd.connect(a.endpoint)
+                odd.hello(version=VERSION + 1)
+                await wait(lambda: a.stats()["dropped"]["unknown_version"] == 1)
+                assert "odd" not in a.stats()["peers"]
+                assert a.stats()["dropped"]["refused_version"] == 0
+                odd.hello()  # in the version we share: welcome
+                await wait(lambda: "odd" in a.stats()["peers"], message="odd joined")
+                assert a.stats()["peers"]["odd"]["version"] == VERSION
+            finally:
+                odd.close()
+
+    run(body)
+
+
+def test_a_relayed_record_sharing_no_version_is_never_greeted(
+    run: Run, wait: Wait, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body() -> None:
+        async with PubSub("a", **FAST) as a:
+            relay = FakeMember("relay")  # relays what it heard of "newer"
+            newer = FakeMember("newer", versions={"pubsub": Range(VERSION + 1, VERSION + 1)})
+            try:
+                relay.connect(a.endpoint)
+                for _ in range(3):
+                    relay.hello(members=(newer.record,))
+                await wait(lambda: a.stats()["received"]["control_frames"] >= 3)
+                await wait(lambda: "relay" in a.stats()["peers"], message="the relay joined")
+                stats = a.stats()
+                assert "newer" not in stats["peers"]
+                assert stats["dropped"]["refused_version"] == 1  # once per incarnation
+                assert stats["refused_versions"]["newer"]["versions"] == {
+                    "pubsub": [VERSION + 1, VERSION + 1]
+                }
+                assert newer.router.poll(200) == 0  # never greeted
+                lines = [r for r in caplog.records if "'newer'" in r.getMessage()]
+                assert len(lines) == 1
+                assert "a record relayed for 'newer'" in lines[0].getMessage()
+            finally:
+                relay.close()
+                newer.close()
+
+    with caplog.at_level(logging.WARNING, logger="pubsub_zmq"):
+        run(body)
+
+
+def test_a_node_relayed_as_version_1_is_dropped_when_its_own_hello_says_otherwise(
+    run: Run, wait: Wait
+) -> None:
+    async def body() -> None:
+        async with PubSub("a", **FAST) as a:
+            # a node of the previous release relays records without versions: "newer"
+            # reads as version 1, is greeted, and its own word then refuses it
+            relay = FakeMember("relay", legacy=True)
+            newer = FakeMember("newer", versions={"pubsub": Range(VERSION + 1, VERSION + 1)})
+            try:
+                relay.connect(a.endpoint)
+                relay.hello(members=(newer.record,))
+                await wait(lambda: "newer" in a.stats()["peers"], message="newer relayed")
+                assert a.versions("newer") == dict(LEGACY)
+                assert newer.router.poll(2000)  # greeted
+                newer.connect(a.endpoint)
+                newer.hello()
+                await wait(lambda: "newer" not in a.stats()["peers"], message="newer removed")
+                assert a.stats()["dropped"]["refused_version"] == 1
+                assert a.versions("newer") == {}
+                assert a.peers() == ["relay"]
+                # relayed again (as an old node gossips each round): not greeted again
+                while newer.router.poll(0):
+                    newer.router.recv_multipart()
+                controls = a.stats()["received"]["control_frames"]
+                relay.hello(members=(newer.record,))
+                relay.hello()  # a marker frame after it: once read, the relay was too
+                await wait(lambda: a.stats()["received"]["control_frames"] >= controls + 2)
+                assert "newer" not in a.stats()["peers"]
+                assert newer.router.poll(300) == 0
+                assert a.stats()["dropped"]["refused_version"] == 1
+            finally:
+                relay.close()
+                newer.close()
+
+    run(body)

@@ -1004,7 +1004,11 @@ class PubSub:
             and membership.seed_answered(control.via, node.name)
         ):
             self._seed_event.set()
+        refused = self._refused_versions
         for record in control.members:
+            seen = refused.get(record.name) if refused else None
+            if seen is not None and seen["incarnation"] == record.incarnation:
+                continue  # its own word refused it: a relayed copy does not bring it back
             verdict = membership.observe(record, now, first_hand=False)
             if verdict in (Verdict.NEW, Verdict.RESTARTED):
                 self._apply(verdict, record)

@@ -518,6 +518,15 @@ def test_follow_gives_each_channel_its_own_view() -> None:
             # nothing of another follower's view, nor of its own topic's presences
             assert {t for t, _ in f1.events()} <= {"friends:f1"}
             assert {t for t, _ in f2.events()} <= {"friends:f2"}
+            # a presence on the follower's own topic is not mixed into its view: the
+            # next diff it gets is of a followed topic (one shard: diffs in order)
+            intruder = {"topic": "friends:f1", "key": "intruder"}
+            assert await tracker.push("room:t", "track", intruder) == ok()
+            await until(lambda: bool(presence.list("friends:f1")), message="intruder")
+            late = {"topic": "user:u3", "key": "u3-phone"}
+            assert await tracker.push("room:t", "track", late) == ok()
+            d1 = await f1.event("friends:f1", "presence_diff")
+            assert list(d1["payload"]["joins"]) == ["u3-phone"]
 
     run(body)
 

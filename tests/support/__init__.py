@@ -9,6 +9,9 @@
   PubSub and Tracker, and the JSON-lines command loop (``tests/pubsub_node.py``,
   ``tests/tracker_node.py`` and ``bench/tracker_bench_node.py`` are built on it);
 * :mod:`tests.support.aio`: ``run`` and ``until`` for asyncio test bodies.
+* :mod:`tests.support.previous`: the previous release (``tests/previous_release.py``),
+  installed from the repository's history into a cached virtualenv, whose interpreter
+  runs old nodes and clients for the mixed-version tests (``tests/test_rolling.py``).
 
 Scripts outside ``tests/`` (``bench/``, ``scripts/``) put the repository root on their
 path to import it; the package tests under ``packages/`` do not use it.

@@ -250,7 +250,8 @@ def test_a_node_sharing_no_tracker_version_is_refused_logged_once_and_counted(
                 message="n1 refused",
             )
             sub = newer.subscribe("phx_presence:presence_shard0")
-            await until(lambda: n0.remote_subscribers("phx_presence:presence_shard0") == 1)
+            # n0's tracker reads that topic at newer's PUB
+            await until(lambda: newer.remote_subscribers("phx_presence:presence_shard0") == 1)
             for vsn in (5, 5, 5, 6):  # three messages of one incarnation, one of the next
                 newer.broadcast_from(
                     sub,

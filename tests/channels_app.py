@@ -9,7 +9,7 @@ at ``/socket``, served by uvicorn on 127.0.0.1 (``--port 0``: a free one). Its r
 is ``{"ready": name, "endpoint": <pubsub endpoint>, "http": "http://127.0.0.1:PORT"}``,
 printed once uvicorn serves; then it answers JSON command lines on stdin
 (:mod:`tests.support.node`): ``list`` (a topic's presences), ``stats`` (the endpoint's),
-``stop``.
+``disconnect`` (a ``socket_id``: every socket of that id, on every node), ``stop``.
 
 The app, as a user would write it:
 
@@ -20,7 +20,8 @@ The app, as a user would write it:
   pushes ``presence_state`` and replies ``{"joined", "user", "node", "via"}``;
   ``room:forbidden`` raises :class:`JoinError`. Events: ``new_msg`` (broadcast to the
   room on every node, no reply value: ``ok {}``), ``others`` (``broadcast_from``: not
-  to the sender), ``ping`` (replies ``{"pong": payload, "node"}``), ``crash`` (raises).
+  to the sender), ``ping`` (replies ``{"pong": payload, "node"}``), ``status``
+  (``Channel.update`` of the user's meta), ``crash`` (raises); others get an error reply.
 * ``UserChannel`` on ``user:*``: a user joins only their own topic and is tracked there,
   once (the social graph's rule).
 * ``Friends`` on ``friends:*``: follows the ``user:<id>`` topics of the join payload's
@@ -80,7 +81,7 @@ class Room(Channel):
         self.push("presence_state", self.presence.list(topic))
         return {"joined": topic, "user": user, "node": NODE["name"], "via": via}
 
-    async def handle_in(self, event: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    async def handle_in(self, event: str, payload: dict[str, Any]) -> Any:
         user = self.socket.assigns["user_id"]
         if event == "new_msg":
             self.broadcast(
@@ -92,9 +93,12 @@ class Room(Channel):
             return None
         if event == "ping":
             return {"pong": payload, "node": NODE["name"]}
+        if event == "status":  # Presence.update: the meta changes, phx_ref_prev appears
+            ref = self.update(user, lambda meta: {**meta, "status": payload.get("status")})
+            return {"phx_ref": ref}
         if event == "crash":
             raise RuntimeError("the test asked this channel to crash")
-        return {"unknown_event": event}
+        return ("error", {"reason": f"unknown event {event}"})
 
 
 class UserChannel(Channel):
@@ -117,13 +121,13 @@ class Friends(Channel):
         return {"following": sorted(follow)}
 
 
-def create_app(ps: PubSub, presence: Presence, idle_timeout: float) -> Starlette:
+def create_app(ps: PubSub, presence: Presence, **options: Any) -> Starlette:
     """The Starlette app: the endpoint at /socket, the node in the lifespan."""
     endpoint = Endpoint(
         presence,
         socket=UserSocket,
         channels={"room:*": Room, "user:*": UserChannel, "friends:*": Friends},
-        idle_timeout=idle_timeout,
+        **options,
     )
 
     @contextlib.asynccontextmanager
@@ -136,6 +140,13 @@ def create_app(ps: PubSub, presence: Presence, idle_timeout: float) -> Starlette
     return app
 
 
+def disconnect(ps: PubSub, socket_id: str) -> dict[str, bool]:
+    """What a backend does to log a user out everywhere, from any node (Phoenix's
+    ``Endpoint.broadcast(socket_id, "disconnect", %{})``)."""
+    ps.broadcast(socket_id, {"event": "disconnect", "payload": {}})
+    return {"ok": True}
+
+
 async def serve(args: argparse.Namespace) -> None:
     NODE["name"] = args.name
     ps = pubsub(args, PubSub)
@@ -145,7 +156,13 @@ async def serve(args: argparse.Namespace) -> None:
         if getattr(args, name) is not None
     }
     presence = Presence(ps, **periods)
-    app = create_app(ps, presence, args.idle_timeout)
+    app = create_app(
+        ps,
+        presence,
+        idle_timeout=args.idle_timeout,
+        max_frame_bytes=args.max_frame_bytes,
+        max_channels=args.max_channels,
+    )
     sock = socket.create_server(("127.0.0.1", args.port))
     config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="websockets-sansio")
     server = uvicorn.Server(config)
@@ -166,6 +183,7 @@ async def serve(args: argparse.Namespace) -> None:
             {
                 "list": lambda c: presence.list(c["topic"]),
                 "stats": lambda c: app.state.endpoint.stats(),
+                "disconnect": lambda c: disconnect(ps, c["socket_id"]),
             },
         )
     )
@@ -184,6 +202,8 @@ def main() -> None:
         "--port", type=int, default=0, help="HTTP port on 127.0.0.1 (0: a free one)"
     )
     parser.add_argument("--idle-timeout", type=float, default=2.0, help="seconds")
+    parser.add_argument("--max-frame-bytes", type=int, default=1 << 20, help="client frames")
+    parser.add_argument("--max-channels", type=int, default=100, help="per socket")
     args = arguments(tracker=True, parser=parser, broadcast_period=0.05, down_period=1.0)
     asyncio.run(serve(args))
 

@@ -5,12 +5,14 @@ PubSub and a Presence in its lifespan), and the two are clustered over pubsub-zm
 127.0.0.1. Each client is ``tests/js/channel_client.js``: the phoenix npm package's own
 ``Socket``, ``Channel`` and ``Presence`` over the ``ws`` WebSocket, driven by JSON lines,
 telling every event it sees. The tests cover join replies (what ``join`` returns),
-``JoinError``, ``Reject`` (HTTP 403) and ``authToken``, presence through
-``Presence.onSync`` on both servers, ``handle_in`` replies, broadcasts across processes,
-``broadcast_from``, a crashing handler, ``follow`` with two followers of different sets,
-a server killed, then another stopped, and each restarted under its clients (phoenix.js
-reconnects and rejoins; the lists converge again) and a client that stops heartbeating
-(closed after the idle timeout, 4 s in these servers).
+``JoinError``, ``Reject`` (HTTP 403), ``authToken`` and the origin check, presence
+through ``Presence.onSync`` on both servers (``Channel.update`` included), ``handle_in``
+replies, broadcasts across processes, ``broadcast_from``, a crashing handler, ``follow``
+with two followers of different sets, a server killed, then another stopped, and each
+restarted under its clients (phoenix.js reconnects and rejoins; the lists converge
+again), a client that stops heartbeating (closed after the idle timeout, 4 s in these
+servers), a backend's disconnect of a socket id on every node, and limits (an oversize
+frame, too many channels) that touch the offender only.
 
 Node.js and the npm packages are required: without them these tests fail, never skip
 (``make pytest`` runs ``npm ci`` in tests/js first). Every wait is bounded and every
@@ -37,6 +39,8 @@ APP = ROOT / "tests" / "channels_app.py"
 JS = ROOT / "tests" / "js"
 CLIENT = JS / "channel_client.js"
 IDLE_TIMEOUT = 4.0  # the servers' idle timeout (seconds): a silent socket is closed after it
+MAX_FRAME_BYTES = 64 * 1024  # the servers' largest client frame: a larger one closes the socket
+MAX_CHANNELS = 8  # the servers' channels per socket
 HEARTBEAT_MS = 1000  # the clients' heartbeat interval: well within the idle timeout
 WAIT = 30.0  # the bound of every wait for an event (generous: the machine is shared)
 
@@ -81,6 +85,7 @@ class Server(CommandNode):
         args = ["--port", str(self.port), "--bind", self.bind, "--idle-timeout", str(IDLE_TIMEOUT)]
         args += [arg for peer in peers for arg in ("--peer", peer)]
         args += ["--broadcast-period", "0.05", "--down-period", "1", "--permdown-period", "5"]
+        args += ["--max-frame-bytes", str(MAX_FRAME_BYTES), "--max-channels", str(MAX_CHANNELS)]
         super().__init__(APP, name, *args)
         self.http: str = self.ready["http"]
         self.url = self.http.replace("http://", "ws://") + "/socket"
@@ -364,6 +369,18 @@ def test_join_replies_presence_on_both_servers_replies_and_broadcasts(cluster, c
     )
     assert bob.messages("room:lobby", "others") == []
 
+    # Channel.update: the other server's phoenix.js Presence gets the new meta, which
+    # replaces the old one (phx_ref_prev names it)
+    old_ref = bob.present("room:lobby", {"alice", "bob"})["alice"][0]["phx_ref"]
+    reply = alice.push("room:lobby", "status", {"status": "away"}, id=6)
+    assert reply["status"] == "ok", reply
+    metas = bob.present(
+        "room:lobby", {"alice", "bob"}, also=lambda p: p["alice"][0].get("status") == "away"
+    )["alice"]
+    assert len(metas) == 1
+    assert metas[0]["phx_ref"] == reply["response"]["phx_ref"]
+    assert metas[0]["phx_ref_prev"] == old_ref
+
     # leave: ok, then the channel closes; alice's presence leaves bob's list
     since = alice.mark()
     alice.command("leave", topic="room:lobby")
@@ -401,13 +418,23 @@ def test_join_error_reject_and_auth_token(cluster, clients):
         mallory.command("disconnect")
         assert mallory.count("open") == 0
 
+    # a browser's Origin must be the server's own host (the default check_origin)
+    mallory = clients("mallory-origin")
+    mallory.connect(a.url, params={"token": "t:mallory"}, origin="http://evil.example")
+    error = mallory.wait(lambda e: e["ev"] == "error", "a refused connection")
+    assert "403" in error["message"], error
+    mallory.command("disconnect")
+    assert mallory.count("open") == 0
+    same_host = online(clients("olga"), a.url, "olga", origin=a.http)
+    assert same_host.join("room:allowed")["status"] == "ok"
+
     # authToken: valid, the socket connects (bob's test joins with it and checks `via`)
     dave = clients("dave")
     dave.connect(a.url, authToken="t:dave")
     dave.wait(lambda e: e["ev"] == "open", "open")
     assert dave.join("room:allowed")["response"]["via"] == "auth_token"
     for client in (carol, dave):
-        client.present("room:allowed", {"carol", "dave"})
+        client.present("room:allowed", {"carol", "dave", "olga"})
 
 
 def test_a_crashing_handler_errors_its_channel_only(cluster, clients):
@@ -561,3 +588,49 @@ def test_a_client_that_stops_heartbeating_is_closed(cluster, clients):
     # omar, who heartbeats, was never closed
     assert omar.count("close") == 0
     assert omar.push("room:idle", "ping", {}, id=1)["status"] == "ok"
+
+
+def test_a_backend_disconnects_a_user_everywhere(cluster, clients):
+    a, b = cluster
+    # pia on both servers, quin on one; none reconnects by itself here
+    pia_a = online(clients("pia-a"), a.url, "pia", reconnectAfterMs=600_000)
+    pia_b = online(clients("pia-b"), b.url, "pia", reconnectAfterMs=600_000)
+    quin = online(clients("quin"), b.url, "quin", reconnectAfterMs=600_000)
+    for client in (pia_a, pia_b, quin):
+        assert client.join("room:backend")["status"] == "ok"
+    quin.present("room:backend", {"pia", "quin"})
+
+    since = quin.mark()
+    a.call("disconnect", socket_id="user_socket:pia")  # from one node, for every node
+    for client in (pia_a, pia_b):
+        client.wait(lambda e: e["ev"] == "close", "close by the backend")
+    quin.present("room:backend", {"quin"}, since)
+    assert quin.count("close") == 0
+
+
+def test_limits_close_or_refuse_only_the_offender(cluster, clients):
+    a, _ = cluster
+    rosa = online(clients("rosa"), a.url, "rosa", reconnectAfterMs=600_000)
+    sam = online(clients("sam"), a.url, "sam")
+    for client in (rosa, sam):
+        assert client.join("room:limits")["status"] == "ok"
+    sam.present("room:limits", {"rosa", "sam"})
+
+    # a frame over max_frame_bytes closes that socket (its presence leaves with it)
+    since = sam.mark()
+    rosa.command(
+        "push", topic="room:limits", event="new_msg", payload={"body": "x" * MAX_FRAME_BYTES}
+    )
+    rosa.wait(lambda e: e["ev"] == "close", "close for an oversize frame")
+    sam.present("room:limits", {"sam"}, since)
+    assert a.call("stats")["oversize"] >= 1
+
+    # channels per socket: the join past the limit gets an error reply, the others work
+    for n in range(MAX_CHANNELS - 1):
+        assert sam.join(f"room:many-{n}", presence=False)["status"] == "ok"
+    refused = sam.join("room:one-too-many", presence=False)
+    assert refused["status"] == "error", refused
+    assert refused["response"] == {"reason": "too many channels joined"}
+    sam.command("leave", topic="room:one-too-many")
+    assert sam.push("room:limits", "ping", {}, id=1)["status"] == "ok"
+    assert sam.count("close") == 0

@@ -496,6 +496,9 @@ def test_hello_lists_the_ops_and_the_client_reads_them(cluster: list[CliNode]) -
         async with client(cluster[0]) as cl:
             assert cl.ops == OPS
             assert (await cl.status())["ops"] == sorted(OPS)
+        done = await asyncio.to_thread(cli, "status", "--node", cluster[0].client_endpoint)
+        assert done.returncode == 0, done.stderr
+        assert f"client protocol: v1, ops: {', '.join(sorted(OPS))}\n" in done.stdout
         # a session-less client reads no ops: it checks nothing before sending
         bare = client(cluster[0])
         try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import subprocess
 import sys
 import time
@@ -225,6 +226,17 @@ def test_an_old_and_a_new_node_share_presences_and_an_old_client_works(
                 assert reasons.get("invalid", 0) == reasons.get("no_common_version", 0) == 0, drops
 
     run(main)
+    # this release's command line reads an old node's status and list
+    done = subprocess.run(
+        [NEW, "-m", "tracker_zmq", "status", "--node", old_cli.client_endpoint],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ops: not listed (a node of the first release)" in done.stdout
+    assert re.search(r"^\s+new-cli\s+up\s+vsn", done.stdout, re.M), done.stdout
     for node in (old_cli, new_cli):
         assert node.running(), node.log()
         assert "refused" not in node.log(), node.log()

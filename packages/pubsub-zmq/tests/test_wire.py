@@ -294,3 +294,14 @@ def test_protocol_names() -> None:
             check_protocol(bad)
     with pytest.raises(TypeError):
         check_protocol(3)  # type: ignore[arg-type]
+
+
+def test_many_distinct_versions_decode_right_and_the_codec_keeps_no_more_of_them() -> None:
+    from pubsub_zmq import wire
+
+    for high in range(1, 3000):
+        versions = {f"p{high % 50}": [1, high]}
+        record = decode(control_frame({**GOOD, "versions": versions})).control.node
+        assert record.versions == ((f"p{high % 50}", Range(1, high)),)
+    assert len(wire._RANGES_SEEN) <= MAX_PROTOCOLS * 16
+    assert len(wire._PROTOCOLS_SEEN) <= MAX_PROTOCOLS * 16

@@ -56,7 +56,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -586,21 +586,37 @@ def _versions(value: Any) -> tuple[tuple[str, Range], ...]:
         return _LEGACY_PAIRS
     if type(value) is not dict or len(value) > MAX_PROTOCOLS:
         raise WireError(f"record versions is not an object of at most {MAX_PROTOCOLS} protocols")
+    # every gossip carries every member's record: the few distinct names and ranges
+    # of a cluster are checked once and shared, not rebuilt per record
     pairs = []
     for name, bounds in value.items():
-        if not _protocol_ok(name):
-            raise WireError("record versions holds a bad protocol name")
-        if (
-            type(bounds) is not list
-            or len(bounds) != 2
-            or type(bounds[0]) is not int
-            or type(bounds[1]) is not int
-            or not 1 <= bounds[0] <= bounds[1] <= MAX_VERSION
-        ):
+        if name not in _PROTOCOLS_SEEN:
+            if not _protocol_ok(name):
+                raise WireError("record versions holds a bad protocol name")
+            _remember(_PROTOCOLS_SEEN, name, name)
+        if type(bounds) is not list or len(bounds) != 2:
             raise WireError(f"record versions of {name!r} is not [low, high]")
-        pairs.append((name, Range(bounds[0], bounds[1])))
+        low, high = bounds
+        versions = _RANGES_SEEN.get((low, high)) if type(low) is type(high) is int else None
+        if versions is None:
+            if type(low) is not int or type(high) is not int or not 1 <= low <= high <= MAX_VERSION:
+                raise WireError(f"record versions of {name!r} is not [low, high]")
+            versions = _remember(_RANGES_SEEN, (low, high), Range(low, high))
+        pairs.append((name, versions))
     pairs.sort()
     return tuple(pairs)
+
+
+_PROTOCOLS_SEEN: dict[str, str] = {}
+_RANGES_SEEN: dict[tuple[int, int], Range] = {}
+_T = TypeVar("_T")
+
+
+def _remember(cache: dict[Any, _T], key: Any, value: _T) -> _T:
+    if len(cache) >= MAX_PROTOCOLS * 16:  # bounded: a hostile peer cannot grow it
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _name_ok(name: str) -> bool:

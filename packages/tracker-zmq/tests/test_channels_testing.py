@@ -161,3 +161,34 @@ def test_an_overflow_of_a_followed_topic_pushes_presence_state_again() -> None:
                 ]
 
     run(body)
+
+
+class Slow(Channel):
+    gate: asyncio.Event
+
+    async def handle_in(self, event: str, payload: dict[str, Any]) -> None:
+        await Slow.gate.wait()
+
+
+def test_a_full_channel_inbox_answers_overloaded() -> None:
+    async def body() -> None:
+        Slow.gate = asyncio.Event()
+        async with contextlib.AsyncExitStack() as stack:
+            (pubsub,) = await pubsubs(stack, 1)
+            presence = await stack.enter_async_context(Presence(pubsub, **FAST))
+            endpoint = Endpoint(
+                presence, socket=UserSocket, channels={"slow": Slow}, channel_inbox_size=10
+            )
+            test = await stack.enter_async_context(ChannelTest(endpoint))
+            frank = await test.connect({"user": "frank"})
+            assert (await frank.join("slow")).status == "ok"
+            refs = [frank.send("slow", "work") for _ in range(30)]
+            # sent in one go: ten wait in the inbox, the other twenty are refused at once
+            refused = [await frank.reply_to(ref) for ref in refs[10:]]
+            assert all(r.response == {"reason": "overloaded"} for r in refused)
+            Slow.gate.set()
+            done = [await frank.reply_to(ref) for ref in refs[:10]]
+            assert all((r.status, r.response) == ("ok", {}) for r in done)
+            assert endpoint.stats()["limited"] == 20
+
+    run(body)

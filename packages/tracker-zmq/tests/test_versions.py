@@ -21,6 +21,7 @@ from mesh import pubsubs, sees_up
 from pubsub_zmq import PubSub, Range
 from tracker_zmq import Options, Shard, Tracker
 from tracker_zmq.shard import Output, Versions
+from tracker_zmq.testing import Cluster, Network
 from tracker_zmq.wire import (
     LOWEST_PROTOCOL,
     LOWEST_TRANSFER_FORMAT,
@@ -285,3 +286,34 @@ def test_a_tracker_announces_on_a_pubsub_it_is_given() -> None:
             assert pubsub.stats()["versions"]["tracker"] == [LOWEST_PROTOCOL, PROTOCOL]
 
     run(body)
+
+
+# ------------------------------------------------------------------ the simulator
+
+
+def test_a_refused_node_stays_out_of_a_simulated_cluster_and_every_drop_is_counted() -> None:
+    options = Options(broadcast_period=0.1, max_silent_periods=2, permdown_period=1.5)
+    cluster = Cluster(options, seed=11, nodes=["a", "b", "c"], network=Network(loss=0.05))
+    newer = Versions(refused={"a": NEWER, "b": NEWER})  # c shares no version with a, b
+    cluster.set_versions("a", Versions(refused={"c": NEWER}))
+    cluster.set_versions("b", Versions(refused={"c": NEWER}))
+    cluster.set_versions("c", newer)
+    cluster.track("a", "o", T, "alice", {})
+    cluster.track("b", "o", T, "bob", {})
+    cluster.track("c", "o", T, "carol", {})
+    cluster.run_for(2.0)
+    cluster.crash("c")
+    cluster.restart("c")  # its next incarnation keeps its versions
+    assert cluster.node("c").shards[0].versions is newer
+    cluster.track("c", "o", T, "carol", {})
+    cluster.run_for(2.0)
+    for name in ("a", "b"):
+        assert {key for key, _ in cluster.list(name, T)} == {"alice", "bob"}
+        shard = cluster.shard(name, T)
+        assert "c" not in shard.replicas
+        assert shard.drops.get("no_common_version", 0) > 0
+        assert shard.drops.get("invalid", 0) == 0
+    assert {key for key, _ in cluster.list("c", T)} == {"carol"}
+    assert cluster.shard("c", T).drops.get("no_common_version", 0) > 0
+    with pytest.raises(ValueError, match="not one this node speaks"):
+        cluster.set_versions("a", Versions(broadcast=PROTOCOL + 1))

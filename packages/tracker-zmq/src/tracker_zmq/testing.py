@@ -16,6 +16,7 @@ Hypothesis when called.
 Driving it from a test::
 
     from tracker_zmq import Options
+    from tracker_zmq.shard import Versions
     from tracker_zmq.testing import Cluster, Network
 
     options = Options(broadcast_period=0.1, max_silent_periods=2, permdown_period=1.5)
@@ -33,6 +34,13 @@ Driving it from a test::
 
     cluster.crash("a"); cluster.restart("a")       # a new incarnation, empty state
     cluster.node("b").diffs                        # every diff b reported, in order
+
+    cluster.set_versions("b", Versions(refused={"c": "no common tracker version"}))
+
+Versions are an input of each Shard (:class:`~tracker_zmq.shard.Versions`), which the
+real Tracker computes from the ranges the nodes announce; :meth:`Cluster.set_versions`
+gives a node's shards the ones a test chooses (mixed or refused peers), and keeps them
+across its restarts.
 
 Time only moves in :meth:`Cluster.run_until`, :meth:`Cluster.run_for` and
 :meth:`Cluster.settle`; local writes (``track``, ``untrack``, ``update``) happen at the
@@ -54,7 +62,7 @@ from typing import Any
 from crdt_state import Entry, Key, Meta, Owner, Topic
 from tracker_zmq.options import Options
 from tracker_zmq.replica import Ref, Status
-from tracker_zmq.shard import Diff, Output, ReplicaEvent, Shard
+from tracker_zmq.shard import Diff, Output, ReplicaEvent, Shard, Versions
 from tracker_zmq.wire import shard_for
 
 __all__ = [
@@ -317,6 +325,7 @@ class Cluster:
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
         self._last_vsn: dict[str, int] = {}
+        self._versions: dict[str, Versions] = {}
         for name in nodes:
             self.add_node(name)
 
@@ -331,10 +340,27 @@ class Cluster:
         return vsn
 
     def _new_shards(self, name: str, vsn: int) -> list[Shard]:
-        return [
+        shards = [
             Shard(name, vsn, i, self.options, random.Random(self.rng.getrandbits(64)))
             for i in range(self.options.pool_size)
         ]
+        versions = self._versions.get(name)
+        if versions is not None:
+            for shard in shards:
+                shard.set_versions(versions)
+        return shards
+
+    def set_versions(self, name: str, versions: Versions) -> None:
+        """Give node ``name``'s shards the versions negotiated with its peers, now and
+        after each restart (in a real node, the Tracker's job).
+
+        Raises:
+            ValueError: A version a Shard cannot write (see :meth:`Shard.set_versions`).
+        """
+        node = self.nodes.get(name)
+        for shard in node.shards if node is not None else ():
+            shard.set_versions(versions)
+        self._versions[name] = versions
 
     def add_node(self, name: str) -> SimNode:
         """Start a new node now; its first ticks are jittered as in the real tracker."""

@@ -49,6 +49,7 @@ __all__ = [
     "FLUSH_ON_CLOSE",
     "Connection",
     "Counters",
+    "Signal",
 ]
 
 log = logging.getLogger("tracker_zmq.channels")
@@ -120,6 +121,65 @@ class Counters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+class Signal:
+    """A light ``asyncio.Event`` for one waiter (one per socket: memory counts here)."""
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        """Set the flag and wake the waiter."""
+        self._set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        """Clear the flag."""
+        self._set = False
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+        return self._set
+
+    async def wait(self) -> None:
+        """Wait until the flag is set (returns at once if it is)."""
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+
+class _Inbox:
+    # a channel's queue of client messages: a deque and one waiter, lighter than an
+    # asyncio.Queue (one per joined channel)
+    __slots__ = ("_items", "_signal")
+
+    def __init__(self) -> None:
+        self._items: deque[Message] = deque()
+        self._signal = Signal()
+
+    def put_nowait(self, message: Message) -> None:
+        self._items.append(message)
+        self._signal.set()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    async def get(self) -> Message:
+        while not self._items:
+            self._signal.clear()
+            await self._signal.wait()
+        return self._items.popleft()
+
+
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
@@ -149,12 +209,12 @@ class Connection:
         self.serializer = serializer
         self.counters: Counters = endpoint.counters
         self.out: deque[str] = deque()
-        self.wake = asyncio.Event()
+        self.wake = Signal()
         self.close_code: int | None = None
         self.abort: Callable[[], object] | None = None
         self.channels: dict[str, Channel] = {}
         self._tasks: dict[asyncio.Task[Any], Channel] = {}
-        self._inboxes: dict[Channel, asyncio.Queue[Message]] = {}
+        self._inboxes: dict[Channel, _Inbox] = {}
         self._tokens = float(endpoint.options.max_joins_per_second)
         self._refilled = time.monotonic()
         self._id_sub: Subscription | None = None
@@ -305,7 +365,7 @@ class Connection:
             return
         channel = cls(message.topic, self.socket, self, message.join_ref)
         self.channels[message.topic] = channel
-        self._inboxes[channel] = asyncio.Queue()
+        self._inboxes[channel] = _Inbox()
         task = asyncio.get_running_loop().create_task(
             self._run(channel, message), name=f"channel {message.topic}"
         )

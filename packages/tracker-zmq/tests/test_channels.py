@@ -316,6 +316,11 @@ def test_unmatched_topics_leave_then_close_and_rejoin_closes_the_old_join() -> N
             assert (close["join_ref"], close["ref"]) == (first, first)
             assert (await phx.reply(second))["status"] == "ok"
             await until(lambda: ("room:1", "replaced") in TERMINATED, message="terminate")
+            # a message for the old join is ignored (counted), as Phoenix ignores it
+            await phx.ws.send(json.dumps([first, "90", "room:1", "nope", {}]))
+            assert await phx.push("phoenix", "heartbeat") == ok()  # frames run in order
+            assert endpoint.stats()["stale"] == 1
+            assert all(f["ref"] != "90" for f in phx.unread)
             # leave: ok reply, then phx_close with the join's ref
             leave = await phx.send("room:1", "phx_leave")
             assert await phx.reply(leave) == ok()

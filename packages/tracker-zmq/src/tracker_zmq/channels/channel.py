@@ -96,6 +96,7 @@ class Channel:
         self._task: asyncio.Task[Any] | None = None
         self._joined = False
         self._close_sent = False
+        self._ended = False
         self._pending: builtins.list[str] = []
         self._sub: Subscription | None = None
         self._follows: dict[str, Subscription] = {}
@@ -282,7 +283,7 @@ class Channel:
     def _send(self, frame: str) -> None:
         if self._joined:
             self._conn.write(frame)
-        else:  # out after the join's reply
+        elif not self._ended:  # out after the join's reply
             self._pending.append(frame)
 
     def _fastlane(self, message: Any, cache: dict[Any, Any]) -> bool:

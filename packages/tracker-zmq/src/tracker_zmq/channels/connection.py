@@ -479,6 +479,8 @@ class Connection:
         if channel._sub is not None:
             pubsub.unsubscribe(channel._sub)
         channel._joined = False
+        channel._ended = True  # later pushes (from a task it left behind) go nowhere
+        channel._pending.clear()
         if joined:
             try:
                 await _maybe_await(channel.terminate(reason))

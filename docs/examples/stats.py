@@ -37,6 +37,7 @@ async def main() -> None:
         assert set(stats) == {
             "node", "incarnation", "endpoint", "pub_endpoint", "running",
             "subscriptions", "topics", "sent", "received", "dropped", "peers",
+            "versions", "broadcast_version", "refused_versions",
         }  # fmt: skip
         assert set(stats["sent"]) == {
             "broadcasts", "broadcast_frames", "directs", "direct_frames", "control_frames",
@@ -44,10 +45,11 @@ async def main() -> None:
         assert set(stats["received"]) == {"messages", "frames", "control_frames"}
         assert set(stats["dropped"]) == {
             "lost", "overflow", "send", "invalid", "oversize", "unknown_version",
-            "rejected", "refused", "unknown_node",
+            "rejected", "refused", "unknown_node", "refused_version", "unreadable",
         }  # fmt: skip
         assert set(stats["peers"]["b"]) == {
             "incarnation", "control", "pub", "alive", "last_heard", "received", "lost",
+            "versions", "version",
         }  # fmt: skip
         # --8<-- [end:pubsub]
 
@@ -56,7 +58,7 @@ async def main() -> None:
         assert set(stats) == {
             "name", "node", "vsn", "pool_size", "running",
             "handler_errors", "receive_errors", "send_errors", "overflows", "diffs_reported",
-            "replicas", "totals", "shards",
+            "unreadable", "versions", "replicas", "totals", "shards",
         }  # fmt: skip
         assert stats["replicas"] == {"a": {"vsn": ta.vsn, "status": "up"}}
         shard = stats["shards"][0]

@@ -299,8 +299,12 @@ class Channel:
         if type(event) is not str or type(payload) is not dict or len(message) != 2:
             counters.dropped_messages += 1
             return True
-        if self._follows and event == "presence_diff":
-            return True  # a follower's view is the followed topics only
+        if event == "presence_diff":
+            if self._follows:
+                return True  # a follower's view is the followed topics only
+            endpoint = conn.endpoint
+            if endpoint.options.coalesce_diffs and endpoint._coalesce(self, payload, cache):
+                return True
         serializer = conn.serializer
         frame = cache.get(serializer)
         if frame is None:

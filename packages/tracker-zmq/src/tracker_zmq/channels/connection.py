@@ -94,6 +94,10 @@ class Counters:
         dropped_messages: PubSub messages on a channel topic that were not
             ``{"event": str, "payload": dict}`` (dropped).
         resyncs: ``presence_state`` pushed again after an Overflow of a followed topic.
+        coalesced_diffs: ``presence_diff`` broadcasts merged into another one's frame
+            (``coalesce_diffs``): each socket of the topic got that many frames fewer.
+        irregular_diffs: ``presence_diff`` broadcasts sent as they came because they
+            were not regular diffs (``coalesce_diffs``).
     """
 
     connects: int = 0
@@ -115,6 +119,8 @@ class Counters:
     drained: int = 0
     dropped_messages: int = 0
     resyncs: int = 0
+    coalesced_diffs: int = 0
+    irregular_diffs: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""

@@ -33,6 +33,7 @@ from pubsub_zmq import PubSub
 from tracker_zmq.errors import ConfigError
 
 from .channel import Channel
+from .coalesce import DiffMerger
 from .connection import CLOSE_DRAIN, CLOSE_GOING_AWAY, CLOSE_INTERNAL, Connection, Counters
 from .errors import FrameError, Reject
 from .socket import Socket
@@ -72,6 +73,9 @@ class EndpointOptions:
         drain_batch_size: Sockets closed per batch by ``shutdown``.
         drain_interval: Seconds between two drain batches.
         drain_timeout: Seconds ``shutdown`` waits for the drained sockets to finish.
+        coalesce_diffs: Seconds over which a topic's ``presence_diff`` broadcasts are
+            merged into one frame per socket (see :mod:`~tracker_zmq.channels.coalesce`);
+            0, the default, sends each one as it comes, as Phoenix does.
     """
 
     path: str = "/websocket"
@@ -85,11 +89,16 @@ class EndpointOptions:
     drain_batch_size: int = 10_000
     drain_interval: float = 2.0
     drain_timeout: float = 30.0
+    coalesce_diffs: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("path", "check_origin"):
+                continue
+            if f.name == "coalesce_diffs":
+                if type(value) not in (int, float) or not 0 <= value <= 60:
+                    raise ConfigError(f"coalesce_diffs must be 0 to 60 seconds, got {value!r}")
                 continue
             if type(value) not in (int, float) or value <= 0:
                 raise ConfigError(f"{f.name} must be a positive number, got {value!r}")
@@ -100,6 +109,17 @@ class EndpointOptions:
             raise ConfigError("drain_batch_size and channel_inbox_size must be ints")
         if not self.path.startswith("/"):
             raise ConfigError(f"path must start with '/', got {self.path!r}")
+
+
+class _Window:
+    # one topic's presence_diffs being coalesced: the merge, the channels that got a
+    # diff during the window (the fastlane told them), and the timer of the flush
+    __slots__ = ("handle", "merger", "recipients")
+
+    def __init__(self, handle: asyncio.TimerHandle) -> None:
+        self.handle = handle
+        self.merger = DiffMerger()
+        self.recipients: dict[Channel, None] = {}
 
 
 class Endpoint:
@@ -169,6 +189,7 @@ class Endpoint:
         self._draining = False
         self._all_closed = asyncio.Event()
         self._logged: dict[str, int] = {}
+        self._windows: dict[str, _Window] = {}
 
     # ---------------------------------------------------------------- public
 
@@ -202,6 +223,8 @@ class Endpoint:
         Returns when every socket finished, or after ``drain_timeout`` seconds.
         """
         self._draining = True
+        for topic in list(self._windows):  # what is being coalesced goes out first
+            self._flush(topic)
         opts = self.options
         pending = list(self._connections)
         for start in range(0, len(pending), opts.drain_batch_size):
@@ -222,6 +245,63 @@ class Endpoint:
         self._logged[kind] = seen
         if seen <= 10 or seen % 1000 == 0:
             log.info(message + " (%d so far)", *args, seen)
+
+    # ------------------------------------------------------------- coalescing
+
+    def _coalesce(self, channel: Channel, payload: Any, cache: dict[Any, Any]) -> bool:
+        # called by a channel's fastlane for a presence_diff when coalescing is on: the
+        # first channel of a dispatch merges the payload into its topic's window (the
+        # cache, one per dispatch, remembers that), every channel joins the recipients;
+        # False: not coalesced, the channel sends the diff as it came
+        window = cache.get(self)
+        if window is None:
+            if self in cache:
+                return False
+            topic = channel.topic
+            window = self._windows.get(topic)
+            if window is None:
+                loop = asyncio.get_running_loop()
+                handle = loop.call_later(self.options.coalesce_diffs, self._flush, topic)
+                window = self._windows[topic] = _Window(handle)
+            if not window.merger.add(payload):
+                # not a regular diff: what came before goes out first, then this one
+                self.counters.irregular_diffs += 1
+                self._flush(topic)
+                cache[self] = None
+                return False
+            cache[self] = window
+        window.recipients[channel] = None
+        return True
+
+    def _flush(self, topic: str) -> None:
+        window = self._windows.pop(topic, None)
+        if window is None:
+            return
+        window.handle.cancel()
+        merger = window.merger
+        if not merger.count:
+            return
+        counters = self.counters
+        counters.coalesced_diffs += merger.count - 1
+        payload = merger.payload()
+        frames: dict[Any, str | None] = {}
+        for channel in window.recipients:
+            conn = channel._conn
+            if conn.closed:
+                continue
+            serializer = conn.serializer
+            if serializer in frames:
+                frame = frames[serializer]
+            else:
+                try:
+                    frame = serializer.fastlane(topic, "presence_diff", payload)
+                    counters.encodes += 1
+                except TypeError:  # a meta that is not JSON: as the fastlane does
+                    frame = None
+                    counters.dropped_messages += merger.count
+                frames[serializer] = frame
+            if frame is not None:
+                channel._send(frame)
 
     # ------------------------------------------------------------------ ASGI
 

@@ -11,8 +11,11 @@ Theory of operation. A websocket request to ``path`` is checked (origin, ``vsn``
 ``authToken`` subprotocol), the Socket's ``connect`` runs, and then the request is either
 refused with HTTP 403 or accepted (selecting the ``phoenix`` subprotocol when offered).
 Two tasks serve an accepted socket: the reader hands each frame to the connection, and
-closes the socket after ``idle_timeout`` seconds without one (phoenix.js heartbeats every
-30 s); the writer drains the connection's bounded outgoing buffer to the client. Query
+the writer drains the connection's bounded outgoing buffer to the client. One timer for
+all sockets, every ``idle_timeout / 8`` seconds, closes those silent for ``idle_timeout``
+seconds (phoenix.js heartbeats every 30 s). With ``coalesce_diffs``, a topic's
+``presence_diff`` broadcasts wait in a window (:mod:`~tracker_zmq.channels.coalesce`)
+and go out merged, encoded once per serializer, to the channels that got them. Query
 strings carry tokens, so they are never logged: the endpoint blanks the scope's
 ``query_string`` once it has read the params (servers' access logs then show the path
 only).
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from http.cookies import CookieError, SimpleCookie
@@ -190,6 +194,7 @@ class Endpoint:
         self._all_closed = asyncio.Event()
         self._logged: dict[str, int] = {}
         self._windows: dict[str, _Window] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------------- public
 
@@ -245,6 +250,27 @@ class Endpoint:
         self._logged[kind] = seen
         if seen <= 10 or seen % 1000 == 0:
             log.info(message + " (%d so far)", *args, seen)
+
+    # ------------------------------------------------------------- idle sweep
+
+    def _sweep_period(self) -> float:
+        # a silent socket is closed between idle_timeout and 1.125 times it
+        return self.options.idle_timeout / 8
+
+    def _sweep(self) -> None:
+        # one timer for every socket's idle timeout, instead of a timeout around each
+        # socket's receive (a Timeout and a TimerHandle per socket, ~600 bytes)
+        self._sweeper = None
+        if not self._connections:
+            return
+        deadline = time.monotonic() - self.options.idle_timeout
+        for conn in self._connections:
+            last = conn.last_seen
+            if last is not None and last <= deadline and not conn.closed:
+                self.counters.idle_closes += 1
+                conn.close(CLOSE_GOING_AWAY)
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(self._sweep_period(), self._sweep)
 
     # ------------------------------------------------------------- coalescing
 
@@ -418,26 +444,23 @@ class Endpoint:
         accept: dict[str, Any] = {"type": "websocket.accept"}
         if "phoenix" in offered:
             accept["subprotocol"] = "phoenix"
+        loop = asyncio.get_running_loop()
+        conn.last_seen = time.monotonic()
         self._connections.add(conn)
         self._all_closed.clear()
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._sweep_period(), self._sweep)
         self.counters.connects += 1
         gone = False
-        loop = asyncio.get_running_loop()
         writer = loop.create_task(self._write(conn, send), name="websocket writer")
         conn.abort = writer.cancel
 
         async def read() -> None:
             nonlocal gone
-            idle = self.options.idle_timeout
             try:
                 while True:
-                    try:
-                        async with asyncio.timeout(idle):
-                            event = await receive()
-                    except TimeoutError:
-                        self.counters.idle_closes += 1
-                        conn.close(CLOSE_GOING_AWAY)
-                        return
+                    event = await receive()
+                    conn.last_seen = time.monotonic()
                     if event["type"] != "websocket.receive":
                         gone = True
                         writer.cancel()

@@ -115,6 +115,8 @@ async def run_server(args: argparse.Namespace) -> None:
             out = [{"total": sum(s.size_diff for s in stats)}]
             for stat in stats[: cmd.get("n", 12)]:
                 frames = [f"{Path(f.filename).name}:{f.lineno}" for f in stat.traceback]
+                if key == "lineno":
+                    frames = [f"{Path(stat.traceback[0].filename).parent.name}/{frames[0]}"]
                 if key == "filename":
                     frames = [f"{Path(stat.traceback[0].filename).parent.name}/{frames[0]}"]
                 out.append({"bytes": stat.size_diff, "count": stat.count_diff, "at": frames})
@@ -569,6 +571,7 @@ def main() -> None:
     parser.add_argument("--storm", type=int, default=1000)
     parser.add_argument("--storm-window", type=float, default=0.2)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--ws-impls", default="websockets-sansio,websockets,wsproto")
     parser.add_argument("--quick", action="store_true", help="1k sockets, a 300-socket storm")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
@@ -611,12 +614,12 @@ def main() -> None:
         out()
         out("| ws | KiB/socket | p99 ms | joins/s |")
         out("|---|---|---|---|")
-        impls = ["websockets-sansio", "websockets"]
-        with contextlib.suppress(ImportError):
+        impls = args.ws_impls.split(",")
+        try:
             import wsproto  # noqa: F401
-
-            impls.append("wsproto")
-        for ws in impls:
+        except ImportError:  # uvicorn's wsproto implementation needs the package
+            impls = [ws for ws in impls if ws != "wsproto"]
+        for ws in impls if args.memory_size else []:
             r = bench.run_size("endpoint", args.memory_size, ws)
             out(f"| {ws} | {r['kib_per_socket']:.1f} | {r['p99']:.1f} | {r['joins_per_s']:,.0f} |")
             sys.stdout.flush()
@@ -627,7 +630,7 @@ def main() -> None:
             "| coalesce_diffs | diff frames/socket (mean, max) | server CPU s | converged after s |"
         )
         out("|---|---|---|---|")
-        for window in (0.0, args.storm_window):
+        for window in (0.0, args.storm_window) if args.storm else ():
             r = bench.storm(args.storm, window)
             label = "0 (Phoenix)" if not window else f"{window:g} s"
             out(

@@ -9,7 +9,8 @@ at ``/socket``, served by uvicorn on 127.0.0.1 (``--port 0``: a free one). Its r
 is ``{"ready": name, "endpoint": <pubsub endpoint>, "http": "http://127.0.0.1:PORT"}``,
 printed once uvicorn serves; then it answers JSON command lines on stdin
 (:mod:`tests.support.node`): ``list`` (a topic's presences), ``stats`` (the endpoint's),
-``disconnect`` (a ``socket_id``: every socket of that id, on every node), ``stop``.
+``disconnect`` (a ``socket_id``: every socket of that id, on every node), ``storm`` (a
+burst of presence changes on a topic), ``stop``.
 
 The app, as a user would write it:
 
@@ -147,6 +148,19 @@ def disconnect(ps: PubSub, socket_id: str) -> dict[str, bool]:
     return {"ok": True}
 
 
+def storm(presence: Presence, topic: str, prefix: str, n: int) -> dict[str, int]:
+    """A burst of presence changes on ``topic``, all at once (no await in between):
+    ``n`` keys join, every second one updates, every third one leaves."""
+    keys = [f"{prefix}{i}" for i in range(n)]
+    for i, key in enumerate(keys):
+        presence.track("storm", topic, key, {"n": i})
+    for key in keys[::2]:
+        presence.update("storm", topic, key, lambda meta: {**meta, "updated": True})
+    for key in keys[::3]:
+        presence.untrack("storm", topic, key)
+    return {"changes": n + len(keys[::2]) + len(keys[::3])}
+
+
 async def serve(args: argparse.Namespace) -> None:
     NODE["name"] = args.name
     ps = pubsub(args, PubSub)
@@ -162,6 +176,7 @@ async def serve(args: argparse.Namespace) -> None:
         idle_timeout=args.idle_timeout,
         max_frame_bytes=args.max_frame_bytes,
         max_channels=args.max_channels,
+        coalesce_diffs=args.coalesce_diffs,
     )
     sock = socket.create_server(("127.0.0.1", args.port))
     config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="websockets-sansio")
@@ -184,6 +199,7 @@ async def serve(args: argparse.Namespace) -> None:
                 "list": lambda c: presence.list(c["topic"]),
                 "stats": lambda c: app.state.endpoint.stats(),
                 "disconnect": lambda c: disconnect(ps, c["socket_id"]),
+                "storm": lambda c: storm(presence, c["topic"], c["prefix"], c["n"]),
             },
         )
     )
@@ -204,6 +220,7 @@ def main() -> None:
     parser.add_argument("--idle-timeout", type=float, default=2.0, help="seconds")
     parser.add_argument("--max-frame-bytes", type=int, default=1 << 20, help="client frames")
     parser.add_argument("--max-channels", type=int, default=100, help="per socket")
+    parser.add_argument("--coalesce-diffs", type=float, default=0.0, help="seconds (0: off)")
     args = arguments(tracker=True, parser=parser, broadcast_period=0.05, down_period=1.0)
     asyncio.run(serve(args))
 

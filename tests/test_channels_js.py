@@ -11,8 +11,10 @@ replies, broadcasts across processes, ``broadcast_from``, a crashing handler, ``
 with two followers of different sets, a server killed, then another stopped, and each
 restarted under its clients (phoenix.js reconnects and rejoins; the lists converge
 again), a client that stops heartbeating (closed after the idle timeout, 4 s in these
-servers), a backend's disconnect of a socket id on every node, and limits (an oversize
-frame, too many channels) that touch the offender only.
+servers), a backend's disconnect of a socket id on every node, limits (an oversize
+frame, too many channels) that touch the offender only, and ``coalesce_diffs``: bursts of
+joins, updates and leaves merged into few frames leave phoenix.js's Presence exactly
+where the servers' lists are.
 
 Node.js and the npm packages are required: without them these tests fail, never skip
 (``make pytest`` runs ``npm ci`` in tests/js first). Every wait is bounded and every
@@ -31,7 +33,15 @@ from typing import Any
 
 import pytest
 
-from tests.support.proc import ROOT, CommandNode, NodeError, Process, free_port, spawner
+from tests.support.proc import (
+    ROOT,
+    CommandNode,
+    NodeError,
+    Process,
+    free_port,
+    spawner,
+    wait_until,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -70,6 +80,7 @@ class Server(CommandNode):
         port: Its HTTP port (a free one by default); give it again to restart in place.
         bind: Its PubSub endpoint (a free port by default).
         peers: Seed endpoints.
+        *options: More command-line options of the app.
     """
 
     def __init__(
@@ -78,21 +89,24 @@ class Server(CommandNode):
         port: int | None = None,
         bind: str | None = None,
         peers: tuple[str, ...] = (),
+        *options: str,
     ) -> None:
         self.port = free_port() if port is None else port
         self.bind = f"tcp://127.0.0.1:{free_port()}" if bind is None else bind
         self.peers = peers
+        self.options = options
         args = ["--port", str(self.port), "--bind", self.bind, "--idle-timeout", str(IDLE_TIMEOUT)]
         args += [arg for peer in peers for arg in ("--peer", peer)]
         args += ["--broadcast-period", "0.05", "--down-period", "1", "--permdown-period", "5"]
         args += ["--max-frame-bytes", str(MAX_FRAME_BYTES), "--max-channels", str(MAX_CHANNELS)]
+        args += options
         super().__init__(APP, name, *args)
         self.http: str = self.ready["http"]
         self.url = self.http.replace("http://", "ws://") + "/socket"
 
     def restart(self) -> Server:
         """A new process of this server on the same HTTP port and PubSub endpoint."""
-        return Server(self.name, self.port, self.bind, self.peers)
+        return Server(self.name, self.port, self.bind, self.peers, *self.options)
 
     def presences(self, topic: str) -> dict[str, Any]:
         """The server's ``Presence.list(topic)``."""
@@ -634,3 +648,49 @@ def test_limits_close_or_refuse_only_the_offender(cluster, clients):
     sam.command("leave", topic="room:one-too-many")
     assert sam.push("room:limits", "ping", {}, id=1)["status"] == "ok"
     assert sam.count("close") == 0
+
+
+def by_ref(metas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Metas in phx_ref order (the order of a key's metas is unspecified)."""
+    return sorted(metas, key=lambda m: str(m["phx_ref"]))
+
+
+def test_coalesced_diffs_leave_phoenix_js_where_the_sequence_would(clients):
+    node_binary()
+    with spawner(Server) as start:
+        # a topic's presence_diffs wait 0.2 s and go out merged, one frame per socket
+        c = start("c", None, None, (), "--coalesce-diffs", "0.2")
+        d = start("d", None, None, (c.endpoint,), "--coalesce-diffs", "0.2")
+        uma = online(clients("uma"), c.url, "uma")
+        vic = online(clients("vic"), d.url, "vic")
+        for client in (uma, vic):
+            assert client.join("room:storm")["status"] == "ok"
+        for client in (uma, vic):
+            client.present("room:storm", {"uma", "vic"})
+
+        # bursts on both servers: joins, updates (a join and a leave each), leaves, the
+        # same keys several times within one window
+        c.call("storm", topic="room:storm", prefix="c-", n=30)
+        d.call("storm", topic="room:storm", prefix="d-", n=30)
+        keys = {"uma", "vic"} | {f"{p}-{i}" for p in "cd" for i in range(30) if i % 3}
+        for server in (c, d):
+            wait_until(
+                lambda server=server: server.presences("room:storm").keys() == keys,
+                WAIT,
+                f"{server.name}'s list after the storms",
+            )
+        want = {k: by_ref(p["metas"]) for k, p in c.presences("room:storm").items()}
+        assert want == {k: by_ref(p["metas"]) for k, p in d.presences("room:storm").items()}
+        assert all(
+            m.get("updated") for k in keys - {"uma", "vic"} if int(k[2:]) % 2 == 0 for m in want[k]
+        )
+        # phoenix.js's Presence, fed the merged diffs, holds exactly the servers' lists
+        for client in (uma, vic):
+            client.present(
+                "room:storm",
+                keys,
+                also=lambda listed: {k: by_ref(m) for k, m in listed.items()} == want,
+            )
+        # and the diffs were merged: fewer frames than diffs, on both servers
+        for server in (c, d):
+            assert server.call("stats")["coalesced_diffs"] > 0

@@ -71,7 +71,7 @@ pytest: $(STAMP) $(JS_STAMP) ## Run every test (package tests and real-process c
 	$(WITH_NODE) $(BIN)/pytest -q
 
 test-fast: $(STAMP) ## The inner loop: package tests without real-process clusters or Node.js
-	$(BIN)/pytest -q -m "not cluster" packages/crdt-state/tests packages/pubsub-zmq/tests \
+	$(BIN)/pytest -q -n 2 -m "not cluster" packages/crdt-state/tests packages/pubsub-zmq/tests \
 		packages/tracker-zmq/tests
 
 format: $(STAMP) ## ruff: fix what can be fixed and format the code

@@ -137,3 +137,19 @@ def test_a_bad_window_is_refused(value: Any) -> None:
     with pytest.raises(ConfigError, match="coalesce_diffs"):
         EndpointOptions(coalesce_diffs=value)
     assert EndpointOptions(coalesce_diffs=0).coalesce_diffs == 0
+
+
+def test_shutdown_sends_what_is_being_coalesced_before_it_drains() -> None:
+    async def body() -> None:
+        topic = "room:late"
+        async with node(coalesce_diffs=30.0) as (endpoint, url), client(url, "w") as watcher:
+            await join(watcher, topic, {"track": False})
+            async with client(url, "joiner") as joiner:
+                await join(joiner, topic, {})
+                await until(lambda: bool(endpoint._windows), message="a diff in a window")
+                await endpoint.shutdown()
+                diff = await watcher.event(topic, "presence_diff")
+                assert list(diff["payload"]["joins"]) == ["joiner"]
+                assert endpoint.stats()["drained"] == 2
+
+    run(body)

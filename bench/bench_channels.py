@@ -1,14 +1,16 @@
 """tracker_zmq.channels under many websockets, against a plain ``websockets`` server (not a test).
 
 Run with ``make bench`` or ``.venv/bin/python bench/bench_channels.py [--quick]
-[--sizes 1000,5000,10000] [--storm 1000] [--profile]``. One server process (this script
-with ``--role server``) and ``--clients`` client processes (``--role client``), all on
-127.0.0.1, each driven with JSON lines over stdin/stdout (:class:`tests.support.proc.
-CommandNode`). Every process raises its soft open-file limit to its hard one. Times are
-``time.monotonic()`` (CLOCK_MONOTONIC on Linux, system-wide: stamps taken in different
-processes compare directly). The clients are the ``websockets`` library's asyncio client
-speaking Phoenix's V2 protocol, without permessage-deflate (see the note in
-docs/benchmarks.md), many connections per process, each sending a heartbeat every 25 s.
+[--sizes 1000,5000,10000] [--storm 1000] [--storm-windows 0,0.2] [--profile]``. One
+server process (this script with ``--role server``) and ``--clients`` client processes
+(``--role client``), all on 127.0.0.1, each driven with JSON lines over stdin/stdout
+(:class:`tests.support.proc.CommandNode`). Every process raises its soft open-file limit
+to its hard one. Times are ``time.monotonic()`` (CLOCK_MONOTONIC on Linux, system-wide:
+stamps taken in different processes compare directly). The clients are the
+``websockets`` library's asyncio client speaking Phoenix's V2 protocol, without
+permessage-deflate (with it, every socket compresses each frame itself: no shared
+encode; see docs/benchmarks.md), many connections per process, each sending a heartbeat
+every 25 s.
 
 * **Fan-out**: N sockets joined to one topic (no presences). The server stamps the time
   just before one broadcast; every client stamps each socket's receipt. Five broadcasts,
@@ -569,7 +571,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,5000,10000")
     parser.add_argument("--memory-size", type=int, default=5000)
     parser.add_argument("--storm", type=int, default=1000)
-    parser.add_argument("--storm-window", type=float, default=0.2)
+    parser.add_argument("--storm-windows", default="0,0.2", help="coalesce_diffs values")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--ws-impls", default="websockets-sansio,websockets,wsproto")
     parser.add_argument("--quick", action="store_true", help="1k sockets, a 300-socket storm")
@@ -630,7 +632,8 @@ def main() -> None:
             "| coalesce_diffs | diff frames/socket (mean, max) | server CPU s | converged after s |"
         )
         out("|---|---|---|---|")
-        for window in (0.0, args.storm_window) if args.storm else ():
+        windows = [float(w) for w in args.storm_windows.split(",")] if args.storm else []
+        for window in windows:
             r = bench.storm(args.storm, window)
             label = "0 (Phoenix)" if not window else f"{window:g} s"
             out(

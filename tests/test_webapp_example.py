@@ -64,7 +64,7 @@ class App(Process):
         command = [sys.executable, str(APP), "--name", name, "--port", str(self.port)]
         command += ["--broadcast-period", "0.1", "--static", str(STATIC)]
         command += [arg for peer in peers for arg in ("--peer", peer)]
-        env = {"WEBAPP_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
+        env = {"WEBAPP_SECRET": SECRET, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "error"}
         super().__init__(name, command, stderr=self._log, env=env)
         try:
             line = self.readline(START_TIMEOUT).split()

@@ -376,7 +376,10 @@ class Endpoint:
                 return
 
     async def _refuse(self, scope: Scope, send: Send, status: int) -> None:
-        if "websocket.http.response" in scope.get("extensions", {}):
+        # A 403 is a close before the accept, which every ASGI server answers with 403:
+        # uvicorn 0.54 logs a false "returned without completing handshake" ERROR after
+        # a websocket.http.response (Kludex/uvicorn#3138), and refusals are common.
+        if status != 403 and "websocket.http.response" in scope.get("extensions", {}):
             start = {"type": "websocket.http.response.start", "status": status, "headers": []}
             await send(start)
             await send({"type": "websocket.http.response.body", "body": b""})

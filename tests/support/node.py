@@ -103,8 +103,17 @@ async def serve_commands(ready: dict[str, Any], commands: Mapping[str, Callable[
     """
     reader = asyncio.StreamReader(limit=READ_LIMIT)
     loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    reply(ready)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    try:
+        reply(ready)
+        await _answer(reader, commands)
+    finally:
+        transport.close()  # else the pipe's transport warns at exit
+
+
+async def _answer(reader: asyncio.StreamReader, commands: Mapping[str, Callable[..., Any]]) -> None:
     while True:
         line = await reader.readline()
         if not line:

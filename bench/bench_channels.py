@@ -353,9 +353,11 @@ class Client:
 
     def storm(self, cmd: dict[str, Any]) -> dict[str, Any]:
         done = [c.done for c in self.conns if c.done is not None]
+        closed = [c.ws.close_code for c in self.conns if c.done is None and c.ws.close_code]
         return {
             "n": len(self.conns),
             "done": len(done),
+            "closed": closed,
             "last": max(done) if done else None,
             "diffs": [c.diffs for c in self.conns],
         }
@@ -517,6 +519,15 @@ class Bench:
                 answers = [c.call("storm", timeout=60) for c in self.clients]
                 if sum(a["done"] for a in answers) == n:
                     break
+                closed = [code for a in answers for code in a["closed"]]
+                if closed:
+                    codes = {code: closed.count(code) for code in set(closed)}
+                    stats = server.call("stats")
+                    raise RuntimeError(
+                        f"{len(closed)} sockets were closed before they converged (close "
+                        f"codes {codes}; idle_closes {stats['idle_closes']}, overflow_closes "
+                        f"{stats['overflow_closes']}, server CPU {cpu_of(pid) - cpu0:.0f} s)"
+                    )
                 if time.monotonic() > deadline:
                     raise RuntimeError("the storm did not converge in 600 s")
                 time.sleep(0.2)

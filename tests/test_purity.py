@@ -41,6 +41,7 @@ PACKAGES = {
     "tracker_zmq": (
         Path(tracker_zmq.__file__).resolve().parent,
         [
+            "channels.coalesce",
             "channels.errors",
             "channels.wire",
             "errors",

@@ -48,6 +48,7 @@ from pubsub_zmq import PubSub
 from tests.support.node import arguments, pubsub, serve_commands
 from tracker_zmq import Presence
 from tracker_zmq.channels import Channel, Endpoint, JoinError, Reject, Socket
+from tracker_zmq.channels.server import DrainingServer
 
 NODE = {"name": ""}  # this process's node name, set by main (replies and metas carry it)
 TOKEN = re.compile(r"t:([a-z0-9_-]{1,32})")
@@ -177,11 +178,14 @@ async def serve(args: argparse.Namespace) -> None:
         max_frame_bytes=args.max_frame_bytes,
         max_channels=args.max_channels,
         coalesce_diffs=args.coalesce_diffs,
+        drain_batch_size=args.drain_batch_size,
+        drain_interval=args.drain_interval,
     )
     sock = socket.create_server(("127.0.0.1", args.port))
     config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="websockets-sansio")
-    server = uvicorn.Server(config)
-    # SIGTERM and SIGINT stop uvicorn (its own handlers): the loop below ends with it
+    server = DrainingServer(config, [app.state.endpoint])
+    # SIGTERM and SIGINT drain the sockets in batches, then stop uvicorn: the loop below
+    # ends with it
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if serving.done():
@@ -221,6 +225,8 @@ def main() -> None:
     parser.add_argument("--max-frame-bytes", type=int, default=1 << 20, help="client frames")
     parser.add_argument("--max-channels", type=int, default=100, help="per socket")
     parser.add_argument("--coalesce-diffs", type=float, default=0.0, help="seconds (0: off)")
+    parser.add_argument("--drain-batch-size", type=int, default=10_000, help="on SIGTERM")
+    parser.add_argument("--drain-interval", type=float, default=2.0, help="seconds")
     args = arguments(tracker=True, parser=parser, broadcast_period=0.05, down_period=1.0)
     asyncio.run(serve(args))
 

@@ -23,8 +23,12 @@ process (servers and clients) is stopped at the end, also on failure.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -32,6 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import websockets
 
 from tests.support.proc import (
     ROOT,
@@ -694,3 +699,52 @@ def test_coalesced_diffs_leave_phoenix_js_where_the_sequence_would(clients):
         # and the diffs were merged: fewer frames than diffs, on both servers
         for server in (c, d):
             assert server.call("stats")["coalesced_diffs"] > 0
+
+
+def test_sigterm_drains_the_sockets_in_batches_then_exits():
+    """SIGTERM closes the sockets ``drain_batch_size`` at a time (code 1012, which
+    phoenix.js reconnects), ``drain_interval`` apart, before uvicorn stops: Phoenix's
+    socket drain, through ``tracker_zmq.channels.server.DrainingServer``."""
+    with spawner(Server) as start:
+        server = start("a", None, None, (), "--drain-batch-size", "2", "--drain-interval", "0.4")
+        closes = asyncio.run(_drained(server, users=6))
+        assert server.proc.wait(WAIT) == 0  # a clean exit once drained
+    assert [code for _, code in closes] == [1012] * 6
+    times = [at for at, _ in closes]
+    batches = [[times[0]]]
+    for previous, at in itertools.pairwise(times):
+        if at - previous > 0.2:
+            batches.append([])
+        batches[-1].append(at)
+    assert [len(batch) for batch in batches] == [2, 2, 2]
+    assert times[-1] - times[0] >= 0.6
+
+
+async def _drained(server: Server, users: int) -> list[tuple[float, int]]:
+    """Join ``users`` sockets to one room, SIGTERM the server, and say when and how each
+    socket was closed (sorted by time)."""
+    sockets = []
+    for i in range(users):
+        url = f"{server.url}/websocket?vsn=2.0.0&token=t:u{i}"
+        ws = await websockets.connect(url, open_timeout=WAIT)
+        await ws.send(json.dumps(["1", "1", "room:drain", "phx_join", {}]))
+        async with asyncio.timeout(WAIT):
+            while True:
+                _join_ref, ref, _topic, event, payload = json.loads(await ws.recv())
+                if event == "phx_reply" and ref == "1":
+                    assert payload["status"] == "ok", payload
+                    break
+        sockets.append(ws)
+
+    async def closed(ws: Any) -> tuple[float, int]:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async with asyncio.timeout(WAIT):
+                while True:
+                    await ws.recv()  # presence diffs until the drain closes it
+        assert ws.close_code is not None
+        return time.monotonic(), ws.close_code
+
+    waiting = [asyncio.create_task(closed(ws)) for ws in sockets]
+    await asyncio.sleep(0.2)  # the joins' presence diffs settle first
+    server.signal(signal.SIGTERM)
+    return sorted(await asyncio.gather(*waiting))

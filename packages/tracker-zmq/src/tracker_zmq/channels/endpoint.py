@@ -136,8 +136,8 @@ class Endpoint:
 
     Served alone, it also answers the ASGI lifespan (its shutdown drains what is still
     open). uvicorn closes every websocket itself before the lifespan's shutdown, so to
-    drain in batches call ``await endpoint.shutdown()`` first (on SIGTERM), then stop
-    the server.
+    drain in batches serve with :class:`~tracker_zmq.channels.server.DrainingServer`,
+    which calls ``await endpoint.shutdown()`` on SIGTERM before uvicorn stops.
 
     Args:
         presence: The node's started :class:`~tracker_zmq.Presence` (``Channel.track``

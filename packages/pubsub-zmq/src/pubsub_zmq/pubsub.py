@@ -56,7 +56,7 @@ from .incarnation import new_incarnation
 from .membership import Membership, Verdict
 from .options import Options, check_option
 from .outbox import MAX_CACHED_TOPICS, Batch, Outbox
-from .registry import Dispatcher, Registry, default_dispatch, run_lane
+from .registry import Dispatcher, Registry, default_dispatch
 from .subscription import Callback, Subscription
 from .transport import Tasks, Transport, pub_endpoint_for
 from .versions import Range
@@ -822,16 +822,7 @@ class PubSub:
         if dispatcher is default_dispatch:
             # deliveries only queue (callbacks run later) and fastlanes never subscribe
             # or unsubscribe in the call, so the live view is safe here
-            cache: dict[Any, Any] | None = None
-            for sub in subs:
-                if sub is not sender:
-                    lane = sub.fastlane
-                    if lane is None:
-                        sub.deliver(message)
-                    else:
-                        if cache is None:
-                            cache = {}
-                        run_lane(lane, sub, message, cache)
+            default_dispatch(subs, sender, message)
             return
         try:
             dispatcher(list(subs), sender, message)

@@ -201,7 +201,7 @@ dispatcher must be installed on every node, as in Phoenix.
 """
 
 
-def default_dispatch(subscriptions: Sequence[Subscriber], sender: Any, message: Any) -> None:
+def default_dispatch(subscriptions: Iterable[Subscriber], sender: Any, message: Any) -> None:
     """Deliver ``message`` to every subscription except ``sender`` (Phoenix.PubSub.dispatch).
 
     A subscription whose metadata is a :class:`Fastlane` gets ``metadata.fastlane(message,

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import shutil
 import signal
 import subprocess
 import threading
@@ -38,6 +37,7 @@ from typing import Any
 import pytest
 import websockets
 
+from tests.support.js import node_binary
 from tests.support.proc import (
     ROOT,
     CommandNode,
@@ -58,23 +58,6 @@ MAX_FRAME_BYTES = 64 * 1024  # the servers' largest client frame: a larger one c
 MAX_CHANNELS = 8  # the servers' channels per socket
 HEARTBEAT_MS = 1000  # the clients' heartbeat interval: well within the idle timeout
 WAIT = 30.0  # the bound of every wait for an event (generous: the machine is shared)
-
-
-def node_binary() -> str:
-    """The ``node`` executable; fails (never skips) when Node.js or the packages are missing."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail(
-            "`node` is not on PATH: these tests run the phoenix npm client under Node.js "
-            "(>= 18); install Node.js, then `make pytest` (it runs npm ci in tests/js)"
-        )
-    for package in ("phoenix", "ws"):
-        if not (JS / "node_modules" / package / "package.json").exists():
-            pytest.fail(
-                f"the {package} npm package is not installed in tests/js: run "
-                "`npm ci --prefix tests/js --no-audit --no-fund` (make pytest does)"
-            )
-    return node
 
 
 class Server(CommandNode):

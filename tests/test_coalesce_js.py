@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_phoenix_js import node_binary
+from tests.support.js import node_binary
 from tracker_zmq.channels.coalesce import DiffMerger
 
 JS = Path(__file__).resolve().parent / "js"
@@ -38,7 +38,7 @@ class Driver:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [node_binary(), str(SCRIPT)],
+            [node_binary(("phoenix",)), str(SCRIPT)],
             cwd=JS,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -14,19 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from aio import run, until
 
 from pubsub_zmq import PubSub
+from tests.support.js import JS, node_binary
 from tracker_zmq import Presence, Presences
 
-JS = Path(__file__).resolve().parent / "js"
 SCRIPT = JS / "presence_sync.js"
 TOPIC = "room:lobby"
 FAST: dict[str, Any] = {
@@ -35,22 +32,6 @@ FAST: dict[str, Any] = {
     "down_period": 0.3,
     "permdown_period": 1.0,
 }
-
-
-def node_binary() -> str:
-    """The ``node`` executable; fails (never skips) when Node.js or the client is missing."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail(
-            "`node` is not on PATH: this test runs the phoenix npm client under Node.js "
-            "(>= 18); install Node.js, then `make pytest` (it runs npm ci in tests/js)"
-        )
-    if not (JS / "node_modules" / "phoenix" / "package.json").exists():
-        pytest.fail(
-            "the phoenix npm package is not installed in tests/js: run "
-            "`npm ci --prefix tests/js --no-audit --no-fund` (make pytest does)"
-        )
-    return node
 
 
 def by_ref(presences: Presences) -> Presences:
@@ -126,7 +107,7 @@ class Client:
 
 
 def test_phoenix_js_client_follows_presence_state_and_diffs() -> None:
-    node = node_binary()
+    node = node_binary(("phoenix",))
 
     async def body() -> None:
         async with contextlib.AsyncExitStack() as stack:

@@ -822,7 +822,12 @@ class PubSub:
         if dispatcher is default_dispatch:
             # deliveries only queue (callbacks run later) and fastlanes never subscribe
             # or unsubscribe in the call, so the live view is safe here
-            default_dispatch(subs, sender, message)
+            if self._registry.laned(topic):
+                default_dispatch(subs, sender, message)
+            else:  # the common case, without the fastlane test per subscription
+                for sub in subs:
+                    if sub is not sender:
+                        sub.deliver(message)
             return
         try:
             dispatcher(list(subs), sender, message)
@@ -842,13 +847,16 @@ class PubSub:
             return
         dispatcher = self._dispatcher
         if dispatcher is default_dispatch:
+            if not self._registry.laned(topic):
+                for sub in subs:
+                    sub._deliver_many(messages)
+                return
             lanes = [sub for sub in subs if sub.fastlane is not None]
             for sub in subs:
                 if sub.fastlane is None:
                     sub._deliver_many(messages)
-            if lanes:
-                for message in messages:  # one cache per message: each encoded once
-                    default_dispatch(lanes, None, message)
+            for message in messages:  # one cache per message: each encoded once
+                default_dispatch(lanes, None, message)
             return
         subs = list(subs)
         for message in messages:

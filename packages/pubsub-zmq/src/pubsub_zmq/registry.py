@@ -234,11 +234,12 @@ class Registry(Generic[S]):
             kept, nor iterated while subscriptions are added or removed.
     """
 
-    __slots__ = ("_count", "_remote", "_topics", "lookup")
+    __slots__ = ("_count", "_laned", "_remote", "_topics", "lookup")
 
     def __init__(self) -> None:
         self._topics: dict[str, dict[S, None]] = {}
         self._remote: dict[str, int] = {}  # non-local subscriptions per topic
+        self._laned: dict[str, int] = {}  # subscriptions with a fastlane per topic
         self._count = 0
         self.lookup: Callable[[str], Collection[S] | None] = self._topics.get
 
@@ -259,6 +260,8 @@ class Registry(Generic[S]):
             return False
         subs[sub] = None
         self._count += 1
+        if getattr(sub, "fastlane", None) is not None:
+            self._laned[topic] = self._laned.get(topic, 0) + 1
         if getattr(sub, "local", False):
             return False
         remote = self._remote.get(topic, 0)
@@ -279,6 +282,12 @@ class Registry(Generic[S]):
         self._count -= 1
         if not subs:
             del self._topics[topic]
+        if getattr(sub, "fastlane", None) is not None:
+            laned = self._laned[topic] - 1
+            if laned:
+                self._laned[topic] = laned
+            else:
+                del self._laned[topic]
         if getattr(sub, "local", False):
             return False
         remote = self._remote[topic] - 1
@@ -287,6 +296,10 @@ class Registry(Generic[S]):
             return False
         del self._remote[topic]
         return True
+
+    def laned(self, topic: str) -> bool:
+        """Whether a subscription of ``topic`` has a fastlane (else plain delivery will do)."""
+        return topic in self._laned
 
     def subscribers(self, topic: str) -> list[S]:
         """The topic's subscriptions, oldest first (a new list; empty when none)."""

@@ -385,6 +385,12 @@ class PubSub:
         member = self._membership.members.get(node_name) if self._membership else None
         return dict(member.record.versions) if member is not None else {}
 
+    @property
+    def members_generation(self) -> int:
+        """A number that changes whenever the live members or their records (versions
+        included) change: :meth:`member_versions` is the same while it is."""
+        return -1 if self._membership is None else self._membership.generation
+
     def member_versions(self) -> dict[str, dict[str, Range]]:
         """The versions of every live member (the names :meth:`peers` lists), by name."""
         if self._membership is None:

@@ -243,6 +243,7 @@ class Tracker:
         self._streams: set[asyncio.Task[None]] = set()
         self._owner_counter = 0
         self._negotiated = Versions()
+        self._members_seen = -2  # the PubSub members_generation of that choice
         self._left_out: list[str] = []
         self._logged: set[tuple[str, object]] = set()
         self.counters: dict[str, int] = {
@@ -696,6 +697,10 @@ class Tracker:
 
     def _negotiate(self, *, force: bool = False) -> None:
         """Choose the versions to speak from the members' ranges; tell the shards."""
+        generation = self.pubsub.members_generation
+        if generation == self._members_seen and not force:
+            return  # nobody came, went or announced anything since the last choice
+        self._members_seen = generation
         direct: dict[str, int] = {}
         formats: dict[str, int] = {}
         refused: dict[str, str] = {}

@@ -15,7 +15,8 @@ app.mount("/socket", endpoint)      # Starlette, FastAPI; any ASGI server
 Modules: :mod:`~tracker_zmq.channels.wire` (pure: the serializers and handshake
 rules), :mod:`~tracker_zmq.channels.socket`, :mod:`~tracker_zmq.channels.channel`,
 :mod:`~tracker_zmq.channels.connection` (one socket's protocol rules),
-:mod:`~tracker_zmq.channels.endpoint` (ASGI) and :mod:`~tracker_zmq.channels.testing`
+:mod:`~tracker_zmq.channels.endpoint` (ASGI), :mod:`~tracker_zmq.channels.control`
+(a backend's broadcast and disconnect, on every node) and :mod:`~tracker_zmq.channels.testing`
 (channels under test without a socket).
 """
 
@@ -23,12 +24,14 @@ from __future__ import annotations
 
 from .channel import Channel
 from .connection import Counters
+from .control import BANS_TOPIC, broadcast, disconnect
 from .endpoint import Endpoint, EndpointOptions
 from .errors import ChannelError, FrameError, JoinError, Reject
 from .socket import Socket
 from .wire import V1, V2, Message, Reply
 
 __all__ = [
+    "BANS_TOPIC",
     "V1",
     "V2",
     "Channel",
@@ -42,4 +45,6 @@ __all__ = [
     "Reject",
     "Reply",
     "Socket",
+    "broadcast",
+    "disconnect",
 ]

@@ -784,6 +784,14 @@ class State:
             for rec in vals.values()
         ]
 
+    def online_count(self) -> int:
+        """How many presences :meth:`online_list` would list, without building them.
+
+        O(replicas): a count per replica, the values are not walked.
+        """
+        down = self._down
+        return sum(len(vals) for r, vals in self._values.items() if r not in down)
+
     def clocks(self) -> tuple[Replica, Context]:
         """``(replica, context)`` with down replicas left out of the context.
 
@@ -798,6 +806,13 @@ class State:
     def has_delta(self) -> bool:
         """Whether the pending delta holds anything: a local change or a relayed remove."""
         return any(self._delta._clouds.values())
+
+    def delta_size(self) -> int:
+        """The size of the pending delta (:meth:`Delta.size`) without copying it.
+
+        O(replicas), unlike ``state.delta.size()``, which copies the delta first.
+        """
+        return self._delta.size()
 
     def take_delta(self) -> Delta:
         """Hand over the pending delta (no copy) and start a new, empty one."""

@@ -261,6 +261,7 @@ class PubSub:
         self._tasks = Tasks()
         self._ready: list[Subscription] = []
         self._lost_retired = 0
+        self._overflow_retired = 0  # drops of removed subscriptions: dropped.overflow never falls
         self._transport: Transport | None = None
         self._membership: Membership | None = None
         self._me: NodeRecord | None = None
@@ -535,6 +536,7 @@ class PubSub:
         await self._tasks.cancel()
         for sub in list(self._registry.all()):
             self._registry.remove(sub)
+            self._overflow_retired += sub.dropped
             sub._close()
         if self._transport is not None:
             await self._transport.close()
@@ -621,6 +623,7 @@ class PubSub:
         if subscription._pubsub is not self:
             raise PubSubError("that subscription belongs to another PubSub")
         if self._registry.remove(subscription):
+            self._overflow_retired += subscription.dropped
             topic = subscription.topic
             if self._transport is not None:
                 self._transport.unsubscribe(self._prefix(topic))
@@ -1073,20 +1076,37 @@ class PubSub:
             record.incarnation,
             record.control,
             reason,
+            extra={"peer": record.name, "incarnation": record.incarnation, "reason": reason},
         )
 
     def _apply(self, verdict: Verdict, record: NodeRecord) -> None:
         if verdict is Verdict.NEW:
-            log.info("node %s: member %s joined (%s)", self._name, record.name, record.control)
+            log.info(
+                "node %s: member %s joined (%s)",
+                self._name,
+                record.name,
+                record.control,
+                extra={"peer": record.name, "member": "joined"},
+            )
             self._connect(record)
         elif verdict is Verdict.RESTARTED:
-            log.info("node %s: member %s restarted", self._name, record.name)
+            log.info(
+                "node %s: member %s restarted",
+                self._name,
+                record.name,
+                extra={"peer": record.name, "member": "restarted"},
+            )
             old = self._peers.get(record.name)
             if old is not None:
                 self._disconnect(old.record)
             self._connect(record)
         elif verdict is Verdict.RECOVERED:
-            log.info("node %s: member %s is back", self._name, record.name)
+            log.info(
+                "node %s: member %s is back",
+                self._name,
+                record.name,
+                extra={"peer": record.name, "member": "back"},
+            )
         if verdict in (Verdict.UPDATED, Verdict.RECOVERED):
             peer = self._peers.get(record.name)
             assert self._membership is not None
@@ -1155,9 +1175,19 @@ class PubSub:
         assert membership is not None
         tick = membership.tick(now)
         for member in tick.silent:
-            log.warning("node %s: member %s went silent", self._name, member.record.name)
+            log.warning(
+                "node %s: member %s went silent",
+                self._name,
+                member.record.name,
+                extra={"peer": member.record.name, "member": "silent"},
+            )
         for member in tick.forget:
-            log.warning("node %s: member %s forgotten", self._name, member.record.name)
+            log.warning(
+                "node %s: member %s forgotten",
+                self._name,
+                member.record.name,
+                extra={"peer": member.record.name, "member": "forgotten"},
+            )
             self._disconnect(member.record)
         for seed in tick.hello_seeds:  # whoever answers there, it reads our lowest version
             self._send_control_frame(seed.endpoint, seed.key, Kind.HELLO, via=seed.endpoint)
@@ -1243,7 +1273,7 @@ class PubSub:
             },
             "dropped": {
                 "lost": lost,
-                "overflow": sum(s.dropped for s in self._registry.all()),
+                "overflow": self._overflow_retired + sum(s.dropped for s in self._registry.all()),
                 "send": c.send_dropped,
                 "invalid": c.invalid,
                 "oversize": c.oversize,

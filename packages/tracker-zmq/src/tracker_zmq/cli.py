@@ -31,6 +31,9 @@ from pubsub_zmq import Peer, PubSubError, load_keypair
 from pubsub_zmq.curve import normalize_key
 from tracker_zmq.client import Client, ClientError
 from tracker_zmq.errors import ConfigError, TrackerError
+from tracker_zmq.health import HealthServer, parse_host_port
+from tracker_zmq.logs import FORMATS
+from tracker_zmq.logs import configure as configure_logs
 from tracker_zmq.node import Node
 from tracker_zmq.options import Options, check_positive
 from tracker_zmq.sessions import ClientLimits
@@ -82,6 +85,13 @@ def _endpoint(text: str) -> str:
             f"an endpoint looks like tcp://HOST:PORT or ipc:///PATH, not {text!r}"
         )
     return text
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    try:
+        return parse_host_port(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -202,6 +212,20 @@ def _parser() -> argparse.ArgumentParser:
         type=str.upper,
         default="INFO",
         help="level of the replica up/down/permdown, diff and session lines (default: INFO)",
+    )
+    out.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text lines, or one JSON object a line (time, level, logger, event and the "
+        "event's fields) (default: text)",
+    )
+    out.add_argument(
+        "--metrics-bind",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="serve GET /metrics (Prometheus), /healthz and /readyz over HTTP there; "
+        "port 0 picks a free one (the ready line says which)",
     )
     out.add_argument(
         "--permdown-on-shutdown",
@@ -332,11 +356,7 @@ def _endpoint_or_error(text: str) -> None:
 
 
 def _node(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logs(getattr(logging, args.log_level), args.log_format, sys.stderr)
     peers = _peers(args)
     curve = _curve_options(args)
     tracker_options: dict[str, Any] = {
@@ -378,31 +398,40 @@ def _node(args: argparse.Namespace) -> int:
             log_level=getattr(logging, args.event_log_level),
             **curve,
         )
+        health = None
+        if args.metrics_bind is not None:
+            health = HealthServer(node, *args.metrics_bind)
     except (ValueError, TypeError) as exc:  # ConfigErrors of every package
         raise _UsageError(str(exc)) from None
     try:
-        asyncio.run(_serve(node))
+        asyncio.run(_serve(node, health))
     except (PubSubError, TrackerError, OSError) as exc:
         print(f"tracker-zmq node: error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _serve(node: Node) -> None:
+async def _serve(node: Node, health: HealthServer | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with node:
+        async with contextlib.AsyncExitStack() as stack:
+            if health is not None:  # first in, last out: /readyz says 503 while starting
+                await stack.enter_async_context(health)
+            await stack.enter_async_context(node)
             # one line on stdout, for whoever started the node (scripts, tests)
+            metrics = f" metrics={health.url}" if health is not None else ""
             print(
                 f"ready name={node.name} vsn={node.vsn} cluster={node.endpoint} "
-                f"clients={node.client_endpoint}",
+                f"clients={node.client_endpoint}{metrics}",
                 flush=True,
             )
             await stop.wait()
+            if health is not None:
+                health.drain()  # not ready first, then stop as before
             log.info("node %s: signal received, shutting down", node.name)
     finally:
         for sig in signals:

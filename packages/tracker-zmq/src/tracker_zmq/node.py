@@ -253,6 +253,7 @@ class Node:
             self.vsn,
             self.endpoint,
             self.client_endpoint,
+            extra={"vsn": self.vsn, "cluster": self.endpoint, "clients": self.client_endpoint},
         )
 
     def _open_clients(self) -> tuple[zmq.asyncio.Socket, zmq.Socket[bytes]]:
@@ -362,6 +363,7 @@ class Node:
                     self.name,
                     _describe(joins, leaves),
                     topic,
+                    extra={"topic": topic, "joins": len(joins), "leaves": len(leaves)},
                 )
             self._carry_out(self.sessions.on_diff(topic, joins, leaves))
 
@@ -395,6 +397,7 @@ class Node:
                         self.name,
                         session,
                         lease,
+                        extra={"session": session, "lease": lease},
                     )
                 case SessionEnded(session, why, untracked):
                     log.log(
@@ -404,6 +407,7 @@ class Node:
                         session,
                         why,
                         untracked,
+                        extra={"session": session, "why": why, "untracked": untracked},
                     )
                 case FrameDropped(reason, total):
                     now = time.monotonic()

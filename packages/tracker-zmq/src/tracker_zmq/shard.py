@@ -716,8 +716,16 @@ class Shard:
         )
         return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
+    @property
+    def transfers_outstanding(self) -> int:
+        """Transfer requests sent and not yet answered in full nor timed out."""
+        return len(self._requests)
+
     def stats(self) -> dict[str, Any]:
         """Counters, replicas and their status, presences held, pending delta size.
+
+        ``presences``: the values held, of down replicas too; ``visible``: those of up
+        replicas (what :meth:`list` can show). Nothing here walks the presences.
 
         Counters move where the shard decides: ``messages_out`` counts each message in an
         Output's ``sends`` and each transfer answer once, however many parts it takes.
@@ -729,7 +737,8 @@ class Shard:
                 for name, r in sorted(self.replicas.items())
             },
             "presences": len(self.state),
-            "pending_delta": self.state.delta.size() if self.state.has_delta() else 0,
+            "visible": self.state.online_count(),
+            "pending_delta": self.state.delta_size() if self.state.has_delta() else 0,
             "generations": [gen.size() for gen in self.generations.generations],
             "transfers_outstanding": len(self._requests),
             **self.counters,

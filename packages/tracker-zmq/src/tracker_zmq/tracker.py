@@ -129,7 +129,7 @@ def _new_vsn(node: str, floor: int, rng: random.Random) -> int:
 class _Runner:
     """One shard with its subscription, timer task and diff queue."""
 
-    __slots__ = ("index", "queue", "shard", "sub", "tasks", "topic")
+    __slots__ = ("index", "queue", "shard", "sub", "tasks", "ticks", "topic", "up_tick")
 
     def __init__(self, shard: Shard, topic: str) -> None:
         self.shard = shard
@@ -138,6 +138,9 @@ class _Runner:
         self.sub: Subscription | None = None
         self.queue: asyncio.Queue[Diff] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
+        # readiness (Tracker.synced): ticks so far, and the tick of the last replica up
+        self.ticks = 0
+        self.up_tick = 0
 
 
 class Tracker:
@@ -246,6 +249,8 @@ class Tracker:
         self._members_seen = -2  # the PubSub members_generation of that choice
         self._left_out: list[str] = []
         self._logged: set[tuple[str, object]] = set()
+        self._synced = asyncio.Event()
+        self._started_mono = 0.0
         self.counters: dict[str, int] = {
             "handler_errors": 0,
             "receive_errors": 0,
@@ -283,6 +288,61 @@ class Tracker:
         """This node's name (the PubSub's)."""
         return self.pubsub.node_name
 
+    @property
+    def synced(self) -> bool:
+        """Whether the first sync with the cluster is done (a node's readiness).
+
+        True once the tracker runs and, in every shard, every live node with a tracker
+        (a PubSub member that announces one and shares a version with us) is an up
+        replica, a clock comparison (every ``clock_sample_periods`` ticks) ran after the
+        last replica came up, and no transfer is outstanding: this node holds what its
+        up peers held when it met them. A member not heard within ``down_period`` of the
+        start is not waited for (it would be down by then); with no peers it is True
+        after the first ticks. Once True it stays True: later replicas coming and going
+        are the cluster's life, not start-up.
+        """
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        """Wait until :attr:`synced` is True (returns at once when it already is)."""
+        await self._synced.wait()
+
+    def _watch_sync(self, runner: _Runner, out: Output) -> None:
+        """Before the first sync: count a shard's ticks and replicas up, then judge."""
+        if any(event.kind == "up" for event in out.events):
+            runner.up_tick = runner.ticks
+        if out.next_tick is None:  # judged after ticks only: they sample the clocks
+            return
+        runner.ticks += 1
+        samples = self.options.clock_sample_periods
+        if self._state is not _Phase.RUNNING:
+            return
+        for each in self._runners:
+            shard = each.shard
+            if shard.transfers_outstanding or (
+                len(shard.replicas) and each.ticks - each.up_tick < samples
+            ):
+                return
+        down_period = self.options.down_period
+        assert down_period is not None  # Options computes it
+        if time.monotonic() - self._started_mono < down_period:
+            refused = self._negotiated.refused
+            for name, ranges in self.pubsub.member_versions().items():
+                if "tracker" not in ranges or name in refused:
+                    continue
+                for each in self._runners:
+                    replica = each.shard.replicas.get(name)
+                    if replica is None or replica.status != "up":
+                        return
+        self._synced.set()
+        log.log(
+            self.log_level,
+            "tracker %r on %s: first sync done",
+            self.name,
+            self.node,
+            extra={"tracker": self.name, "replicas": len(self._runners[0].shard.replicas)},
+        )
+
     async def __aenter__(self) -> Tracker:
         await self.start()
         return self
@@ -305,7 +365,7 @@ class Tracker:
         self.pubsub.announce("tracker", _TRACKER.low, _TRACKER.high)
         self.pubsub.announce("transfer", _TRANSFER.low, _TRANSFER.high)
         self.vsn = _new_vsn(node, self.pubsub.incarnation, self._rng)
-        now = time.monotonic()
+        now = self._started_mono = time.monotonic()
         firsts: list[float] = []
         for i in range(self.options.pool_size):
             shard = Shard(
@@ -765,9 +825,17 @@ class Tracker:
                     ref[0],
                     ref[1],
                     reason,
+                    extra={
+                        "tracker": self.name,
+                        "replica": ref[0],
+                        "vsn": ref[1],
+                        "reason": reason,
+                    },
                 )
 
     def _apply(self, runner: _Runner, out: Output) -> None:
+        if not self._synced.is_set():
+            self._watch_sync(runner, out)
         if out.refusals:
             self._log_refusals(out.refusals)
         if out.sends:
@@ -789,6 +857,13 @@ class Tracker:
                 event.ref[0],
                 event.ref[1],
                 event.kind,
+                extra={
+                    "tracker": self.name,
+                    "shard": runner.index,
+                    "replica": event.ref[0],
+                    "vsn": event.ref[1],
+                    "status": str(event.kind),
+                },
             )
 
     def _send(self, runner: _Runner, out: Output) -> None:

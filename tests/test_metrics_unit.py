@@ -208,6 +208,38 @@ def test_fastapi_mounts_the_metrics_in_one_line() -> None:
     run(main)
 
 
+def test_the_counts_the_stats_read_cost_no_walk_of_the_presences_and_stay_right() -> None:
+    from crdt_state import State
+
+    a, b = State(("a", 1)), State(("b", 1))
+    for i in range(5):
+        a.join("o", "t", f"a{i}", {})
+    for i in range(3):
+        b.join("o", "t", f"b{i}", {})
+    assert a.delta_size() == a.delta.size()
+    a.replica_up(("b", 1))
+    a.merge(b.delta)
+    assert a.online_count() == len(a.online_list()) == 8
+    a.replica_down(("b", 1))
+    assert a.online_count() == len(a.online_list()) == 5
+    assert len(a) == 8
+
+
+def test_pubsub_overflow_drops_stay_counted_after_an_unsubscribe() -> None:
+    async def main() -> None:
+        async with PubSub("a", **PUBSUB_FAST) as a:
+            sub = a.subscribe("t", queue_size=1, link=False)
+            for i in range(5):
+                a.broadcast("t", i)
+            await a.flush()
+            await until(lambda: a.stats()["dropped"]["overflow"] >= 4)
+            dropped = a.stats()["dropped"]["overflow"]
+            a.unsubscribe(sub)
+            assert a.stats()["dropped"]["overflow"] == dropped  # a counter never falls
+
+    run(main)
+
+
 # ------------------------------------------------------------------ readiness
 
 

@@ -11,7 +11,9 @@ import asyncio
 import io
 import json
 import logging
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,6 +97,25 @@ def test_every_stats_key_of_every_source_has_a_metric_with_help_and_unit() -> No
             assert spec.name.endswith("_total") == (spec.kind == "counter"), spec
 
     run(main)
+
+
+def test_the_operating_guide_tables_every_metric() -> None:
+    guide = (Path(__file__).resolve().parent.parent / "docs/guides/operating.md").read_text()
+    rows = set(re.findall(r"^\| `([a-z_]+)[{`]", guide, re.MULTILINE))
+    names: list[str] = [spec.name for spec in metrics.DERIVED]
+
+    def walk(table: Mapping[str, Any]) -> None:
+        for entry in table.values():
+            if isinstance(entry, metrics.Spec | metrics.Labeled):
+                names.append(entry.name)
+            elif isinstance(entry, metrics.PerItem):
+                walk(entry.fields)
+            elif isinstance(entry, Mapping):
+                walk(entry)
+
+    for table in metrics.TABLES.values():
+        walk(table)
+    assert set(names) - rows == set(), "metrics missing from docs/guides/operating.md"
 
 
 def test_an_unknown_stats_key_is_still_exported_untyped_with_a_generic_help() -> None:

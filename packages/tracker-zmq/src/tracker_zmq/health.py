@@ -172,12 +172,16 @@ class HealthServer:
         port: The port; 0 picks a free one (see :attr:`url`).
         metrics: Whether to serve ``/metrics`` (needs prometheus_client, in the
             ``[web]`` extra); False answers it with 404.
+        endpoint: A channels :class:`~tracker_zmq.channels.Endpoint` the node serves
+            websockets with, whose ``stats()`` the metrics add (``websocket_*``).
 
     Raises:
         ConfigError: ``metrics`` is True and prometheus_client is not installed.
     """
 
-    def __init__(self, node: Node, host: str, port: int, *, metrics: bool = True) -> None:
+    def __init__(
+        self, node: Node, host: str, port: int, *, metrics: bool = True, endpoint: Any = None
+    ) -> None:
         self.node = node
         self.host = host
         self.port = port
@@ -188,7 +192,7 @@ class HealthServer:
         self.counters = {"requests": 0, "errors": 0, "refused": 0}
         """Requests answered, error answers (4xx, 5xx), connections refused (too many)."""
         if metrics:
-            self._render = _metrics_renderer(node)
+            self._render = _metrics_renderer(node, endpoint)
 
     @property
     def url(self) -> str:
@@ -296,7 +300,7 @@ class HealthServer:
         raise HttpError(404, f"no {request.path[:64]!r} here: /metrics, /healthz, /readyz")
 
 
-def _metrics_renderer(node: Node) -> Callable[[str], tuple[bytes, str]]:
+def _metrics_renderer(node: Node, endpoint: Any) -> Callable[[str], tuple[bytes, str]]:
     try:
         from prometheus_client import CollectorRegistry
         from prometheus_client.exposition import choose_encoder
@@ -307,7 +311,7 @@ def _metrics_renderer(node: Node) -> Callable[[str], tuple[bytes, str]]:
             "serving /metrics needs prometheus_client: pip install 'tracker-zmq[web]'"
         ) from exc
     registry = CollectorRegistry(auto_describe=True)
-    metrics.register(registry, node=node)
+    metrics.register(registry, node=node, endpoint=endpoint)
 
     def render(accept: str) -> tuple[bytes, str]:
         encoder: Any

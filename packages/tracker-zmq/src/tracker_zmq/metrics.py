@@ -282,6 +282,8 @@ _SHARD_TOTALS: dict[str, Entry] = {
     ),
 }
 
+_ZERO_TOTALS = {key: 0 for key, entry in _SHARD_TOTALS.items() if isinstance(entry, Spec)}
+
 _TRACKER: dict[str, Entry] = {
     "name": Info("tracker"),
     "node": Info("node"),
@@ -699,6 +701,8 @@ class Collector(_Collector):
         infos: list[Metric] = []
         for source, obj in self.sources.items():
             stats = obj.stats()
+            if source == "tracker":  # totals sum the shards: none (not started) sums to 0
+                stats = {**stats, "totals": {**_ZERO_TOTALS, **stats.get("totals", {})}}
             info: dict[str, str] = {}
             _walk(source, TABLES[source], stats, out, info)
             if info:

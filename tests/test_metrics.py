@@ -15,6 +15,7 @@ import asyncio
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -187,3 +188,22 @@ def test_metrics_bind_refuses_a_bad_address(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "HOST:PORT" in result.stderr
+
+
+def test_a_metrics_port_in_use_fails_start_up_with_a_json_error_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "tracker_zmq", "node", "--name", "x", "--log-format", "json",
+             "--metrics-bind", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""  # no ready line
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert lines[-1]["level"] == "ERROR"
+    assert "address already in use" in lines[-1]["error"].lower()

@@ -366,6 +366,30 @@ def test_health_server_in_process_says_not_ready_until_started_and_synced() -> N
     run(main)
 
 
+def test_readyz_waits_for_the_first_sync_with_a_peer() -> None:
+    # a quiet peer heartbeats every max_silent_periods periods (about 1.5 s here): until
+    # b heard it and caught up, b is not ready
+    quiet = {"broadcast_period": 0.3, "max_silent_periods": 5, "down_period": 10.0}
+
+    async def main() -> None:
+        a = Node("a", tracker_options=quiet, pubsub_options=PUBSUB_FAST)
+        async with a:
+            for i in range(20):
+                a.tracker.track("o", "room", f"user{i}", {})
+            b = Node("b", peers=[a.endpoint], tracker_options=quiet, pubsub_options=PUBSUB_FAST)
+            async with HealthServer(b, "127.0.0.1", 0) as health, b:
+                status, body = await _http(health.port, b"GET /readyz HTTP/1.1\r\n\r\n")
+                assert (status, body) == (503, b"waiting for the first sync with the peers\n")
+
+                async def ready() -> bool:
+                    return (await _http(health.port, b"GET /readyz HTTP/1.1\r\n\r\n"))[0] == 200
+
+                await until(ready, timeout=15)
+                assert len(b.tracker.list("room")) == 20
+
+    run(main)
+
+
 # ------------------------------------------------------------------ logs
 
 

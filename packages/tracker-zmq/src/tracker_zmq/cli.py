@@ -406,7 +406,10 @@ def _node(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(node, health))
     except (PubSubError, TrackerError, OSError) as exc:
-        print(f"tracker-zmq node: error: {exc}", file=sys.stderr)
+        if args.log_format == "json":  # every stderr line a JSON object
+            log.error("tracker-zmq node: error: %s", exc, extra={"error": str(exc)})
+        else:
+            print(f"tracker-zmq node: error: {exc}", file=sys.stderr)
         return 1
     return 0
 

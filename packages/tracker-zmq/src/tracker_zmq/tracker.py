@@ -250,6 +250,7 @@ class Tracker:
         self._left_out: list[str] = []
         self._logged: set[tuple[str, object]] = set()
         self._synced = asyncio.Event()
+        self._sync_watch = True  # False once synced: the hot path then checks one bool
         self._started_mono = 0.0
         self.counters: dict[str, int] = {
             "handler_errors": 0,
@@ -304,7 +305,11 @@ class Tracker:
         return self._synced.is_set()
 
     async def wait_synced(self) -> None:
-        """Wait until :attr:`synced` is True (returns at once when it already is)."""
+        """Wait until :attr:`synced` is True (returns at once when it already is).
+
+        A tracker stopped before its first sync never gets there: bound the wait
+        (``asyncio.timeout``) when that can happen.
+        """
         await self._synced.wait()
 
     def _watch_sync(self, runner: _Runner, out: Output) -> None:
@@ -335,6 +340,7 @@ class Tracker:
                     if replica is None or replica.status != "up":
                         return
         self._synced.set()
+        self._sync_watch = False
         log.log(
             self.log_level,
             "tracker %r on %s: first sync done",
@@ -834,7 +840,7 @@ class Tracker:
                 )
 
     def _apply(self, runner: _Runner, out: Output) -> None:
-        if not self._synced.is_set():
+        if self._sync_watch:
             self._watch_sync(runner, out)
         if out.refusals:
             self._log_refusals(out.refusals)

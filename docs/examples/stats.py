@@ -63,7 +63,7 @@ async def main() -> None:
         assert stats["replicas"] == {"a": {"vsn": ta.vsn, "status": "up"}}
         shard = stats["shards"][0]
         assert set(shard) >= {
-            "ref", "replicas", "presences", "pending_delta", "generations",
+            "ref", "replicas", "presences", "visible", "pending_delta", "generations",
             "transfers_outstanding", "messages_in", "messages_out", "heartbeats_sent",
             "delta_values_sent", "transfers_requested", "transfers_answered",
             "transfers_answered_full", "transfers_merged", "deltas_too_large", "dropped",

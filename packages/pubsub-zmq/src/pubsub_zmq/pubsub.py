@@ -56,7 +56,7 @@ from .incarnation import new_incarnation
 from .membership import Membership, Verdict
 from .options import Options, check_option
 from .outbox import MAX_CACHED_TOPICS, Batch, Outbox
-from .registry import Dispatcher, Registry, default_dispatch
+from .registry import Dispatcher, DropTally, Registry, default_dispatch
 from .subscription import Callback, Subscription
 from .transport import Tasks, Transport, pub_endpoint_for
 from .versions import Range
@@ -261,7 +261,9 @@ class PubSub:
         self._tasks = Tasks()
         self._ready: list[Subscription] = []
         self._lost_retired = 0
-        self._overflow_retired = 0  # drops of removed subscriptions: dropped.overflow never falls
+        # the subscriptions' drops, removed ones' too: dropped.overflow never falls, and
+        # stats() reads it without walking the subscriptions
+        self._overflow: DropTally = DropTally()
         self._transport: Transport | None = None
         self._membership: Membership | None = None
         self._me: NodeRecord | None = None
@@ -536,7 +538,6 @@ class PubSub:
         await self._tasks.cancel()
         for sub in list(self._registry.all()):
             self._registry.remove(sub)
-            self._overflow_retired += sub.dropped
             sub._close()
         if self._transport is not None:
             await self._transport.close()
@@ -623,7 +624,6 @@ class PubSub:
         if subscription._pubsub is not self:
             raise PubSubError("that subscription belongs to another PubSub")
         if self._registry.remove(subscription):
-            self._overflow_retired += subscription.dropped
             topic = subscription.topic
             if self._transport is not None:
                 self._transport.unsubscribe(self._prefix(topic))
@@ -1255,7 +1255,7 @@ class PubSub:
             "pub_endpoint": self.pub_endpoint,
             "running": self.running,
             "subscriptions": len(self._registry),
-            "topics": len(self._registry.topics()),
+            "topics": self._registry.topic_count(),
             "versions": {p: v.to_json() for p, v in sorted(self._versions.items())},
             "broadcast_version": self._frame_version,
             "refused_versions": {name: dict(info) for name, info in self._refused_versions.items()},
@@ -1273,7 +1273,7 @@ class PubSub:
             },
             "dropped": {
                 "lost": lost,
-                "overflow": self._overflow_retired + sum(s.dropped for s in self._registry.all()),
+                "overflow": self._overflow.dropped,
                 "send": c.send_dropped,
                 "invalid": c.invalid,
                 "oversize": c.oversize,

@@ -60,26 +60,44 @@ class Overflow:
     dropped: int
 
 
+class DropTally:
+    """The messages dropped by many mailboxes together (a PubSub's subscriptions), kept
+    as they drop, so the total is read without walking the mailboxes.
+
+    Attributes:
+        dropped: messages dropped so far, by every mailbox that shares this tally,
+            removed ones included.
+    """
+
+    __slots__ = ("dropped",)
+
+    def __init__(self) -> None:
+        self.dropped = 0
+
+
 class Mailbox:
     """A bounded FIFO of messages that drops the oldest on overflow.
 
     Args:
         capacity: the most messages held at once (at least 1).
+        tally: a :class:`DropTally` shared with other mailboxes, counting their drops
+            too (default: one of its own).
 
     Attributes:
         capacity: the bound given at construction.
         dropped_total: messages dropped over the mailbox's lifetime.
     """
 
-    __slots__ = ("_items", "_pending_drops", "capacity", "dropped_total")
+    __slots__ = ("_items", "_pending_drops", "_tally", "capacity", "dropped_total")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, tally: DropTally | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"mailbox capacity must be at least 1, got {capacity}")
         self.capacity = capacity
         self._items: deque[Any] = deque(maxlen=capacity)
         self._pending_drops = 0
         self.dropped_total = 0
+        self._tally = tally if tally is not None else DropTally()
 
     def push(self, item: Any) -> None:
         """Append ``item``, dropping the oldest message when the mailbox is full."""
@@ -87,6 +105,7 @@ class Mailbox:
         if len(items) == self.capacity:
             self._pending_drops += 1
             self.dropped_total += 1
+            self._tally.dropped += 1
         items.append(item)  # deque(maxlen) discards from the left: the oldest
 
     def extend(self, batch: Sequence[Any]) -> None:
@@ -95,6 +114,7 @@ class Mailbox:
         if excess > 0:
             self._pending_drops += excess
             self.dropped_total += excess
+            self._tally.dropped += excess
         self._items.extend(batch)
 
     def pop(self) -> Any:
@@ -316,6 +336,10 @@ class Registry(Generic[S]):
     def topics(self) -> list[str]:
         """Every topic with at least one subscription."""
         return list(self._topics)
+
+    def topic_count(self) -> int:
+        """How many topics have at least one subscription (without listing them)."""
+        return len(self._topics)
 
     def remote_topics(self) -> list[str]:
         """Every topic with at least one non-local subscription (the transport's filters)."""

@@ -71,7 +71,7 @@ class Subscription(Mailbox):
         callback: Callback | None,
         local: bool = False,
     ) -> None:
-        super().__init__(queue_size)
+        super().__init__(queue_size, pubsub._overflow)
         self.topic = topic
         self.metadata = metadata
         self.fastlane = lane_of(metadata)

@@ -246,6 +246,19 @@ def test_the_counts_the_stats_read_cost_no_walk_of_the_presences_and_stay_right(
     assert len(a) == 8
 
 
+def test_mailboxes_sharing_a_tally_count_their_drops_together() -> None:
+    from pubsub_zmq.registry import DropTally, Mailbox
+
+    tally = DropTally()
+    one, two, alone = Mailbox(1, tally), Mailbox(2, tally), Mailbox(1)
+    for box in (one, two, alone):
+        box.push("a")
+        box.push("b")
+    two.extend(["c", "d", "e"])
+    assert (one.dropped_total, two.dropped_total, alone.dropped_total) == (1, 3, 1)
+    assert tally.dropped == 4
+
+
 def test_pubsub_overflow_drops_stay_counted_after_an_unsubscribe() -> None:
     async def main() -> None:
         async with PubSub("a", **PUBSUB_FAST) as a:

@@ -124,18 +124,25 @@ def test_an_unknown_stats_key_is_still_exported_untyped_with_a_generic_help() ->
             self.inner = inner
 
         def stats(self) -> dict[str, Any]:
-            return {**self.inner, "bans": 3, "bulk": {"tracks": 7, "untracks": 2}, "label": "x"}
+            return {
+                **self.inner,
+                "bans": 3,
+                "bulk": {"tracks": 7, "untracks": 2},
+                "label": "x",
+                "partitions": [{"sent": 4}, {"sent": 5}],
+            }
 
     node = Node("n")
     grown = Grown(node.stats())
     registry = CollectorRegistry()
     metrics.register(registry, node=grown)  # a Node-like source: tracker, pubsub missing
-    assert metrics.unmapped("node", grown.stats()) == ["bans", "bulk", "label"]
+    assert metrics.unmapped("node", grown.stats()) == ["bans", "bulk", "label", "partitions"]
     text = generate_latest(registry).decode()
     assert "# TYPE tracker_client_bans untyped" in text
     assert "tracker_client_bans 3.0" in text
     assert "tracker_client_bulk_tracks 7.0" in text
     assert "node.stats() key bulk.untracks" in text
+    assert 'tracker_client_partitions_sent{index="1"} 5.0' in text
     families = {f.name for f in text_string_to_metric_families(text)}
     assert "tracker_client_sessions" in families
 

@@ -529,6 +529,9 @@ class _Builder:
         self, name: str, path: str, source: str, value: float, labels: dict[str, str]
     ) -> None:
         family = self.families.get(name)
+        if family is not None and not isinstance(family, UnknownMetricFamily):
+            name += "_unmapped"  # a name a table gives already: never two families of one
+            family = self.families.get(name)
         if family is None:
             family = UnknownMetricFamily(
                 name,
@@ -586,13 +589,17 @@ def _export_unknown(
     out: _Builder,
     labels: dict[str, str],
 ) -> None:
-    """A key no table knows: numbers (and dicts of them) still go out, untyped."""
+    """A key no table knows: numbers (in dicts and lists too) still go out, untyped; a
+    list's items get an ``index`` label. Strings and None are left out."""
     name = _metric_name(_INFO[source], *where)
     if isinstance(value, bool) or _is_number(value):
         out.unknown(name, ".".join(where), source, float(value), labels)  # type: ignore[arg-type]
     elif isinstance(value, Mapping):
         for key, inner in value.items():
             _export_unknown(source, (*where, str(key)), inner, out, labels)
+    elif isinstance(value, list | tuple):
+        for index, inner in enumerate(value):
+            _export_unknown(source, where, inner, out, {**labels, "index": str(index)})
 
 
 def unmapped(source: str, stats: Mapping[str, Any]) -> list[str]:

@@ -674,8 +674,9 @@ class Collector(_Collector):
             tracker = tracker if tracker is not None else getattr(node, "tracker", None)
         if endpoint is not None and tracker is None:
             tracker = getattr(endpoint, "presence", None)
-        if tracker is not None and not callable(getattr(tracker, "stats", None)):
-            tracker = getattr(tracker, "tracker", tracker)  # a Presence
+        inner = getattr(tracker, "tracker", None)  # a Presence: its Tracker
+        if inner is not None and callable(getattr(inner, "stats", None)):
+            tracker = inner
         if tracker is not None and pubsub is None:
             pubsub = getattr(tracker, "pubsub", None)
         if endpoint is not None and pubsub is None:
@@ -703,7 +704,7 @@ class Collector(_Collector):
         return list(out.families.values())
 
     def collect(self) -> Iterable[Metric]:
-        """Read every source's ``stats()`` once and yield the metric families."""
+        """Read every source's ``stats()`` once and return the metric families."""
         out = _Builder()
         infos: list[Metric] = []
         for source, obj in self.sources.items():

@@ -3,7 +3,12 @@
 There is no Phoenix module to port here: in Phoenix the tracked processes live on the
 node. :class:`Client` owns a DEALER socket and two tasks (the reader and the
 heartbeat) and speaks the protocol of :mod:`tracker_zmq.protocol` (the pure codec,
-specified in ``docs/node.md``). The codec's names are also importable from here, as they
+specified in ``docs/reference/protocol.md``).
+
+Requests pipeline: every call sends its frame at once and waits for the reply with its
+id, so calls awaited together (``asyncio.gather``, many tasks) share the one socket with
+up to ``max_in_flight`` requests outstanding; replies are matched by id in whatever
+order they come. The codec's names are also importable from here, as they
 were when it lived in this module; :func:`decode_request` here returns the generic
 :class:`~tracker_zmq.protocol.Request`.
 """
@@ -17,7 +22,7 @@ import contextlib
 import inspect
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Self, TypeAlias
 
@@ -35,10 +40,12 @@ from tracker_zmq.errors import (
     ProtocolError,
     RequestError,
     RequestTimeout,
+    TrackerError,
     UnsupportedOp,
 )
 from tracker_zmq.options import check_positive
 from tracker_zmq.protocol import (
+    DEFAULT_MAX_BATCH,
     DEFAULT_MAX_FRAME_BYTES,
     ERROR_CODES,
     MAX_ID_CHARS,
@@ -48,6 +55,8 @@ from tracker_zmq.protocol import (
     Event,
     Reply,
     Request,
+    TrackItem,
+    UntrackItem,
     decode_message,
     encode_diff,
     encode_error,
@@ -72,6 +81,7 @@ __all__ = [
     "DiffSubscription",
     "Event",
     "LimitExceeded",
+    "PresenceSpec",
     "ProtocolError",
     "Reply",
     "Request",
@@ -87,6 +97,17 @@ __all__ = [
 ]
 
 log = logging.getLogger("tracker_zmq.client")
+
+
+def _error_of(error: dict[str, Any]) -> TrackerError:
+    """The exception of one failed item of a bulk reply (as a single request raises)."""
+    code = str(error.get("code") or "internal")
+    message = str(error.get("message") or "")
+    if code == "already_tracked":
+        return AlreadyTracked(message)
+    if code == "limit_exceeded":
+        return LimitExceeded(code, message, error)
+    return RequestError(code, message, error)
 
 
 def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Request:
@@ -224,6 +245,10 @@ class DiffSubscription:
 
 _Presence = tuple[str | None, Topic, Key]
 
+PresenceSpec: TypeAlias = tuple[Topic, Key, Meta] | tuple[Topic, Key, Meta, str | None]
+"""One presence of :meth:`Client.track_many`: ``(topic, key, meta)`` or ``(topic, key,
+meta, owner)``."""
+
 
 class Client:
     """An asyncio client of a standalone node's client endpoint.
@@ -264,6 +289,9 @@ class Client:
             CURVE; its public key must be on the node's client allow-list.
         curve_server_key: The node's CURVE public key (Z85); needed with
             ``curve_secret_key``.
+        max_in_flight: Requests outstanding at once; more wait for a reply to come
+            first. Bounded so that the replies fit the node's queue to this client
+            (1,000 messages, pushed diffs included): a reply over it would be dropped.
 
     Raises:
         ValueError: An option is invalid.
@@ -281,6 +309,7 @@ class Client:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         curve_secret_key: str | None = None,
         curve_server_key: str | None = None,
+        max_in_flight: int = 500,
     ) -> None:
         if type(endpoint) is not str or not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError(
@@ -299,6 +328,8 @@ class Client:
             raise ValueError(f"queue_size must be a positive int, not {queue_size!r}")
         if (curve_secret_key is None) != (curve_server_key is None):
             raise ValueError("curve_secret_key and curve_server_key go together")
+        if type(max_in_flight) is not int or max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be a positive int, not {max_in_flight!r}")
         self.endpoint = endpoint
         self.client_id = client_id
         self.heartbeat_interval = float(heartbeat_interval)
@@ -321,6 +352,11 @@ class Client:
         """How many times the client opened a new session and re-tracked everything."""
         self.max_presences: int | None = None
         """The node's per-session presence limit (told in hello)."""
+        self.max_batch: int = DEFAULT_MAX_BATCH
+        """The most presences sent in one bulk request: :meth:`track_many` and
+        :meth:`untrack_many` split larger ones. A node whose limit is lower refuses a
+        batch with its ``max_batch``: the client then takes that and splits again."""
+        self.max_in_flight = max_in_flight
         self.ops: frozenset[str] | None = None
         """The ops the node serves, as its last hello reply listed them (a node of the
         first release lists none: ``protocol.V1_OPS``); None before the first hello.
@@ -334,6 +370,7 @@ class Client:
         self._presences: dict[_Presence, Meta] = {}
         self._subs: dict[Topic, list[DiffSubscription]] = {}
         self._resync_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._closed = False
         self.dropped_frames = 0
         """Frames from the node that did not decode (dropped)."""
@@ -382,6 +419,7 @@ class Client:
         sock.linger = 0
         sock.immediate = 1  # never queue requests for a node that is not connected
         sock.maxmsgsize = self.max_frame_bytes * 2 + 65536
+        sock.rcvhwm = max(1000, 2 * self.max_in_flight)  # the replies always fit
         if self._curve is not None:
             secret, server = self._curve
             sock.curve_secretkey = secret.encode("ascii")
@@ -493,6 +531,167 @@ class Client:
                 del self._presences[held]
         return int(result.get("untracked", 0))
 
+    async def track_many(
+        self, presences: Iterable[PresenceSpec]
+    ) -> builtins.list[str | TrackerError]:
+        """Track many presences of this client, in bulk requests sent together.
+
+        The presences go in batches of the node's ``max_batch`` (:attr:`max_batch`),
+        all in flight at once. Each batch is checked whole by the node first (room in
+        the session, well-formed values: a refusal raises and tracks nothing of that
+        batch), then each presence is tracked on its own.
+
+        Args:
+            presences: ``(topic, key, meta)`` or ``(topic, key, meta, owner)`` tuples.
+
+        Returns:
+            One entry per presence, in order: its ``phx_ref``, or the error that
+            presence met (:class:`~tracker_zmq.errors.AlreadyTracked`,
+            :class:`~tracker_zmq.errors.LimitExceeded` of the node's ``max_presences``,
+            :class:`~tracker_zmq.errors.RequestError`).
+
+        Raises:
+            UnsupportedOp: The node does not serve ``track_many`` (an older release).
+            LimitExceeded: A batch would take the session over its ``max_presences``.
+            RequestError: Another refusal of a whole batch (``bad_request``).
+            RequestTimeout: No reply within ``timeout``.
+            TypeError: A presence is not a tuple of 3 or 4.
+        """
+        items: builtins.list[TrackItem] = []
+        for spec in presences:
+            if type(spec) is not tuple or len(spec) not in (3, 4):
+                raise TypeError(f"a presence is (topic, key, meta[, owner]), not {spec!r:.80}")
+            items.append(TrackItem(*spec))
+        results = await self._bulk("track_many", items)
+        out: builtins.list[str | TrackerError] = []
+        for batch, result in results:
+            refs = result.get("refs")
+            if type(refs) is not list or len(refs) != len(batch):
+                raise ProtocolError("track_many: the reply's refs do not match the batch")
+            errors = {e.get("index"): e for e in result.get("errors", []) if type(e) is dict}
+            for index, (item, ref) in enumerate(zip(batch, refs, strict=True)):
+                if ref is not None:
+                    self._presences[(item.owner, item.topic, item.key)] = item.meta
+                    out.append(str(ref))
+                else:
+                    out.append(_error_of(errors.get(index, {})))
+        return out
+
+    async def untrack_many(
+        self, presences: Iterable[tuple[Topic, Key] | tuple[Topic, Key, str | None]]
+    ) -> int:
+        """Untrack many presences of this client, in bulk requests sent together.
+
+        Args:
+            presences: ``(topic, key)`` or ``(topic, key, owner)`` tuples; those the
+                session does not track are skipped.
+
+        Returns:
+            How many presences were untracked.
+
+        Raises:
+            UnsupportedOp: The node does not serve ``untrack_many``.
+            RequestTimeout: No reply within ``timeout``.
+            TypeError: A presence is not a tuple of 2 or 3.
+        """
+        items: builtins.list[UntrackItem] = []
+        for spec in presences:
+            if type(spec) is not tuple or len(spec) not in (2, 3):
+                raise TypeError(f"a presence is (topic, key[, owner]), not {spec!r:.80}")
+            items.append(UntrackItem(*spec))
+        total = 0
+        for batch, result in await self._bulk("untrack_many", items):
+            for item in batch:
+                self._presences.pop((item.owner, item.topic, item.key), None)
+            total += int(result.get("untracked", 0))
+        return total
+
+    async def _bulk(
+        self, op: str, items: builtins.list[Any]
+    ) -> builtins.list[tuple[builtins.list[Any], dict[str, Any]]]:
+        if self.ops is not None and op not in self.ops:
+            raise UnsupportedOp(op, self.node, self.endpoint)
+        size = max(1, self.max_batch)
+        batches = [items[i : i + size] for i in range(0, len(items), size)]
+        results = await asyncio.gather(
+            *(self._batch(op, batch) for batch in batches), return_exceptions=True
+        )
+        done: builtins.list[tuple[builtins.list[Any], dict[str, Any]]] = []
+        failure: BaseException | None = None
+        for batch, result in zip(batches, results, strict=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
+            else:
+                done.append((batch, result))
+        if failure is not None:
+            # what the batches that went through tracked is remembered before raising
+            if op == "track_many":
+                for batch, result in done:
+                    for item, ref in zip(batch, result.get("refs") or [], strict=False):
+                        if ref is not None:
+                            self._presences[(item.owner, item.topic, item.key)] = item.meta
+            raise failure
+        return done
+
+    async def _batch(self, op: str, batch: builtins.list[Any]) -> dict[str, Any]:
+        try:
+            return await self._call(op, presences=batch)
+        except LimitExceeded as exc:
+            smaller = exc.error.get("max_batch")
+            if type(smaller) is not int or not 0 < smaller < len(batch):
+                raise
+        # the node takes smaller batches: remember its limit, split this one
+        self.max_batch = smaller
+        parts = [batch[i : i + smaller] for i in range(0, len(batch), smaller)]
+        results = await asyncio.gather(*(self._call(op, presences=part) for part in parts))
+        if op == "untrack_many":
+            return {"untracked": sum(int(r.get("untracked", 0)) for r in results)}
+        merged: dict[str, Any] = {"refs": [], "errors": []}
+        for offset, result in zip(range(0, len(batch), smaller), results, strict=True):
+            merged["refs"].extend(result.get("refs") or [])
+            for error in result.get("errors") or []:
+                if type(error) is dict and type(error.get("index")) is int:
+                    merged["errors"].append({**error, "index": error["index"] + offset})
+        return merged
+
+    async def broadcast(self, topic: str, event: str, payload: dict[str, Any]) -> None:
+        """Send ``event`` to every websocket subscriber of ``topic``, on every node.
+
+        What a backend calls (Phoenix's ``Endpoint.broadcast``): every channel joined to
+        ``topic`` on any node of the cluster pushes ``event`` with ``payload`` to its
+        client. Needs no session (works after :meth:`open` alone).
+
+        Args:
+            topic: The channel topic (a string of 1 to 256 characters).
+            event: The event name.
+            payload: A JSON object.
+
+        Raises:
+            UnsupportedOp: The node does not serve ``broadcast`` (an older release).
+            RequestError: ``bad_request`` (a reserved topic, a bad value).
+            RequestTimeout: No reply within ``timeout``.
+        """
+        await self._call("broadcast", session=False, topic=topic, event=event, payload=payload)
+
+    async def disconnect(self, socket_id: str, ban_seconds: float = 0) -> None:
+        """Close every websocket whose socket id is ``socket_id``, on every node.
+
+        Phoenix's ``Endpoint.broadcast(socket_id, "disconnect", %{})``, plus a ban: with
+        ``ban_seconds``, every node then refuses that socket id's connects (HTTP 403)
+        for that long, measured from when it hears of it. Needs no session.
+
+        Args:
+            socket_id: The socket id (``Socket.id()``; the standalone node's are
+                ``user_socket:<sub>``).
+            ban_seconds: Seconds of the ban, 0 (none) to 30 days.
+
+        Raises:
+            UnsupportedOp: The node does not serve ``disconnect`` (an older release).
+            RequestError: ``bad_request`` (a bad socket id or ban).
+            RequestTimeout: No reply within ``timeout``.
+        """
+        await self._call("disconnect", session=False, socket_id=socket_id, ban_seconds=ban_seconds)
+
     async def list(self, topic: Topic) -> list[tuple[Key, Meta]]:
         """Every visible presence of ``topic``, cluster-wide, as ``(key, meta)``.
 
@@ -593,11 +792,12 @@ class Client:
             Request(rid, op, token, **{k: v for k, v in fields.items() if v is not None})
         )
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = future
         try:
             async with asyncio.timeout(self.timeout):
-                await sock.send(frame)
-                reply = await future
+                async with self._slots:
+                    self._pending[rid] = future
+                    await sock.send(frame)
+                    reply = await future
         except TimeoutError:
             raise RequestTimeout(
                 f"{op}: no reply from {self.endpoint} within {self.timeout} s"
@@ -637,7 +837,11 @@ class Client:
             try:
                 await self._hello()
                 token = self._token
-                for (owner, topic, key), meta in list(self._presences.items()):
+                held = list(self._presences.items())
+                if held and self.ops is not None and "track_many" in self.ops:
+                    await self._retrack_in_bulk(token, held)
+                    held = []
+                for (owner, topic, key), meta in held:
                     try:
                         await self._request(
                             "track", token, topic=topic, key=key, meta=meta, owner=owner
@@ -667,6 +871,23 @@ class Client:
                 self.session,
                 len(self._presences),
             )
+
+    async def _retrack_in_bulk(
+        self, token: str | None, held: builtins.list[tuple[_Presence, Meta]]
+    ) -> None:
+        size = max(1, self.max_batch)
+        items = [TrackItem(topic, key, meta, owner) for (owner, topic, key), meta in held]
+        batches = [items[i : i + size] for i in range(0, len(items), size)]
+        results = await asyncio.gather(
+            *(self._request("track_many", token, presences=batch) for batch in batches),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            for error in result.get("errors", []):
+                if type(error) is dict and error.get("code") != "already_tracked":
+                    log.warning("client %s: re-tracking failed: %s", self.client_id, error)
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -10,13 +10,17 @@ arriving on the PubSub where the websockets' channels read them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 from typing import Any
 
+import orjson
 import pytest
 from aio import run, until
 
 from tracker_zmq import AlreadyTracked, Client, LimitExceeded, Node, RequestError
 from tracker_zmq.channels import BANS_TOPIC
+from tracker_zmq.cli import main
 from tracker_zmq.protocol import OPS
 from tracker_zmq.sessions import DEFAULT_MAX_PRESENCES, ClientLimits
 
@@ -145,5 +149,50 @@ def test_broadcast_and_disconnect_reach_the_pubsub_of_every_node() -> None:
                 await bare.close()
             for sub in (room, bans, user):
                 sub.unsubscribe()
+
+    run(body)
+
+
+def test_the_broadcast_and_disconnect_commands() -> None:
+    async def body() -> None:
+        node = Node("cmd", tracker_options=FAST)
+        async with node:
+            room = node.pubsub.subscribe("room:cli", link=False)
+            bans = node.pubsub.subscribe(BANS_TOPIC, link=False)
+            ep = node.client_endpoint
+
+            def command(*args: str) -> tuple[int, str, str]:
+                out, err = io.StringIO(), io.StringIO()
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    try:
+                        code = main([*args, "--node", ep])
+                    except SystemExit as exit_:
+                        code = int(exit_.code or 0)
+                return code, out.getvalue(), err.getvalue()
+
+            done = await asyncio.to_thread(command, "broadcast", "room:cli", "hi", '{"n": 1}')
+            assert done == (0, "broadcast hi to room:cli\n", "")
+            assert await asyncio.wait_for(room.get(), 5) == {"event": "hi", "payload": {"n": 1}}
+            done = await asyncio.to_thread(
+                command, "disconnect", "user_socket:9", "--ban-seconds", "60", "--json"
+            )
+            assert done[0] == 0
+            assert orjson.loads(done[1]) == {
+                "ok": True,
+                "socket_id": "user_socket:9",
+                "ban_seconds": 60.0,
+            }
+            assert await asyncio.wait_for(bans.get(), 5) == {
+                "socket_id": "user_socket:9",
+                "ban_seconds": 60.0,
+            }
+            code, _, err = await asyncio.to_thread(command, "broadcast", "t", "e", "not json")
+            assert code == 2
+            assert "not JSON" in err
+            code, _, err = await asyncio.to_thread(command, "broadcast", "phx_bans", "e", "{}")
+            assert code == 1
+            assert "reserved" in err
+            room.unsubscribe()
+            bans.unsubscribe()
 
     run(body)

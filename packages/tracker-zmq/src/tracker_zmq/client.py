@@ -98,6 +98,8 @@ __all__ = [
 
 log = logging.getLogger("tracker_zmq.client")
 
+_READ_BUDGET = 256  # frames read before yielding to the loop
+
 
 def _error_of(error: dict[str, Any]) -> TrackerError:
     """The exception of one failed item of a bulk reply (as a single request raises)."""
@@ -245,6 +247,40 @@ class DiffSubscription:
 
 _Presence = tuple[str | None, Topic, Key]
 
+
+class _Slots:
+    """A FIFO counting semaphore whose release is O(1) however many wait (asyncio's
+    Semaphore scans its waiters on every release: quadratic with thousands of requests
+    started at once)."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as it was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 PresenceSpec: TypeAlias = tuple[Topic, Key, Meta] | tuple[Topic, Key, Meta, str | None]
 """One presence of :meth:`Client.track_many`: ``(topic, key, meta)`` or ``(topic, key,
 meta, owner)``."""
@@ -364,13 +400,16 @@ class Client:
         self._token: str | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
+        self._shadow: zmq.Socket[bytes] | None = None  # the same socket, for non-blocking I/O
+        self._outbox: collections.deque[bytes] = collections.deque()  # frames not sent yet
+        self._flushing = False  # a flush is scheduled, or a sender task waits on the socket
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._next_id = 0
         self._presences: dict[_Presence, Meta] = {}
         self._subs: dict[Topic, list[DiffSubscription]] = {}
         self._resync_lock = asyncio.Lock()
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = _Slots(max_in_flight)
         self._closed = False
         self.dropped_frames = 0
         """Frames from the node that did not decode (dropped)."""
@@ -426,7 +465,8 @@ class Client:
             sock.curve_publickey = zmq.curve_public(secret.encode("ascii"))
             sock.curve_serverkey = server.encode("ascii")
         sock.connect(self.endpoint)
-        self._tasks.append(asyncio.create_task(self._read_loop(sock)))
+        self._shadow = zmq.Socket.shadow(sock.underlying)
+        self._tasks.append(asyncio.create_task(self._read_loop(sock, self._shadow)))
 
     async def close(self, *, bye: bool = True) -> None:
         """Close the client: end the session, the tasks and the socket. Idempotent.
@@ -454,6 +494,7 @@ class Client:
         self._subs.clear()
         for sub in subs:
             await sub._finish()
+        self._shadow = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -794,10 +835,13 @@ class Client:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self.timeout):
-                async with self._slots:
+                await self._slots.acquire()
+                try:
                     self._pending[rid] = future
-                    await sock.send(frame)
+                    self._send(frame)
                     reply = await future
+                finally:
+                    self._slots.release()
         except TimeoutError:
             raise RequestTimeout(
                 f"{op}: no reply from {self.endpoint} within {self.timeout} s"
@@ -899,20 +943,72 @@ class Client:
                 # (and everything re-tracked) as soon as it answers unknown_session
                 log.debug("client %s: heartbeat failed: %s", self.client_id, exc)
 
-    async def _read_loop(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            frame = await sock.recv()
+    def _send(self, frame: bytes) -> None:
+        # Frames wait for the end of this loop turn and go out together, in order, with
+        # non-blocking sends: the requests of many tasks started at once leave in one
+        # burst (ZeroMQ then wakes its I/O thread once, not once per frame). When the
+        # socket cannot take a frame (not connected yet, its queue full), a task waits
+        # until it can, and later frames queue behind it.
+        self._outbox.append(frame)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, shadow = self._outbox, self._shadow
+        while out and shadow is not None:
             try:
-                message = decode_message(frame, self.max_frame_bytes)
-            except ProtocolError as exc:
-                self.dropped_frames += 1
-                log.warning("client %s: dropped a frame from the node: %s", self.client_id, exc)
-                continue
-            if isinstance(message, Reply):
-                future = self._pending.get(message.id)
-                if future is not None and not future.done():
-                    future.set_result(message)
-            elif message.kind == "diff" and message.topic is not None:
-                diff = ClientDiff(message.topic, message.joins, message.leaves)
-                for sub in self._subs.get(message.topic, ()):
-                    sub._push(diff)
+                shadow.send(out[0], zmq.NOBLOCK)
+            except zmq.Again:
+                self._tasks.append(asyncio.create_task(self._send_when_ready()))
+                return
+            out.popleft()
+        self._flushing = False
+
+    async def _send_when_ready(self) -> None:
+        out = self._outbox
+        try:
+            while out and self._sock is not None and self._shadow is not None:
+                await self._sock.send(out[0])
+                out.popleft()
+                while out:  # the rest at once, while the socket takes them
+                    try:
+                        self._shadow.send(out[0], zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    out.popleft()
+        finally:
+            self._flushing = False
+            task = asyncio.current_task()
+            if task in self._tasks:
+                self._tasks.remove(task)
+
+    async def _read_loop(self, sock: zmq.asyncio.Socket, shadow: zmq.Socket[bytes]) -> None:
+        # the transport's drain pattern: await readiness, then read what is there with
+        # non-blocking calls, a bounded number before letting the others run
+        while True:
+            await sock.poll(zmq.POLLIN)
+            for _ in range(_READ_BUDGET):
+                try:
+                    frame = shadow.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_frame(frame)
+            else:
+                await asyncio.sleep(0)
+
+    def _on_frame(self, frame: bytes) -> None:
+        try:
+            message = decode_message(frame, self.max_frame_bytes)
+        except ProtocolError as exc:
+            self.dropped_frames += 1
+            log.warning("client %s: dropped a frame from the node: %s", self.client_id, exc)
+            return
+        if isinstance(message, Reply):
+            future = self._pending.get(message.id)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif message.kind == "diff" and message.topic is not None:
+            diff = ClientDiff(message.topic, message.joins, message.leaves)
+            for sub in self._subs.get(message.topic, ()):
+                sub._push(diff)

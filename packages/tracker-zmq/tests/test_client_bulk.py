@@ -196,3 +196,19 @@ def test_the_broadcast_and_disconnect_commands() -> None:
             bans.unsubscribe()
 
     run(body)
+
+
+def test_a_resync_splits_its_bulk_retrack_to_the_nodes_max_batch() -> None:
+    async def body() -> None:
+        node = Node("small-batch", tracker_options=FAST, limits=ClientLimits(max_batch=100))
+        async with node, Client(node.client_endpoint, timeout=5.0) as cl:
+            for i in range(250):  # one at a time: the client has not met the limit yet
+                await cl.track("r", i, {})
+            assert cl.max_batch == 1000
+            node.sessions.clear()
+            node.tracker.untrack(cl.session)  # type: ignore[arg-type]
+            await cl.track("r", "new", {})  # unknown_session: hello, re-track, retry
+            assert cl.max_batch == 100
+            assert len(node.tracker.list("r")) == 251
+
+    run(body)

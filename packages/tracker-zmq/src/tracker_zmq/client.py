@@ -919,13 +919,23 @@ class Client:
     async def _retrack_in_bulk(
         self, token: str | None, held: builtins.list[tuple[_Presence, Meta]]
     ) -> None:
-        size = max(1, self.max_batch)
         items = [TrackItem(topic, key, meta, owner) for (owner, topic, key), meta in held]
-        batches = [items[i : i + size] for i in range(0, len(items), size)]
-        results = await asyncio.gather(
-            *(self._request("track_many", token, presences=batch) for batch in batches),
-            return_exceptions=True,
-        )
+        while True:
+            size = max(1, self.max_batch)
+            batches = [items[i : i + size] for i in range(0, len(items), size)]
+            results = await asyncio.gather(
+                *(self._request("track_many", token, presences=batch) for batch in batches),
+                return_exceptions=True,
+            )
+            smaller: builtins.list[int] = [
+                int(r.error["max_batch"])
+                for r in results
+                if isinstance(r, LimitExceeded) and type(r.error.get("max_batch")) is int
+            ]
+            if smaller and 0 < min(smaller) < size:
+                self.max_batch = min(smaller)  # the node takes smaller batches: again
+                continue
+            break
         for result in results:
             if isinstance(result, BaseException):
                 raise result

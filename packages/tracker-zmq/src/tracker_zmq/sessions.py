@@ -22,6 +22,10 @@ sending an op an older node lacks). A token the table does not hold (the node
 restarted, or the lease ran out) gets ``unknown_session``: the client says hello again
 and re-tracks what it holds.
 
+``track_many`` is checked whole (size, room in the session) and then tracked item by
+item, with a result per presence; ``broadcast`` and ``disconnect`` need no session and
+go to the injected :class:`Broadcaster` (the node's sends them on its PubSub).
+
 Each request with a session's token renews its lease and records the envelope (the
 ROUTER's routing frames) that diffs of its subscribed topics are pushed to.
 :meth:`Sessions.expire` ends the sessions silent for longer than their lease: their

@@ -41,6 +41,7 @@ PACKAGES = {
     "tracker_zmq": (
         Path(tracker_zmq.__file__).resolve().parent,
         [
+            "channels.bans",
             "channels.coalesce",
             "channels.errors",
             "channels.wire",

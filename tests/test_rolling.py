@@ -52,7 +52,7 @@ from tests.support.proc import (
     spawner,
     wait_until,
 )
-from tracker_zmq import Client
+from tracker_zmq import Client, UnsupportedOp
 from tracker_zmq.protocol import OPS, V1_OPS
 
 pytestmark = pytest.mark.cluster
@@ -162,6 +162,15 @@ def test_an_old_and_a_new_node_share_presences_and_an_old_client_works(
             # a new Client reads the ops each node serves: none listed by the old one
             assert on_old.ops == V1_OPS
             assert on_new.ops == OPS
+            # this release's ops are refused before anything is sent to the old node
+            for call in (
+                on_old.track_many([(topic, "bulk", {})]),
+                on_old.untrack_many([(topic, "bulk")]),
+                on_old.broadcast(topic, "new_msg", {}),
+                on_old.disconnect("user_socket:x", ban_seconds=5),
+            ):
+                with pytest.raises(UnsupportedOp):
+                    await call
             await on_old.track(topic, "via-old-cli", {"on": "old-cli"})
             await on_new.track(topic, "via-new-cli", {"on": "new-cli"})
             await asyncio.to_thread(

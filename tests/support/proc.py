@@ -213,8 +213,10 @@ class CommandNode(Process):
         strict: bool = True,
         python: str = sys.executable,
     ) -> None:
-        # node scripts import tests.support.node: the repository root goes on their path
-        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        # node scripts import tests.support.node: the repository root goes on their path;
+        # another release's interpreter must not see this tree's sources on PYTHONPATH
+        ours = os.environ.get("PYTHONPATH") if python == sys.executable else None
+        path = os.pathsep.join(filter(None, [str(ROOT), ours]))
         super().__init__(
             name,
             [python, str(script), "--name", name, *args],
@@ -340,6 +342,8 @@ class CliNode(Process):
             *options,
         ]  # fmt: skip
         env = {"PYTHONWARNINGS": "error"} if strict else {}
+        if python != sys.executable:  # another release: not this tree's sources (empty: unset)
+            env["PYTHONPATH"] = ""
         super().__init__(name, command, stderr=self._log, env=env)
         try:
             line = self.readline(timeout)

@@ -30,6 +30,7 @@ from tracker_zmq.client import (
     encode_ok,
     encode_request,
 )
+from tracker_zmq.protocol import MAX_BAN_SECONDS, TrackItem, UntrackItem
 
 ids = st.one_of(
     st.text(min_size=1, max_size=40),
@@ -72,6 +73,19 @@ def requests(draw: st.DrawFn) -> Request:
     if op == "untrack" and draw(st.booleans()):
         fields["topic"] = draw(ids)
         fields["key"] = draw(ids)
+    labels = st.text(min_size=1, max_size=30)
+    if op == "track_many":
+        item = st.builds(TrackItem, ids, ids, metas, owners)
+        fields["presences"] = tuple(draw(st.lists(item, max_size=4)))
+    if op == "untrack_many":
+        fields["presences"] = tuple(draw(st.lists(st.builds(UntrackItem, ids, ids, owners))))
+    if op == "broadcast":
+        fields["topic"] = draw(labels)
+        fields["event"] = draw(labels)
+        fields["payload"] = draw(metas)
+    if op == "disconnect":
+        fields["socket_id"] = draw(labels)
+        fields["ban_seconds"] = draw(st.floats(min_value=0, max_value=MAX_BAN_SECONDS))
     return Request(rid, op, token, **fields)
 
 

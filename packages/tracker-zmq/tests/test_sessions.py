@@ -23,9 +23,12 @@ from crdt_state import Key, Meta, Topic
 from tracker_zmq.errors import ConfigError, TooManyPresences, TrackerNotRunning
 from tracker_zmq.options import Options
 from tracker_zmq.protocol import (
+    CONTROL_OPS,
     OPS,
+    BroadcastRequest,
     ByeRequest,
     ClientRequest,
+    DisconnectRequest,
     Event,
     GetByKeyRequest,
     HeartbeatRequest,
@@ -34,8 +37,12 @@ from tracker_zmq.protocol import (
     Reply,
     StatusRequest,
     SubscribeRequest,
+    TrackItem,
+    TrackManyRequest,
     TrackRequest,
     UnsubscribeRequest,
+    UntrackItem,
+    UntrackManyRequest,
     UntrackRequest,
     UpdateRequest,
     decode_message,
@@ -106,6 +113,25 @@ class ShardTracker:
         return self.shard.get_by_key(topic, key)
 
 
+class Recorder:
+    """A Broadcaster that records what it was asked (and refuses a topic, as the node's
+    refuses the reserved ones)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+        self.running = True
+
+    def broadcast(self, topic: str, event: str, payload: dict[str, Any]) -> None:
+        if not self.running:
+            raise TrackerNotRunning("stopped")
+        if topic == "phx_bans":
+            raise ValueError("'phx_bans' is reserved for bans")
+        self.sent.append(("broadcast", topic, event, payload))
+
+    def disconnect(self, socket_id: str, ban_seconds: float) -> None:
+        self.sent.append(("disconnect", socket_id, ban_seconds))
+
+
 class Endpoint:
     """A Sessions on a fake clock, with helpers that read the replies back."""
 
@@ -115,8 +141,10 @@ class Endpoint:
         tracker: Any = None,
         status: Callable[[], dict[str, Any]] | None = None,
         ops: frozenset[str] = OPS,
+        broadcaster: Recorder | None = None,
     ) -> None:
         self.tracker = tracker if tracker is not None else ShardTracker()
+        self.broadcaster = broadcaster if broadcaster is not None else Recorder()
         counter = itertools.count(1)
         self.sessions = Sessions(
             NODE,
@@ -125,6 +153,7 @@ class Endpoint:
             tokens=lambda: f"token-{next(counter)}",
             status=status,
             ops=ops,
+            broadcaster=self.broadcaster,
         )
         self.now = 1000.0
         self.ids = itertools.count(1)
@@ -564,6 +593,158 @@ def test_clear_forgets_every_session_without_untracking() -> None:
     assert ep.sessions.stats()["sessions"] == 0
     assert ep.sessions.on_diff("t", [("k", {})], []) == []
     assert ep.keys("t") == {"k"}
+
+
+# ------------------------------------------------------------------ bulk ops
+
+
+def test_track_many_tracks_each_and_reports_the_ones_that_failed() -> None:
+    ep = Endpoint()
+    token = ep.hello(b"c")
+    ep.ok(b"c", TrackRequest(ep.rid(), token, "room", "b", {}))
+    items = (
+        TrackItem("room", "a", {"n": 1}),
+        TrackItem("room", "b", {}),  # held already
+        TrackItem("room", "c", {}, owner="ws-1"),
+        TrackItem("room", "a", {}),  # twice in the batch
+        TrackItem("other", 7, {"x": {1}}),  # a meta the tracker refuses
+    )
+    result = ep.ok(b"c", TrackManyRequest(ep.rid(), token, items))
+    refs = result["refs"]
+    assert [ref is not None for ref in refs] == [True, False, True, False, False]
+    assert [(e["index"], e["code"]) for e in result["errors"]] == [
+        (1, "already_tracked"),
+        (3, "already_tracked"),
+        (4, "bad_request"),
+    ]
+    assert ep.keys("room") == {"a", "b", "c"}
+    assert {m["phx_ref"] for k, m in ep.tracker.list("room") if k != "b"} == {refs[0], refs[2]}
+    assert ep.sessions.stats()["presences"] == 3
+    # a sub-owner's presences are that owner's, as with track
+    assert ep.ok(b"c", UntrackRequest(ep.rid(), token, owner="ws-1"))["untracked"] == 1
+
+
+def test_a_batch_is_refused_whole_when_too_large_or_over_the_session_limit() -> None:
+    ep = Endpoint(ClientLimits(max_presences=4, max_batch=3))
+    token = ep.hello(b"c")
+    too_many = tuple(TrackItem("room", k, {}) for k in range(4))
+    error = ep.refused(b"c", TrackManyRequest(ep.rid(), token, too_many), "limit_exceeded")
+    assert error["limit"] == error["max_batch"] == 3
+    assert "split the batch" in error["message"]
+    ep.ok(b"c", TrackManyRequest(ep.rid(), token, too_many[:3]))
+    # one held plus two new would be five: nothing of the batch is tracked
+    batch = (TrackItem("room", 0, {}), TrackItem("room", 8, {}), TrackItem("room", 9, {}))
+    error = ep.refused(b"c", TrackManyRequest(ep.rid(), token, batch), "limit_exceeded")
+    assert error["limit"] == 4
+    assert ep.keys("room") == {0, 1, 2}
+    untrack = tuple(UntrackItem("room", k) for k in range(4))
+    ep.refused(b"c", UntrackManyRequest(ep.rid(), token, untrack), "limit_exceeded")
+
+
+def test_the_trackers_own_limit_fails_items_not_the_batch() -> None:
+    class Full(ShardTracker):
+        def track(self, owner: str, topic: Topic, key: Key, meta: Meta) -> str:
+            if key == "over":
+                raise TooManyPresences("this node holds max_presences = 1", 1)
+            return super().track(owner, topic, key, meta)
+
+    ep = Endpoint(tracker=Full())
+    token = ep.hello(b"c")
+    items = (TrackItem("t", "ok", {}), TrackItem("t", "over", {}))
+    result = ep.ok(b"c", TrackManyRequest(ep.rid(), token, items))
+    assert result["refs"][1] is None
+    assert result["errors"] == [
+        {
+            "index": 1,
+            "code": "limit_exceeded",
+            "message": "this node holds max_presences = 1",
+            "limit": 1,
+        }
+    ]
+    assert ep.sessions.stats()["presences"] == 1
+
+
+def test_untrack_many_untracks_what_the_session_holds_and_skips_the_rest() -> None:
+    ep = Endpoint()
+    token = ep.hello(b"c")
+    other = ep.hello(b"d")
+    items = tuple(TrackItem("room", k, {}) for k in "abc")
+    ep.ok(b"c", TrackManyRequest(ep.rid(), token, items))
+    ep.ok(b"d", TrackRequest(ep.rid(), other, "room", "z", {}))
+    gone = (UntrackItem("room", "a"), UntrackItem("room", "b"), UntrackItem("room", "z"))
+    assert ep.ok(b"c", UntrackManyRequest(ep.rid(), token, gone)) == {"untracked": 2}
+    assert ep.keys("room") == {"c", "z"}  # another session's presence is not this one's
+    assert ep.ok(b"c", UntrackManyRequest(ep.rid(), token, ())) == {"untracked": 0}
+    ep.refused(b"x", UntrackManyRequest(ep.rid(), "nope", gone), "unknown_session")
+
+
+def test_bulk_frames_are_checked_item_by_item() -> None:
+    ep = Endpoint()
+    token = ep.hello(b"c")
+    frame = orjson.dumps(
+        {
+            "v": 1,
+            "id": 5,
+            "op": "track_many",
+            "token": token,
+            "presences": [{"topic": "t", "key": "k", "meta": {}}, {"topic": "t", "key": True}],
+        }
+    )
+    actions = ep.sessions.receive([b"c", frame], ep.now)
+    reply = decode_message(next(a for a in actions if isinstance(a, SendFrame)).frame)
+    assert isinstance(reply, Reply)
+    assert reply.code == "bad_request"
+    assert reply.message is not None
+    assert "presences[1]: key" in reply.message
+    assert ep.keys("t") == set()  # nothing of a malformed batch is tracked
+
+
+# ------------------------------------------------------------------ broadcast, disconnect
+
+
+def test_broadcast_and_disconnect_go_to_the_broadcaster_without_a_session() -> None:
+    ep = Endpoint()
+    assert ep.ok(b"c", BroadcastRequest(ep.rid(), "room:1", "new_msg", {"body": "hi"})) == {}
+    assert ep.ok(b"c", DisconnectRequest(ep.rid(), "user_socket:7", 30.0)) == {}
+    assert ep.ok(b"c", DisconnectRequest(ep.rid(), "user_socket:8")) == {}
+    assert ep.broadcaster.sent == [
+        ("broadcast", "room:1", "new_msg", {"body": "hi"}),
+        ("disconnect", "user_socket:7", 30.0),
+        ("disconnect", "user_socket:8", 0.0),
+    ]
+    error = ep.refused(b"c", BroadcastRequest(ep.rid(), "phx_bans", "x", {}), "bad_request")
+    assert "reserved" in error["message"]
+    ep.broadcaster.running = False
+    ep.refused(b"c", BroadcastRequest(ep.rid(), "room:1", "x", {}), "not_running")
+
+
+def test_without_a_broadcaster_broadcast_and_disconnect_are_not_served() -> None:
+    counter = itertools.count()
+    sessions = Sessions(NODE, ShardTracker(), tokens=lambda: f"t{next(counter)}")
+    assert sessions.ops == OPS - CONTROL_OPS
+    actions = sessions.handle(BroadcastRequest(1, "room", "e", {}), (b"c",), 0.0)
+    reply = decode_message(actions[-1].frame)  # type: ignore[union-attr]
+    assert isinstance(reply, Reply)
+    assert reply.code == "unknown_op"
+
+
+def test_bad_broadcast_and_disconnect_frames_are_bad_requests() -> None:
+    ep = Endpoint()
+    for body in (
+        {"op": "broadcast", "topic": "", "event": "e", "payload": {}},
+        {"op": "broadcast", "topic": "t", "event": 5, "payload": {}},
+        {"op": "broadcast", "topic": "t", "event": "e", "payload": []},
+        {"op": "disconnect", "socket_id": None},
+        {"op": "disconnect", "socket_id": "s", "ban_seconds": -1},
+        {"op": "disconnect", "socket_id": "s", "ban_seconds": 31 * 24 * 3600},
+        {"op": "disconnect", "socket_id": "s", "ban_seconds": "60"},
+    ):
+        frame = orjson.dumps({"v": 1, "id": 9, **body})
+        actions = ep.sessions.receive([b"c", frame], ep.now)
+        reply = decode_message(next(a for a in actions if isinstance(a, SendFrame)).frame)
+        assert isinstance(reply, Reply)
+        assert reply.code == "bad_request", body
+    assert ep.broadcaster.sent == []
 
 
 # ------------------------------------------------------------------ purity

@@ -1,8 +1,10 @@
 """The ``tracker-zmq`` command: run a standalone node, or ask one what it sees.
 
 Not pure (sockets, signals, files). ``tracker-zmq node`` runs a :class:`~tracker_zmq.node.Node`
-until SIGTERM or SIGINT; ``tracker-zmq list TOPIC --node ENDPOINT`` and ``tracker-zmq
-status --node ENDPOINT`` talk to a running node's client endpoint. ``docs/node.md``
+until SIGTERM or SIGINT; ``tracker-zmq list TOPIC --node ENDPOINT``, ``tracker-zmq
+status --node ENDPOINT``, ``tracker-zmq broadcast TOPIC EVENT JSON --node ENDPOINT`` and
+``tracker-zmq disconnect SOCKET_ID [--ban-seconds N] --node ENDPOINT`` talk to a running
+node's client endpoint. ``docs/node.md``
 describes every option.
 
 Exit status: 0 on success (and after a clean shutdown on a signal), 1 when the node
@@ -190,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
         ("max_subscriptions", _positive_int, "per session"),
         ("max_sessions", _positive_int, "at once"),
         ("max_frame_bytes", _positive_int, "bytes"),
+        ("max_batch", _positive_int, "presences per track_many/untrack_many"),
     ):
         clients.add_argument(
             _flag(f"client_{name}"),
@@ -236,11 +239,26 @@ def _parser() -> argparse.ArgumentParser:
     for name, helptext in (
         ("list", "list the presences of a topic, cluster-wide, as a node sees them"),
         ("status", "show a node's replicas, peers and counters"),
+        ("broadcast", "send an event to every websocket subscriber of a topic, on every node"),
+        ("disconnect", "close a socket id's websockets on every node, optionally banning it"),
     ):
         sub = commands.add_parser(name, help=helptext, description=helptext)
         if name == "list":
             sub.add_argument("topic", metavar="TOPIC")
             sub.add_argument("--int", action="store_true", help="TOPIC is an integer topic")
+        if name == "broadcast":
+            sub.add_argument("topic", metavar="TOPIC", help="the channel topic")
+            sub.add_argument("event", metavar="EVENT", help="the event name")
+            sub.add_argument("payload", metavar="JSON", help="the payload, a JSON object")
+        if name == "disconnect":
+            sub.add_argument("socket_id", metavar="SOCKET_ID", help="e.g. user_socket:42")
+            sub.add_argument(
+                "--ban-seconds",
+                type=float,
+                default=0.0,
+                metavar="N",
+                help="refuse the socket id's connects on every node for N seconds (0)",
+            )
         sub.add_argument("--node", type=_endpoint, required=True, help="the node's client endpoint")
         sub.add_argument("--json", action="store_true", help="print JSON instead of text")
         sub.add_argument("--timeout", type=_positive_float, default=3.0, help="seconds to wait (3)")
@@ -384,6 +402,7 @@ def _node(args: argparse.Namespace) -> int:
             max_subscriptions=args.client_max_subscriptions,
             max_sessions=args.client_max_sessions,
             max_frame_bytes=args.client_max_frame_bytes,
+            max_batch=args.client_max_batch,
         )
         node = Node(
             args.name,
@@ -452,6 +471,14 @@ async def _ask(args: argparse.Namespace) -> int:
     if args.curve_secret_key is not None:
         secret = _secret_key(args.curve_secret_key)
         server = _public_key(args.curve_server_key)
+    payload: Any = None
+    if args.command == "broadcast":
+        try:
+            payload = orjson.loads(args.payload)
+        except orjson.JSONDecodeError as exc:
+            raise _UsageError(f"JSON: not JSON: {exc}") from None
+        if type(payload) is not dict:
+            raise _UsageError(f"JSON: the payload must be a JSON object, not {args.payload!r}")
     topic: str | int = args.topic if args.command == "list" else ""
     if args.command == "list" and args.int:
         try:
@@ -470,6 +497,13 @@ async def _ask(args: argparse.Namespace) -> int:
         if args.command == "list":
             presences = await client.list(topic)
             _print_list(topic, presences, args.json)
+        elif args.command == "broadcast":
+            await client.broadcast(args.topic, args.event, payload)
+            _print_done({"topic": args.topic, "event": args.event}, args.json)
+        elif args.command == "disconnect":
+            await client.disconnect(args.socket_id, args.ban_seconds)
+            done = {"socket_id": args.socket_id, "ban_seconds": args.ban_seconds}
+            _print_done(done, args.json)
         else:
             _print_status(await client.status(), args.json)
     except ClientError as exc:
@@ -482,6 +516,17 @@ async def _ask(args: argparse.Namespace) -> int:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+
+
+def _print_done(what: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(_json({"ok": True, **what}))
+    elif "event" in what:
+        print(f"broadcast {what['event']} to {what['topic']}")
+    else:
+        ban = what["ban_seconds"]
+        banned = f", banned for {ban:g} s" if ban else ""
+        print(f"disconnected {what['socket_id']}{banned}")
 
 
 def _print_list(topic: str | int, presences: list[tuple[Any, Any]], as_json: bool) -> None:

@@ -3,7 +3,12 @@
 There is no Phoenix module to port here: in Phoenix the tracked processes live on the
 node. :class:`Client` owns a DEALER socket and two tasks (the reader and the
 heartbeat) and speaks the protocol of :mod:`tracker_zmq.protocol` (the pure codec,
-specified in ``docs/node.md``). The codec's names are also importable from here, as they
+specified in ``docs/reference/protocol.md``).
+
+Requests pipeline: every call sends its frame at once and waits for the reply with its
+id, so calls awaited together (``asyncio.gather``, many tasks) share the one socket with
+up to ``max_in_flight`` requests outstanding; replies are matched by id in whatever
+order they come. The codec's names are also importable from here, as they
 were when it lived in this module; :func:`decode_request` here returns the generic
 :class:`~tracker_zmq.protocol.Request`.
 """
@@ -17,7 +22,7 @@ import contextlib
 import inspect
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Self, TypeAlias
 
@@ -35,10 +40,12 @@ from tracker_zmq.errors import (
     ProtocolError,
     RequestError,
     RequestTimeout,
+    TrackerError,
     UnsupportedOp,
 )
 from tracker_zmq.options import check_positive
 from tracker_zmq.protocol import (
+    DEFAULT_MAX_BATCH,
     DEFAULT_MAX_FRAME_BYTES,
     ERROR_CODES,
     MAX_ID_CHARS,
@@ -48,6 +55,8 @@ from tracker_zmq.protocol import (
     Event,
     Reply,
     Request,
+    TrackItem,
+    UntrackItem,
     decode_message,
     encode_diff,
     encode_error,
@@ -72,6 +81,7 @@ __all__ = [
     "DiffSubscription",
     "Event",
     "LimitExceeded",
+    "PresenceSpec",
     "ProtocolError",
     "Reply",
     "Request",
@@ -87,6 +97,19 @@ __all__ = [
 ]
 
 log = logging.getLogger("tracker_zmq.client")
+
+_READ_BUDGET = 256  # frames read before yielding to the loop
+
+
+def _error_of(error: dict[str, Any]) -> TrackerError:
+    """The exception of one failed item of a bulk reply (as a single request raises)."""
+    code = str(error.get("code") or "internal")
+    message = str(error.get("message") or "")
+    if code == "already_tracked":
+        return AlreadyTracked(message)
+    if code == "limit_exceeded":
+        return LimitExceeded(code, message, error)
+    return RequestError(code, message, error)
 
 
 def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Request:
@@ -225,6 +248,44 @@ class DiffSubscription:
 _Presence = tuple[str | None, Topic, Key]
 
 
+class _Slots:
+    """A FIFO counting semaphore whose release is O(1) however many wait (asyncio's
+    Semaphore scans its waiters on every release: quadratic with thousands of requests
+    started at once)."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as it was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
+PresenceSpec: TypeAlias = tuple[Topic, Key, Meta] | tuple[Topic, Key, Meta, str | None]
+"""One presence of :meth:`Client.track_many`: ``(topic, key, meta)`` or ``(topic, key,
+meta, owner)``."""
+
+
 class Client:
     """An asyncio client of a standalone node's client endpoint.
 
@@ -264,6 +325,9 @@ class Client:
             CURVE; its public key must be on the node's client allow-list.
         curve_server_key: The node's CURVE public key (Z85); needed with
             ``curve_secret_key``.
+        max_in_flight: Requests outstanding at once; more wait for a reply to come
+            first. Bounded so that the replies fit the node's queue to this client
+            (1,000 messages, pushed diffs included): a reply over it would be dropped.
 
     Raises:
         ValueError: An option is invalid.
@@ -281,6 +345,7 @@ class Client:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         curve_secret_key: str | None = None,
         curve_server_key: str | None = None,
+        max_in_flight: int = 500,
     ) -> None:
         if type(endpoint) is not str or not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError(
@@ -299,6 +364,8 @@ class Client:
             raise ValueError(f"queue_size must be a positive int, not {queue_size!r}")
         if (curve_secret_key is None) != (curve_server_key is None):
             raise ValueError("curve_secret_key and curve_server_key go together")
+        if type(max_in_flight) is not int or max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be a positive int, not {max_in_flight!r}")
         self.endpoint = endpoint
         self.client_id = client_id
         self.heartbeat_interval = float(heartbeat_interval)
@@ -321,6 +388,11 @@ class Client:
         """How many times the client opened a new session and re-tracked everything."""
         self.max_presences: int | None = None
         """The node's per-session presence limit (told in hello)."""
+        self.max_batch: int = DEFAULT_MAX_BATCH
+        """The most presences sent in one bulk request: :meth:`track_many` and
+        :meth:`untrack_many` split larger ones. A node whose limit is lower refuses a
+        batch with its ``max_batch``: the client then takes that and splits again."""
+        self.max_in_flight = max_in_flight
         self.ops: frozenset[str] | None = None
         """The ops the node serves, as its last hello reply listed them (a node of the
         first release lists none: ``protocol.V1_OPS``); None before the first hello.
@@ -328,12 +400,16 @@ class Client:
         self._token: str | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
+        self._shadow: zmq.Socket[bytes] | None = None  # the same socket, for non-blocking I/O
+        self._outbox: collections.deque[bytes] = collections.deque()  # frames not sent yet
+        self._flushing = False  # a flush is scheduled, or a sender task waits on the socket
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._next_id = 0
         self._presences: dict[_Presence, Meta] = {}
         self._subs: dict[Topic, list[DiffSubscription]] = {}
         self._resync_lock = asyncio.Lock()
+        self._slots = _Slots(max_in_flight)
         self._closed = False
         self.dropped_frames = 0
         """Frames from the node that did not decode (dropped)."""
@@ -382,13 +458,15 @@ class Client:
         sock.linger = 0
         sock.immediate = 1  # never queue requests for a node that is not connected
         sock.maxmsgsize = self.max_frame_bytes * 2 + 65536
+        sock.rcvhwm = max(1000, 2 * self.max_in_flight)  # the replies always fit
         if self._curve is not None:
             secret, server = self._curve
             sock.curve_secretkey = secret.encode("ascii")
             sock.curve_publickey = zmq.curve_public(secret.encode("ascii"))
             sock.curve_serverkey = server.encode("ascii")
         sock.connect(self.endpoint)
-        self._tasks.append(asyncio.create_task(self._read_loop(sock)))
+        self._shadow = zmq.Socket.shadow(sock.underlying)
+        self._tasks.append(asyncio.create_task(self._read_loop(sock, self._shadow)))
 
     async def close(self, *, bye: bool = True) -> None:
         """Close the client: end the session, the tasks and the socket. Idempotent.
@@ -416,6 +494,7 @@ class Client:
         self._subs.clear()
         for sub in subs:
             await sub._finish()
+        self._shadow = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -492,6 +571,167 @@ class Client:
             for held in [p for p in self._presences if owner is None or p[0] == owner]:
                 del self._presences[held]
         return int(result.get("untracked", 0))
+
+    async def track_many(
+        self, presences: Iterable[PresenceSpec]
+    ) -> builtins.list[str | TrackerError]:
+        """Track many presences of this client, in bulk requests sent together.
+
+        The presences go in batches of the node's ``max_batch`` (:attr:`max_batch`),
+        all in flight at once. Each batch is checked whole by the node first (room in
+        the session, well-formed values: a refusal raises and tracks nothing of that
+        batch), then each presence is tracked on its own.
+
+        Args:
+            presences: ``(topic, key, meta)`` or ``(topic, key, meta, owner)`` tuples.
+
+        Returns:
+            One entry per presence, in order: its ``phx_ref``, or the error that
+            presence met (:class:`~tracker_zmq.errors.AlreadyTracked`,
+            :class:`~tracker_zmq.errors.LimitExceeded` of the node's ``max_presences``,
+            :class:`~tracker_zmq.errors.RequestError`).
+
+        Raises:
+            UnsupportedOp: The node does not serve ``track_many`` (an older release).
+            LimitExceeded: A batch would take the session over its ``max_presences``.
+            RequestError: Another refusal of a whole batch (``bad_request``).
+            RequestTimeout: No reply within ``timeout``.
+            TypeError: A presence is not a tuple of 3 or 4.
+        """
+        items: builtins.list[TrackItem] = []
+        for spec in presences:
+            if type(spec) is not tuple or len(spec) not in (3, 4):
+                raise TypeError(f"a presence is (topic, key, meta[, owner]), not {spec!r:.80}")
+            items.append(TrackItem(*spec))
+        results = await self._bulk("track_many", items)
+        out: builtins.list[str | TrackerError] = []
+        for batch, result in results:
+            refs = result.get("refs")
+            if type(refs) is not list or len(refs) != len(batch):
+                raise ProtocolError("track_many: the reply's refs do not match the batch")
+            errors = {e.get("index"): e for e in result.get("errors", []) if type(e) is dict}
+            for index, (item, ref) in enumerate(zip(batch, refs, strict=True)):
+                if ref is not None:
+                    self._presences[(item.owner, item.topic, item.key)] = item.meta
+                    out.append(str(ref))
+                else:
+                    out.append(_error_of(errors.get(index, {})))
+        return out
+
+    async def untrack_many(
+        self, presences: Iterable[tuple[Topic, Key] | tuple[Topic, Key, str | None]]
+    ) -> int:
+        """Untrack many presences of this client, in bulk requests sent together.
+
+        Args:
+            presences: ``(topic, key)`` or ``(topic, key, owner)`` tuples; those the
+                session does not track are skipped.
+
+        Returns:
+            How many presences were untracked.
+
+        Raises:
+            UnsupportedOp: The node does not serve ``untrack_many``.
+            RequestTimeout: No reply within ``timeout``.
+            TypeError: A presence is not a tuple of 2 or 3.
+        """
+        items: builtins.list[UntrackItem] = []
+        for spec in presences:
+            if type(spec) is not tuple or len(spec) not in (2, 3):
+                raise TypeError(f"a presence is (topic, key[, owner]), not {spec!r:.80}")
+            items.append(UntrackItem(*spec))
+        total = 0
+        for batch, result in await self._bulk("untrack_many", items):
+            for item in batch:
+                self._presences.pop((item.owner, item.topic, item.key), None)
+            total += int(result.get("untracked", 0))
+        return total
+
+    async def _bulk(
+        self, op: str, items: builtins.list[Any]
+    ) -> builtins.list[tuple[builtins.list[Any], dict[str, Any]]]:
+        if self.ops is not None and op not in self.ops:
+            raise UnsupportedOp(op, self.node, self.endpoint)
+        size = max(1, self.max_batch)
+        batches = [items[i : i + size] for i in range(0, len(items), size)]
+        results = await asyncio.gather(
+            *(self._batch(op, batch) for batch in batches), return_exceptions=True
+        )
+        done: builtins.list[tuple[builtins.list[Any], dict[str, Any]]] = []
+        failure: BaseException | None = None
+        for batch, result in zip(batches, results, strict=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
+            else:
+                done.append((batch, result))
+        if failure is not None:
+            # what the batches that went through tracked is remembered before raising
+            if op == "track_many":
+                for batch, result in done:
+                    for item, ref in zip(batch, result.get("refs") or [], strict=False):
+                        if ref is not None:
+                            self._presences[(item.owner, item.topic, item.key)] = item.meta
+            raise failure
+        return done
+
+    async def _batch(self, op: str, batch: builtins.list[Any]) -> dict[str, Any]:
+        try:
+            return await self._call(op, presences=batch)
+        except LimitExceeded as exc:
+            smaller = exc.error.get("max_batch")
+            if type(smaller) is not int or not 0 < smaller < len(batch):
+                raise
+        # the node takes smaller batches: remember its limit, split this one
+        self.max_batch = smaller
+        parts = [batch[i : i + smaller] for i in range(0, len(batch), smaller)]
+        results = await asyncio.gather(*(self._call(op, presences=part) for part in parts))
+        if op == "untrack_many":
+            return {"untracked": sum(int(r.get("untracked", 0)) for r in results)}
+        merged: dict[str, Any] = {"refs": [], "errors": []}
+        for offset, result in zip(range(0, len(batch), smaller), results, strict=True):
+            merged["refs"].extend(result.get("refs") or [])
+            for error in result.get("errors") or []:
+                if type(error) is dict and type(error.get("index")) is int:
+                    merged["errors"].append({**error, "index": error["index"] + offset})
+        return merged
+
+    async def broadcast(self, topic: str, event: str, payload: dict[str, Any]) -> None:
+        """Send ``event`` to every websocket subscriber of ``topic``, on every node.
+
+        What a backend calls (Phoenix's ``Endpoint.broadcast``): every channel joined to
+        ``topic`` on any node of the cluster pushes ``event`` with ``payload`` to its
+        client. Needs no session (works after :meth:`open` alone).
+
+        Args:
+            topic: The channel topic (a string of 1 to 256 characters).
+            event: The event name.
+            payload: A JSON object.
+
+        Raises:
+            UnsupportedOp: The node does not serve ``broadcast`` (an older release).
+            RequestError: ``bad_request`` (a reserved topic, a bad value).
+            RequestTimeout: No reply within ``timeout``.
+        """
+        await self._call("broadcast", session=False, topic=topic, event=event, payload=payload)
+
+    async def disconnect(self, socket_id: str, ban_seconds: float = 0) -> None:
+        """Close every websocket whose socket id is ``socket_id``, on every node.
+
+        Phoenix's ``Endpoint.broadcast(socket_id, "disconnect", %{})``, plus a ban: with
+        ``ban_seconds``, every node then refuses that socket id's connects (HTTP 403)
+        for that long, measured from when it hears of it. Needs no session.
+
+        Args:
+            socket_id: The socket id (``Socket.id()``; the standalone node's are
+                ``user_socket:<sub>``).
+            ban_seconds: Seconds of the ban, 0 (none) to 30 days.
+
+        Raises:
+            UnsupportedOp: The node does not serve ``disconnect`` (an older release).
+            RequestError: ``bad_request`` (a bad socket id or ban).
+            RequestTimeout: No reply within ``timeout``.
+        """
+        await self._call("disconnect", session=False, socket_id=socket_id, ban_seconds=ban_seconds)
 
     async def list(self, topic: Topic) -> list[tuple[Key, Meta]]:
         """Every visible presence of ``topic``, cluster-wide, as ``(key, meta)``.
@@ -593,11 +833,15 @@ class Client:
             Request(rid, op, token, **{k: v for k, v in fields.items() if v is not None})
         )
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = future
         try:
             async with asyncio.timeout(self.timeout):
-                await sock.send(frame)
-                reply = await future
+                await self._slots.acquire()
+                try:
+                    self._pending[rid] = future
+                    self._send(frame)
+                    reply = await future
+                finally:
+                    self._slots.release()
         except TimeoutError:
             raise RequestTimeout(
                 f"{op}: no reply from {self.endpoint} within {self.timeout} s"
@@ -637,7 +881,11 @@ class Client:
             try:
                 await self._hello()
                 token = self._token
-                for (owner, topic, key), meta in list(self._presences.items()):
+                held = list(self._presences.items())
+                if held and self.ops is not None and "track_many" in self.ops:
+                    await self._retrack_in_bulk(token, held)
+                    held = []
+                for (owner, topic, key), meta in held:
                     try:
                         await self._request(
                             "track", token, topic=topic, key=key, meta=meta, owner=owner
@@ -668,6 +916,33 @@ class Client:
                 len(self._presences),
             )
 
+    async def _retrack_in_bulk(
+        self, token: str | None, held: builtins.list[tuple[_Presence, Meta]]
+    ) -> None:
+        items = [TrackItem(topic, key, meta, owner) for (owner, topic, key), meta in held]
+        while True:
+            size = max(1, self.max_batch)
+            batches = [items[i : i + size] for i in range(0, len(items), size)]
+            results = await asyncio.gather(
+                *(self._request("track_many", token, presences=batch) for batch in batches),
+                return_exceptions=True,
+            )
+            smaller: builtins.list[int] = [
+                int(r.error["max_batch"])
+                for r in results
+                if isinstance(r, LimitExceeded) and type(r.error.get("max_batch")) is int
+            ]
+            if smaller and 0 < min(smaller) < size:
+                self.max_batch = min(smaller)  # the node takes smaller batches: again
+                continue
+            break
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            for error in result.get("errors", []):
+                if type(error) is dict and error.get("code") != "already_tracked":
+                    log.warning("client %s: re-tracking failed: %s", self.client_id, error)
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
@@ -678,20 +953,72 @@ class Client:
                 # (and everything re-tracked) as soon as it answers unknown_session
                 log.debug("client %s: heartbeat failed: %s", self.client_id, exc)
 
-    async def _read_loop(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            frame = await sock.recv()
+    def _send(self, frame: bytes) -> None:
+        # Frames wait for the end of this loop turn and go out together, in order, with
+        # non-blocking sends: the requests of many tasks started at once leave in one
+        # burst (ZeroMQ then wakes its I/O thread once, not once per frame). When the
+        # socket cannot take a frame (not connected yet, its queue full), a task waits
+        # until it can, and later frames queue behind it.
+        self._outbox.append(frame)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, shadow = self._outbox, self._shadow
+        while out and shadow is not None:
             try:
-                message = decode_message(frame, self.max_frame_bytes)
-            except ProtocolError as exc:
-                self.dropped_frames += 1
-                log.warning("client %s: dropped a frame from the node: %s", self.client_id, exc)
-                continue
-            if isinstance(message, Reply):
-                future = self._pending.get(message.id)
-                if future is not None and not future.done():
-                    future.set_result(message)
-            elif message.kind == "diff" and message.topic is not None:
-                diff = ClientDiff(message.topic, message.joins, message.leaves)
-                for sub in self._subs.get(message.topic, ()):
-                    sub._push(diff)
+                shadow.send(out[0], zmq.NOBLOCK)
+            except zmq.Again:
+                self._tasks.append(asyncio.create_task(self._send_when_ready()))
+                return
+            out.popleft()
+        self._flushing = False
+
+    async def _send_when_ready(self) -> None:
+        out = self._outbox
+        try:
+            while out and self._sock is not None and self._shadow is not None:
+                await self._sock.send(out[0])
+                out.popleft()
+                while out:  # the rest at once, while the socket takes them
+                    try:
+                        self._shadow.send(out[0], zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    out.popleft()
+        finally:
+            self._flushing = False
+            task = asyncio.current_task()
+            if task in self._tasks:
+                self._tasks.remove(task)
+
+    async def _read_loop(self, sock: zmq.asyncio.Socket, shadow: zmq.Socket[bytes]) -> None:
+        # the transport's drain pattern: await readiness, then read what is there with
+        # non-blocking calls, a bounded number before letting the others run
+        while True:
+            await sock.poll(zmq.POLLIN)
+            for _ in range(_READ_BUDGET):
+                try:
+                    frame = shadow.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_frame(frame)
+            else:
+                await asyncio.sleep(0)
+
+    def _on_frame(self, frame: bytes) -> None:
+        try:
+            message = decode_message(frame, self.max_frame_bytes)
+        except ProtocolError as exc:
+            self.dropped_frames += 1
+            log.warning("client %s: dropped a frame from the node: %s", self.client_id, exc)
+            return
+        if isinstance(message, Reply):
+            future = self._pending.get(message.id)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif message.kind == "diff" and message.topic is not None:
+            diff = ClientDiff(message.topic, message.joins, message.leaves)
+            for sub in self._subs.get(message.topic, ()):
+                sub._push(diff)

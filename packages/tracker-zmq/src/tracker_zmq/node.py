@@ -9,7 +9,7 @@ Theory of operation
 -------------------
 :class:`Node` starts a :class:`~pubsub_zmq.PubSub` and a :class:`~tracker_zmq.Tracker`
 on it, and binds a ROUTER (the *client endpoint*) that speaks the protocol of
-:mod:`tracker_zmq.protocol` (specified in ``docs/node.md``). Every decision about the
+:mod:`tracker_zmq.protocol` (specified in ``docs/reference/protocol.md``). Every decision about the
 clients' sessions (hello, tokens, leases, limits, subscriptions, the stall rule) is
 made by :class:`~tracker_zmq.sessions.Sessions`, a pure machine that this module feeds
 and whose actions it carries out; this module only moves frames, runs the timer and
@@ -47,9 +47,10 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from crdt_state import Key, Meta
+from pubsub_zmq import NotRunning, Peer, PubSub, PubSubError
 from pubsub_zmq import Options as PubSubOptions
-from pubsub_zmq import Peer, PubSub, PubSubError
 from pubsub_zmq.curve import CurveConfig
+from tracker_zmq.channels import control
 from tracker_zmq.errors import ConfigError, TrackerNotRunning
 from tracker_zmq.options import Options, check_positive
 from tracker_zmq.protocol import PROTOCOL_VERSION
@@ -192,6 +193,7 @@ class Node:
             self.limits,
             tokens=functools.partial(secrets.token_urlsafe, 24),
             status=self.status,
+            broadcaster=_Control(self.pubsub),
         )
         """The session table (pure): every decision about the client sessions."""
         self._frames_read = 0
@@ -199,8 +201,10 @@ class Node:
         self._running = False
         self.client_endpoint = ""
         """The bound client endpoint (known after start)."""
-        self.counters: dict[str, int] = {"pushes": 0, "push_dropped": 0}
-        """The socket's counters: diffs pushed, and diffs a full or gone client missed."""
+        self.counters: dict[str, int] = {"pushes": 0, "push_dropped": 0, "reply_dropped": 0}
+        """The socket's counters: diffs pushed, diffs a full or gone client missed, and
+        replies it missed (a client with more requests in flight than its queue holds,
+        or gone before its answer)."""
         self._garbage_logged_at = -math.inf
 
     # ------------------------------------------------------------ life cycle
@@ -322,7 +326,8 @@ class Node:
             ``sessions``, ``presences`` (tracked by sessions), ``subscriptions``
             (topics subscribed, summed over sessions) and the counters: requests,
             errors (error replies), garbage (frames dropped), pushes, push_dropped
-            (diffs a full or gone client missed), sessions opened, closed (bye) and
+            (diffs a full or gone client missed), reply_dropped (replies it missed),
+            sessions opened, closed (bye) and
             expired (lease ran out), lease_checks_skipped (the stall rule).
         """
         return {**self.sessions.stats(), **self.counters}
@@ -430,8 +435,7 @@ class Node:
             shadow.send_multipart([*envelope, frame], zmq.NOBLOCK)
         except zmq.ZMQError:
             # EAGAIN: the client's queue is full; EHOSTUNREACH: it is gone
-            if push:
-                self.counters["push_dropped"] += 1
+            self.counters["push_dropped" if push else "reply_dropped"] += 1
             return
         if push:
             self.counters["pushes"] += 1
@@ -460,6 +464,28 @@ class Node:
             await asyncio.sleep(_STALL_DRAIN_SLEEP)
             if round_ >= 2 and self._frames_read == before:
                 return
+
+
+class _Control:
+    """The client endpoint's ``broadcast`` and ``disconnect``: :mod:`tracker_zmq.channels.
+    control` over the node's PubSub (a :class:`~tracker_zmq.sessions.Broadcaster`)."""
+
+    __slots__ = ("_pubsub",)
+
+    def __init__(self, pubsub: PubSub) -> None:
+        self._pubsub = pubsub
+
+    def broadcast(self, topic: str, event: str, payload: dict[str, Any]) -> None:
+        try:
+            control.broadcast(self._pubsub, topic, event, payload)
+        except NotRunning as exc:
+            raise TrackerNotRunning(str(exc)) from None
+
+    def disconnect(self, socket_id: str, ban_seconds: float) -> None:
+        try:
+            control.disconnect(self._pubsub, socket_id, ban_seconds)
+        except NotRunning as exc:
+            raise TrackerNotRunning(str(exc)) from None
 
 
 def _describe(joins: list[tuple[Key, Meta]], leaves: list[tuple[Key, Meta]]) -> str:

@@ -5,7 +5,8 @@ node. A standalone node (:mod:`tracker_zmq.node`) serves a ZeroMQ ROUTER so that
 processes, in any language, can track presences through it; this module is the wire
 format both ends speak (the node through :mod:`tracker_zmq.sessions`, the Python client
 through :mod:`tracker_zmq.client`). It does no I/O, reads no clock and draws no
-randomness. ``docs/node.md`` specifies the protocol for writers of other clients.
+randomness. ``docs/reference/protocol.md`` specifies the protocol for writers of other
+clients.
 
 Wire format. Each ZeroMQ message is one frame holding one JSON object (UTF-8, orjson).
 Every frame carries ``"v": 1`` (:data:`PROTOCOL_VERSION`). Client to node:
@@ -27,6 +28,12 @@ unsubscribe ``token``, ``topic``                             ``{}``
 list        ``topic``                                        ``presences``: [[key, meta]]
 get_by_key  ``topic``, ``key``                               ``presences``: [[owner, meta]]
 status      (none)                                           node, replicas, stats
+track_many  ``token``, ``presences``: [{topic, key, meta,      ``refs``, ``errors``
+            owner?}, ...]
+untrack_    ``token``, ``presences``: [{topic, key,            ``untracked``
+many        owner?}, ...]
+broadcast   ``topic``, ``event``, ``payload``                ``{}``
+disconnect  ``socket_id``, ``ban_seconds`` (optional)        ``{}``
 ==========  ==============================================  ============================
 
 The node answers each request with ``{"v": 1, "id": id, "ok": true, "result": {...}}``
@@ -49,7 +56,7 @@ writes; :func:`to_request` turns a typed request into it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Final, TypeAlias, cast
 
@@ -59,15 +66,21 @@ from crdt_state import Key, Meta, Topic
 from tracker_zmq.errors import ProtocolError
 
 __all__ = [
+    "BULK_OPS",
+    "CONTROL_OPS",
+    "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_FRAME_BYTES",
     "ERROR_CODES",
+    "MAX_BAN_SECONDS",
     "MAX_ID_CHARS",
     "OPS",
     "PROTOCOL_VERSION",
     "SESSION_OPS",
     "V1_OPS",
+    "BroadcastRequest",
     "ByeRequest",
     "ClientRequest",
+    "DisconnectRequest",
     "Event",
     "GetByKeyRequest",
     "HeartbeatRequest",
@@ -79,8 +92,12 @@ __all__ = [
     "SessionRequest",
     "StatusRequest",
     "SubscribeRequest",
+    "TrackItem",
+    "TrackManyRequest",
     "TrackRequest",
     "UnsubscribeRequest",
+    "UntrackItem",
+    "UntrackManyRequest",
     "UntrackRequest",
     "UpdateRequest",
     "decode_message",
@@ -118,14 +135,32 @@ V1_OPS: Final = frozenset(
 """The ops of the first release of protocol version 1: what a node serves whose hello
 reply lists no ``ops`` (:func:`served_ops`)."""
 
-OPS: Final[frozenset[str]] = V1_OPS
+BULK_OPS: Final = frozenset({"track_many", "untrack_many"})
+"""The bulk ops (this release): many presences in one request, one result per presence
+(``track_many``) or one count (``untrack_many``)."""
+
+CONTROL_OPS: Final = frozenset({"broadcast", "disconnect"})
+"""A backend's acts on the websockets of every node (this release): a broadcast to a
+topic's channel subscribers, a disconnect (and ban) of a socket id."""
+
+OPS: Final[frozenset[str]] = V1_OPS | BULK_OPS | CONTROL_OPS
 """Every request op this release serves; its hello reply lists them as ``ops``.
 
 The endpoint grows additively: a release may add ops within version 1, never remove or
 change one, so a client checks an op against the node's list before sending it."""
 
 SESSION_OPS: Final = frozenset(
-    {"heartbeat", "bye", "track", "update", "untrack", "subscribe", "unsubscribe"}
+    {
+        "heartbeat",
+        "bye",
+        "track",
+        "update",
+        "untrack",
+        "subscribe",
+        "unsubscribe",
+        "track_many",
+        "untrack_many",
+    }
 )
 """The ops that need a session ``token``."""
 
@@ -145,6 +180,13 @@ ERROR_CODES: Final = frozenset(
     }
 )
 """Every error code a node of protocol version 1 replies with."""
+
+DEFAULT_MAX_BATCH: Final = 1000
+"""The most presences one ``track_many`` or ``untrack_many`` carries, by default (a node
+announces its own as ``max_batch`` in the hello reply)."""
+
+MAX_BAN_SECONDS: Final = 30 * 24 * 3600.0
+"""The longest ``ban_seconds`` of a ``disconnect``: 30 days."""
 
 MAX_ID_CHARS: Final = 256
 """The longest client id, owner, token or string topic or key, in characters."""
@@ -340,6 +382,113 @@ class StatusRequest:
     id: int
 
 
+@dataclass(frozen=True, slots=True)
+class TrackItem:
+    """One presence of a ``track_many``: the fields of a ``track``.
+
+    Attributes:
+        topic: The topic (str or int).
+        key: The key (str or int).
+        meta: The meta, a JSON object.
+        owner: The sub-owner, as in :class:`TrackRequest`.
+    """
+
+    topic: Topic
+    key: Key
+    meta: Meta
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UntrackItem:
+    """One presence of an ``untrack_many``.
+
+    Attributes:
+        topic: The topic.
+        key: The key.
+        owner: The sub-owner, as in :class:`TrackRequest`.
+    """
+
+    topic: Topic
+    key: Key
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackManyRequest:
+    """``track_many``: track many presences of the session in one request.
+
+    The batch is checked whole first (every item well formed, at most the node's
+    ``max_batch`` items, room in the session for the new ones): a failure there tracks
+    nothing. Then each item is tracked on its own, and the result says which failed
+    (``already_tracked``, ``limit_exceeded`` of the node, ``bad_request``).
+
+    Attributes:
+        id: The request id.
+        token: The session token.
+        presences: The presences, in order.
+    """
+
+    op: ClassVar[str] = "track_many"
+    id: int
+    token: str
+    presences: tuple[TrackItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UntrackManyRequest:
+    """``untrack_many``: untrack many presences of the session in one request.
+
+    Attributes:
+        id: The request id.
+        token: The session token.
+        presences: The presences; those the session does not track are skipped.
+    """
+
+    op: ClassVar[str] = "untrack_many"
+    id: int
+    token: str
+    presences: tuple[UntrackItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastRequest:
+    """``broadcast``: send ``event`` to every websocket subscriber of ``topic`` on every
+    node (``tracker_zmq.channels.broadcast``; no session needed).
+
+    Attributes:
+        id: The request id.
+        topic: The channel topic, a string of 1 to 256 characters (not reserved).
+        event: The event name, a string of 1 to 256 characters.
+        payload: The payload, a JSON object.
+    """
+
+    op: ClassVar[str] = "broadcast"
+    id: int
+    topic: str
+    event: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectRequest:
+    """``disconnect``: close every websocket of ``socket_id`` on every node, and with
+    ``ban_seconds`` refuse its connects there that long (``tracker_zmq.channels.
+    disconnect``; no session needed).
+
+    Attributes:
+        id: The request id.
+        socket_id: The socket id (``Socket.id()``), a string of 1 to 256 characters.
+        ban_seconds: Seconds every node refuses the socket id afterwards, 0 to
+            :data:`MAX_BAN_SECONDS`; 0 refuses nothing.
+    """
+
+    op: ClassVar[str] = "disconnect"
+    id: int
+    socket_id: str
+    ban_seconds: float = 0.0
+
+
 SessionRequest: TypeAlias = (
     HeartbeatRequest
     | ByeRequest
@@ -348,11 +497,19 @@ SessionRequest: TypeAlias = (
     | UntrackRequest
     | SubscribeRequest
     | UnsubscribeRequest
+    | TrackManyRequest
+    | UntrackManyRequest
 )
 """A request of one of :data:`SESSION_OPS`: it carries a ``token``."""
 
 ClientRequest: TypeAlias = (
-    HelloRequest | SessionRequest | ListRequest | GetByKeyRequest | StatusRequest
+    HelloRequest
+    | SessionRequest
+    | ListRequest
+    | GetByKeyRequest
+    | StatusRequest
+    | BroadcastRequest
+    | DisconnectRequest
 )
 """Any request, as :func:`decode_request` returns it: one dataclass per op."""
 
@@ -376,6 +533,12 @@ class Request:
         meta: ``track`` and ``update``: the meta, a JSON object.
         owner: ``track``, ``update``, ``untrack``: a sub-owner inside the session (a
             str, e.g. a connection id); None: the session itself.
+        presences: ``track_many`` and ``untrack_many``: the presences, as
+            :class:`TrackItem` or :class:`UntrackItem` (or their JSON objects).
+        event: ``broadcast``: the event name.
+        payload: ``broadcast``: the payload, a JSON object.
+        socket_id: ``disconnect``: the socket id.
+        ban_seconds: ``disconnect``: the ban, in seconds.
     """
 
     id: int
@@ -387,6 +550,11 @@ class Request:
     key: Key | None = None
     meta: Meta | None = None
     owner: str | None = None
+    presences: Sequence[Any] | None = None
+    event: str | None = None
+    payload: dict[str, Any] | None = None
+    socket_id: str | None = None
+    ban_seconds: float | None = None
 
 
 def to_request(request: ClientRequest) -> Request:
@@ -469,7 +637,23 @@ def encode_request(request: Request | ClientRequest) -> bytes:
             value = getattr(request, f.name)
             if value is not None:
                 body[f.name] = value
+    presences = body.get("presences")
+    if presences is not None:
+        body["presences"] = [_item_json(item) for item in presences]
     return orjson.dumps(body)
+
+
+def _item_json(item: Any) -> Any:
+    # a TrackItem or UntrackItem without its None owner; anything else as it is
+    if isinstance(item, TrackItem):
+        out: dict[str, Any] = {"topic": item.topic, "key": item.key, "meta": item.meta}
+    elif isinstance(item, UntrackItem):
+        out = {"topic": item.topic, "key": item.key}
+    else:
+        return item
+    if item.owner is not None:
+        out["owner"] = item.owner
+    return out
 
 
 def encode_ok(request_id: int, result: Mapping[str, Any] | None = None) -> bytes:
@@ -582,6 +766,53 @@ class _Fields:
             raise self.bad(f"owner must be a string of 1 to {MAX_ID_CHARS} characters")
         return cast(str | None, owner)
 
+    def label(self, name: str) -> str:
+        """A string field of 1 to 256 characters (broadcast's topic and event, a socket id)."""
+        value = self.data.get(name)
+        if not _is_label(value):
+            raise self.bad(f"{name} must be a string of 1 to {MAX_ID_CHARS} characters")
+        return str(value)
+
+    def payload(self) -> dict[str, Any]:
+        payload = self.data.get("payload")
+        if type(payload) is not dict:
+            raise self.bad("payload must be a JSON object")
+        return payload
+
+    def ban_seconds(self) -> float:
+        ban = self.data.get("ban_seconds", 0)
+        if (
+            type(ban) not in (int, float)
+            or not math.isfinite(ban)
+            or not 0 <= ban <= MAX_BAN_SECONDS
+        ):
+            raise self.bad(f"ban_seconds must be a number of seconds from 0 to {MAX_BAN_SECONDS:g}")
+        return float(ban)
+
+    def items(self) -> list[dict[str, Any]]:
+        """``presences``: a list of JSON objects (its length is the node's to limit)."""
+        items = self.data.get("presences")
+        if type(items) is not list:
+            raise self.bad("presences must be a list of objects")
+        for index, item in enumerate(items):
+            if type(item) is not dict:
+                raise self.bad(f"presences[{index}] must be an object")
+        return items
+
+    def track_items(self) -> tuple[TrackItem, ...]:
+        out = []
+        for index, item in enumerate(self.items()):
+            f = _Fields(item, f"{self.op}: presences[{index}]", self.rid)
+            out.append(TrackItem(f.topic(), f.key(), f.meta(), f.owner()))
+        return tuple(out)
+
+    def untrack_items(self) -> tuple[UntrackItem, ...]:
+        out = []
+        for index, item in enumerate(self.items()):
+            f = _Fields(item, f"{self.op}: presences[{index}]", self.rid)
+            out.append(UntrackItem(f.topic(), f.key(), f.owner()))
+        return tuple(out)
+
     def untrack_target(self) -> tuple[Topic | None, Key | None]:
         """``topic`` and ``key``, both or neither (untrack)."""
         if self.data.get("topic") is None:
@@ -652,6 +883,14 @@ def decode_request(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Cl
             return ListRequest(request_id, f.topic())
         case "get_by_key":
             return GetByKeyRequest(request_id, f.topic(), f.key())
+        case "track_many":
+            return TrackManyRequest(request_id, f.token(), f.track_items())
+        case "untrack_many":
+            return UntrackManyRequest(request_id, f.token(), f.untrack_items())
+        case "broadcast":
+            return BroadcastRequest(request_id, f.label("topic"), f.label("event"), f.payload())
+        case "disconnect":
+            return DisconnectRequest(request_id, f.label("socket_id"), f.ban_seconds())
         case _:
             return StatusRequest(request_id)
 

@@ -22,6 +22,10 @@ sending an op an older node lacks). A token the table does not hold (the node
 restarted, or the lease ran out) gets ``unknown_session``: the client says hello again
 and re-tracks what it holds.
 
+``track_many`` is checked whole (size, room in the session) and then tracked item by
+item, with a result per presence; ``broadcast`` and ``disconnect`` need no session and
+go to the injected :class:`Broadcaster` (the node's sends them on its PubSub).
+
 Each request with a session's token renews its lease and records the envelope (the
 ROUTER's routing frames) that diffs of its subscribed topics are pushed to.
 :meth:`Sessions.expire` ends the sessions silent for longer than their lease: their
@@ -52,11 +56,15 @@ from tracker_zmq.errors import (
 )
 from tracker_zmq.options import check_positive
 from tracker_zmq.protocol import (
+    CONTROL_OPS,
+    DEFAULT_MAX_BATCH,
     DEFAULT_MAX_FRAME_BYTES,
     OPS,
     PROTOCOL_VERSION,
+    BroadcastRequest,
     ByeRequest,
     ClientRequest,
+    DisconnectRequest,
     GetByKeyRequest,
     HeartbeatRequest,
     HelloRequest,
@@ -64,8 +72,10 @@ from tracker_zmq.protocol import (
     SessionRequest,
     StatusRequest,
     SubscribeRequest,
+    TrackManyRequest,
     TrackRequest,
     UnsubscribeRequest,
+    UntrackManyRequest,
     UntrackRequest,
     UpdateRequest,
     decode_request,
@@ -75,7 +85,9 @@ from tracker_zmq.protocol import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_PRESENCES",
     "Action",
+    "Broadcaster",
     "ClientLimits",
     "Envelope",
     "FrameDropped",
@@ -86,6 +98,16 @@ __all__ = [
     "Sessions",
     "TrackerLike",
 ]
+
+DEFAULT_MAX_PRESENCES = 100_000
+"""The presences one session may track, by default.
+
+Sized for a web server: one session is typically one web worker, which tracks a presence
+per websocket and topic. An asyncio worker serves some 10k to 20k websockets (see the
+channels benchmarks), each in one to a few tracked topics, so 100,000 leaves room for a
+busy worker while still stopping a runaway client (100,000 presences take about 60 MB on
+every node). The node-wide bound over all sessions is the Tracker's ``max_presences``
+(``--max-presences``)."""
 
 Envelope: TypeAlias = tuple[bytes, ...]
 """The routing frames a ROUTER socket read before a request's body (the client's
@@ -101,10 +123,13 @@ class ClientLimits:
             asks for none in hello.
         min_lease: The shortest lease a client may ask for, in seconds.
         max_lease: The longest lease a client may ask for, in seconds.
-        max_presences: Most presences one session may track (``limit_exceeded``).
+        max_presences: Most presences one session may track (``limit_exceeded``);
+            :data:`DEFAULT_MAX_PRESENCES` by default, sized for a web worker.
         max_subscriptions: Most topics one session may subscribe to.
         max_sessions: Most sessions at once (``too_many_sessions``).
         max_frame_bytes: The largest request frame; a larger one is dropped.
+        max_batch: Most presences in one ``track_many`` or ``untrack_many``
+            (``limit_exceeded``).
         check_interval: Seconds between lease checks; None: a quarter of
             ``min_lease``, at most 1 s.
     """
@@ -112,11 +137,12 @@ class ClientLimits:
     lease: float = 15.0
     min_lease: float = 1.0
     max_lease: float = 300.0
-    max_presences: int = 1000
+    max_presences: int = DEFAULT_MAX_PRESENCES
     max_subscriptions: int = 1000
     max_sessions: int = 10_000
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     check_interval: float | None = None
+    max_batch: int = DEFAULT_MAX_BATCH
 
     def __post_init__(self) -> None:
         for name in ("lease", "min_lease", "max_lease"):
@@ -126,7 +152,7 @@ class ClientLimits:
                 f"lease ({self.lease} s) must lie between min_lease ({self.min_lease} s) "
                 f"and max_lease ({self.max_lease} s)"
             )
-        for name in ("max_presences", "max_subscriptions", "max_sessions"):
+        for name in ("max_presences", "max_subscriptions", "max_sessions", "max_batch"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ConfigError(f"{name} must be a positive int, not {value!r}")
@@ -155,6 +181,7 @@ class ClientLimits:
             "max_subscriptions": self.max_subscriptions,
             "max_sessions": self.max_sessions,
             "max_frame_bytes": self.max_frame_bytes,
+            "max_batch": self.max_batch,
         }
 
 
@@ -194,6 +221,25 @@ class TrackerLike(Protocol):
 
     def get_by_key(self, topic: Topic, key: Key) -> Sequence[tuple[str | int, Meta]]:
         """Every visible presence of ``key`` in ``topic`` as ``(owner, meta)``."""
+        ...
+
+
+class Broadcaster(Protocol):
+    """What the ``broadcast`` and ``disconnect`` ops need: a backend's acts on the
+    websockets of every node (the node's is :mod:`tracker_zmq.channels.control` over its
+    PubSub).
+
+    Both raise ``TypeError`` or ``ValueError`` for a value they refuse (answered
+    ``bad_request``) and :class:`~tracker_zmq.errors.TrackerNotRunning` when they
+    cannot send (``not_running``).
+    """
+
+    def broadcast(self, topic: str, event: str, payload: dict[str, Any]) -> None:
+        """Send ``{"event": event, "payload": payload}`` to ``topic`` on every node."""
+        ...
+
+    def disconnect(self, socket_id: str, ban_seconds: float) -> None:
+        """Close the sockets of ``socket_id`` on every node, and ban it that long."""
         ...
 
 
@@ -317,7 +363,10 @@ class Sessions:
             "clients"}`` alone.
         ops: The ops this endpoint serves, listed in every hello reply (default: all of
             :data:`~tracker_zmq.protocol.OPS`); any other op is answered
-            ``unknown_op``. ``hello`` is always served.
+            ``unknown_op``. ``hello`` is always served; ``broadcast`` and ``disconnect``
+            only with a ``broadcaster``.
+        broadcaster: Carries out ``broadcast`` and ``disconnect``; None: those ops are
+            not served.
 
     Raises:
         ConfigError: ``ops`` names an op that is not in ``OPS``.
@@ -338,10 +387,14 @@ class Sessions:
         tokens: Callable[[], str],
         status: Callable[[], Mapping[str, Any]] | None = None,
         ops: Iterable[str] = OPS,
+        broadcaster: Broadcaster | None = None,
     ) -> None:
         served = frozenset(ops) | {"hello"}
         if not served <= OPS:
             raise ConfigError(f"ops: no such ops {sorted(served - OPS)!r}")
+        if broadcaster is None:
+            served -= CONTROL_OPS
+        self.broadcaster = broadcaster
         self.ops: frozenset[str] = served
         """The ops this endpoint serves."""
         self.node = node
@@ -494,6 +547,8 @@ class Sessions:
                 return {"presences": [[o, m] for o, m in tracker.get_by_key(topic, key)]}
             case StatusRequest():
                 return self._status() if self._status is not None else self._own_status()
+            case BroadcastRequest() | DisconnectRequest():
+                return self._control(request)
             case _:
                 session = self._sessions.get(request.token)
                 if session is None:
@@ -529,6 +584,10 @@ class Sessions:
             case UnsubscribeRequest(topic=topic):
                 self._drop_subscription(session, topic)
                 return {}
+            case TrackManyRequest():
+                return self._track_many(session, request)
+            case UntrackManyRequest():
+                return {"untracked": self._untrack_many(session, request)}
 
     def _own_status(self) -> dict[str, Any]:
         return {
@@ -593,6 +652,94 @@ class Sessions:
             raise _Refused("bad_request", f"track: {exc}") from None
         session.presences.add(held)
         return ref
+
+    def _track_many(self, session: _Session, req: TrackManyRequest) -> dict[str, Any]:
+        # Checked whole first (size, room in the session: nothing tracked on a refusal),
+        # then per item: a retried batch whose reply was lost meets already_tracked for
+        # what went through, and undoing tracks the cluster has already seen would show
+        # as joins then leaves everywhere, so there is no all-or-nothing here.
+        items = req.presences
+        limits = self.limits
+        if len(items) > limits.max_batch:
+            raise _Refused(
+                "limit_exceeded",
+                f"track_many: at most {limits.max_batch} presences per request, "
+                f"not {len(items)}: split the batch",
+                limit=limits.max_batch,
+                max_batch=limits.max_batch,
+            )
+        held = session.presences
+        new = {(item.owner, item.topic, item.key) for item in items} - held
+        if len(held) + len(new) > limits.max_presences:
+            raise _Refused(
+                "limit_exceeded",
+                f"a session may track at most {limits.max_presences} presences "
+                f"({len(held)} held, {len(new)} new in this batch)",
+                limit=limits.max_presences,
+            )
+        track = self.tracker.track
+        owners: dict[str | None, str] = {}
+        refs: list[str | None] = []
+        errors: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            owner = item.owner
+            owner_id = owners.get(owner)
+            if owner_id is None:
+                owner_id = owners[owner] = session.owner_id(owner)
+            try:
+                ref = track(owner_id, item.topic, item.key, item.meta)
+            except AlreadyTracked as exc:
+                errors.append({"index": index, "code": "already_tracked", "message": str(exc)})
+            except TooManyPresences as exc:
+                errors.append(
+                    {
+                        "index": index,
+                        "code": "limit_exceeded",
+                        "message": str(exc),
+                        "limit": exc.limit,
+                    }
+                )
+            except TypeError as exc:
+                errors.append({"index": index, "code": "bad_request", "message": str(exc)})
+            else:
+                held.add((owner, item.topic, item.key))
+                refs.append(ref)
+                continue
+            refs.append(None)
+        return {"refs": refs, "errors": errors}
+
+    def _untrack_many(self, session: _Session, req: UntrackManyRequest) -> int:
+        items = req.presences
+        if len(items) > self.limits.max_batch:
+            raise _Refused(
+                "limit_exceeded",
+                f"untrack_many: at most {self.limits.max_batch} presences per request, "
+                f"not {len(items)}: split the batch",
+                limit=self.limits.max_batch,
+                max_batch=self.limits.max_batch,
+            )
+        held = session.presences
+        untrack = self.tracker.untrack
+        count = 0
+        for item in items:
+            target = (item.owner, item.topic, item.key)
+            if target in held:
+                untrack(session.owner_id(item.owner), item.topic, item.key)
+                held.discard(target)
+                count += 1
+        return count
+
+    def _control(self, req: BroadcastRequest | DisconnectRequest) -> dict[str, Any]:
+        broadcaster = self.broadcaster
+        assert broadcaster is not None  # the ops are served only with one
+        try:
+            if isinstance(req, BroadcastRequest):
+                broadcaster.broadcast(req.topic, req.event, req.payload)
+            else:
+                broadcaster.disconnect(req.socket_id, req.ban_seconds)
+        except (TypeError, ValueError) as exc:
+            raise _Refused("bad_request", f"{req.op}: {exc}") from None
+        return {}
 
     def _update(self, session: _Session, req: UpdateRequest) -> str:
         if (req.owner, req.topic, req.key) not in session.presences:

@@ -98,6 +98,11 @@ class Counters:
             (``coalesce_diffs``): each socket of the topic got that many frames fewer.
         irregular_diffs: ``presence_diff`` broadcasts sent as they came because they
             were not regular diffs (``coalesce_diffs``).
+        refused_banned: Connections refused (HTTP 403) because their socket id is
+            banned (a backend's ``disconnect`` with ``ban_seconds``); also in
+            ``rejects``.
+        reserved: Joins refused because their topic is reserved (the bans topic, a
+            socket id, a ``reserved_topics`` pattern); also in ``join_errors``.
     """
 
     connects: int = 0
@@ -121,6 +126,8 @@ class Counters:
     resyncs: int = 0
     coalesced_diffs: int = 0
     irregular_diffs: int = 0
+    refused_banned: int = 0
+    reserved: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -364,6 +371,14 @@ class Connection:
         if cls is None:
             counters.unmatched += 1
             self.reply(message, "error", {"reason": "unmatched topic"})
+            return
+        if endpoint.reserved(message.topic):
+            # a channel on a socket id's topic could push "disconnect" to it, and one on
+            # the bans topic could ban: no pattern reaches them
+            counters.reserved += 1
+            counters.join_errors += 1
+            endpoint.log_limited("reserved", "refused a join of reserved topic %r", message.topic)
+            self.reply(message, "error", {"reason": "unauthorized"})
             return
         if len(self.channels) >= endpoint.options.max_channels:
             counters.limited += 1

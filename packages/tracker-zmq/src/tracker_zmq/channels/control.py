@@ -24,6 +24,7 @@ import math
 from typing import Any
 
 from pubsub_zmq import PubSub
+from tracker_zmq.protocol import MAX_BAN_SECONDS
 
 __all__ = ["BANS_TOPIC", "MAX_BAN_SECONDS", "broadcast", "disconnect"]
 
@@ -31,9 +32,6 @@ BANS_TOPIC = "phx_bans"
 """The topic bans travel on: ``{"socket_id": str, "ban_seconds": float}``.
 
 Like socket ids, it is reserved: no client joins or pushes to it."""
-
-MAX_BAN_SECONDS = 30 * 24 * 3600.0
-"""The longest ban accepted: 30 days (a longer one is refused, never cut short)."""
 
 
 def _check_topic(name: str, value: Any) -> None:
@@ -56,9 +54,13 @@ def broadcast(pubsub: PubSub, topic: str, event: str, payload: dict[str, Any]) -
 
     Raises:
         TypeError: A bad topic, event or payload.
+        ValueError: ``topic`` is :data:`BANS_TOPIC` (reserved), or not a valid PubSub
+            topic (too long, a NUL); or the message is too large for one frame.
         NotRunning: The PubSub is not running.
     """
     _check_topic("topic", topic)
+    if topic == BANS_TOPIC:
+        raise ValueError(f"{BANS_TOPIC!r} is reserved for bans: use disconnect()")
     _check_topic("event", event)
     if type(payload) is not dict:
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")

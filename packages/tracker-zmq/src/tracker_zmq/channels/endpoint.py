@@ -19,6 +19,15 @@ and go out merged, encoded once per serializer, to the channels that got them. Q
 strings carry tokens, so they are never logged: the endpoint blanks the scope's
 ``query_string`` once it has read the params (servers' access logs then show the path
 only).
+
+Bans. From its construction until :meth:`Endpoint.shutdown` the endpoint subscribes to
+:data:`~tracker_zmq.channels.BANS_TOPIC`, where a backend's ``disconnect`` with
+``ban_seconds`` travels, and keeps the bans in a bounded
+:class:`~tracker_zmq.channels.bans.BanTable`: a socket whose ``Socket.id()`` is banned is
+refused at connect (HTTP 403, counted in ``refused_banned``). Reserved topics (the bans
+topic, the socket-id topics: ``reserved_topics`` patterns and the ids of the sockets
+connected here) cannot be joined through any channel pattern, so no client can push a
+``disconnect`` to another socket's id or a ban.
 """
 
 from __future__ import annotations
@@ -33,12 +42,14 @@ from dataclasses import dataclass, fields
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
 
-from pubsub_zmq import PubSub
+from pubsub_zmq import PubSub, PubSubError, Subscription
 from tracker_zmq.errors import ConfigError
 
+from .bans import BanTable
 from .channel import Channel
 from .coalesce import DiffMerger
 from .connection import CLOSE_DRAIN, CLOSE_GOING_AWAY, CLOSE_INTERNAL, Connection, Counters
+from .control import BANS_TOPIC
 from .errors import FrameError, Reject
 from .socket import Socket
 from .wire import OriginCheck, auth_token, origin_allowed, parse_query, serializer_for
@@ -80,6 +91,14 @@ class EndpointOptions:
         coalesce_diffs: Seconds over which a topic's ``presence_diff`` broadcasts are
             merged into one frame per socket (see :mod:`~tracker_zmq.channels.coalesce`);
             0, the default, sends each one as it comes, as Phoenix does.
+        max_bans: Socket ids banned at once; beyond it the ban that would end soonest
+            is forgotten (counted in ``bans_evicted``).
+        reserved_topics: Topic patterns (exact, or a prefix ending in ``*``) no client
+            may join whatever the channel routes say: the socket-id topics. The default
+            reserves ``user_socket:*``, the ids of the standalone node and of the
+            docs' examples; an app whose ``Socket.id()`` has another form lists it
+            here. The bans topic and the ids of the sockets connected to this endpoint
+            are reserved in any case.
     """
 
     path: str = "/websocket"
@@ -94,11 +113,22 @@ class EndpointOptions:
     drain_interval: float = 2.0
     drain_timeout: float = 30.0
     coalesce_diffs: float = 0.0
+    max_bans: int = 100_000
+    reserved_topics: tuple[str, ...] = ("user_socket:*",)
 
     def __post_init__(self) -> None:
+        reserved: Any = self.reserved_topics
+        if type(reserved) not in (tuple, list) or not all(
+            type(p) is str and p and "*" not in p[:-1] for p in reserved
+        ):
+            raise ConfigError(
+                f"reserved_topics must be topic patterns (a topic, or a prefix and '*'), "
+                f"got {reserved!r}"
+            )
+        object.__setattr__(self, "reserved_topics", tuple(reserved))
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("path", "check_origin"):
+            if f.name in ("path", "check_origin", "reserved_topics"):
                 continue
             if f.name == "coalesce_diffs":
                 if type(value) not in (int, float) or not 0 <= value <= 60:
@@ -106,7 +136,7 @@ class EndpointOptions:
                 continue
             if type(value) not in (int, float) or value <= 0:
                 raise ConfigError(f"{f.name} must be a positive number, got {value!r}")
-        for name in ("max_frame_bytes", "max_channels", "max_buffered_frames"):
+        for name in ("max_frame_bytes", "max_channels", "max_buffered_frames", "max_bans"):
             if type(getattr(self, name)) is not int:
                 raise ConfigError(f"{name} must be an int")
         if type(self.drain_batch_size) is not int or type(self.channel_inbox_size) is not int:
@@ -195,6 +225,18 @@ class Endpoint:
         self._logged: dict[str, int] = {}
         self._windows: dict[str, _Window] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self.bans = BanTable(self.options.max_bans)
+        """The socket ids banned here, until when (see :mod:`~tracker_zmq.channels.bans`)."""
+        self._socket_ids: dict[str, int] = {}  # ids of the sockets connected here: count
+        self._reserved_exact = {p for p in self.options.reserved_topics if not p.endswith("*")}
+        self._reserved_prefixes = tuple(
+            p[:-1] for p in self.options.reserved_topics if p.endswith("*")
+        )
+        self._bans_sub: Subscription | None = None
+        try:
+            self._bans_sub = pubsub.subscribe(BANS_TOPIC, callback=self._on_ban, link=False)
+        except PubSubError as exc:  # a stopped PubSub: nothing will connect anyway
+            raise ConfigError(f"the Endpoint's PubSub cannot subscribe: {exc}") from None
 
     # ---------------------------------------------------------------- public
 
@@ -211,13 +253,38 @@ class Endpoint:
             ``sockets`` (open now), ``channels`` (joined now), and the running totals
             of :class:`~tracker_zmq.channels.connection.Counters`: ``frames_in``,
             ``frames_out``, ``encodes`` (a broadcast to N sockets of one protocol
-            version is encoded once), ``overflow_closes``, ``garbage`` and the others.
+            version is encoded once), ``overflow_closes``, ``garbage``,
+            ``refused_banned`` and the others; then the bans: ``banned`` (socket ids
+            banned now), ``bans_heard``, ``bans_invalid`` (malformed ban messages,
+            dropped) and ``bans_evicted`` (forgotten early at ``max_bans``).
         """
+        bans = self.bans.counters
         return {
             "sockets": len(self._connections),
             "channels": sum(len(c.channels) for c in self._connections),
             **self.counters.as_dict(),
+            "banned": len(self.bans),
+            "bans_heard": bans["heard"],
+            "bans_invalid": bans["invalid"],
+            "bans_evicted": bans["evicted"],
         }
+
+    def reserved(self, topic: str) -> bool:
+        """Whether ``topic`` is reserved: no channel pattern lets a client join it.
+
+        The bans topic, the ``reserved_topics`` patterns and the socket ids of the
+        sockets connected to this endpoint.
+        """
+        return (
+            topic == BANS_TOPIC
+            or topic in self._reserved_exact
+            or topic in self._socket_ids
+            or topic.startswith(self._reserved_prefixes)
+        )
+
+    def _on_ban(self, message: Any) -> None:
+        if not self.bans.receive(message, time.monotonic()):
+            self.log_limited("ban", "dropped a malformed ban message")
 
     async def shutdown(self) -> None:
         """Drain the sockets in batches, as Phoenix's socket drainer, then return.
@@ -228,6 +295,9 @@ class Endpoint:
         Returns when every socket finished, or after ``drain_timeout`` seconds.
         """
         self._draining = True
+        if self._bans_sub is not None:
+            self.pubsub.unsubscribe(self._bans_sub)
+            self._bans_sub = None
         for topic in list(self._windows):  # what is being coalesced goes out first
             self._flush(topic)
         opts = self.options
@@ -434,6 +504,10 @@ class Endpoint:
             socket_id = socket.id()
             if socket_id is not None and (type(socket_id) is not str or not socket_id):
                 raise TypeError(f"{type(socket).__name__}.id() returned {socket_id!r}")
+            if socket_id is not None and self.bans.banned(socket_id, time.monotonic()):
+                self.counters.refused_banned += 1
+                self.log_limited("banned", "refused a connection of a banned socket id")
+                return None
         except Reject as exc:
             self.log_limited("reject", "%s refused a connection: %s", type(socket).__name__, exc)
             return None
@@ -450,6 +524,9 @@ class Endpoint:
         loop = asyncio.get_running_loop()
         conn.last_seen = time.monotonic()
         self._connections.add(conn)
+        socket_id = conn.socket.id()
+        if socket_id is not None:
+            self._socket_ids[socket_id] = self._socket_ids.get(socket_id, 0) + 1
         self._all_closed.clear()
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._sweep_period(), self._sweep)
@@ -485,6 +562,10 @@ class Endpoint:
             await asyncio.gather(writer, *([reader] if reader else []), return_exceptions=True)
             await conn.stop()
             self._connections.discard(conn)
+            if socket_id is not None:
+                left = self._socket_ids.pop(socket_id, 1) - 1
+                if left > 0:
+                    self._socket_ids[socket_id] = left
             if not self._connections:
                 self._all_closed.set()
             if not gone and conn.close_code is not None:

@@ -359,6 +359,11 @@ _NODE: dict[str, Entry] = {
         "checks",
         "Lease checks skipped after a stall of the node (the stall rule).",
     ),
+    "reply_dropped": _c(
+        "tracker_client_replies_dropped_total",
+        "frames",
+        "Replies a client missed (its queue full with requests in flight, or gone).",
+    ),
 }
 
 _ENDPOINT: dict[str, Entry] = {
@@ -421,6 +426,22 @@ _ENDPOINT: dict[str, Entry] = {
         "broadcasts",
         "presence_diff broadcasts sent as they came (not regular diffs).",
     ),
+    "refused_banned": _c(
+        "websocket_refused_banned_total",
+        "requests",
+        "Websocket requests refused because their socket id is banned (also in rejects).",
+    ),
+    "reserved": _c(
+        "websocket_reserved_joins_total",
+        "joins",
+        "Joins of a reserved topic (bans topic, socket ids) refused (also in join_errors).",
+    ),
+    "banned": _g("websocket_banned_ids", "ids", "Socket ids banned on this node now."),
+    "bans_heard": _c("websocket_bans_heard_total", "bans", "Bans heard from the cluster."),
+    "bans_invalid": _c(
+        "websocket_bans_invalid_total", "messages", "Malformed ban messages (dropped)."
+    ),
+    "bans_evicted": _c("websocket_bans_evicted_total", "bans", "Bans forgotten early at max_bans."),
 }
 
 TABLES: Mapping[str, Mapping[str, Entry]] = {

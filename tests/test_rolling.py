@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import re
 import subprocess
 import sys
@@ -99,6 +100,8 @@ def test_the_previous_release_is_installed_once_from_the_history(previous: Relea
         capture_output=True,
         text=True,
         check=True,
+        # without this tree's sources on PYTHONPATH (a developer may have it exported)
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     assert Path(version.stdout.strip()).is_relative_to(previous.venv)
     assert Path(previous.cli).is_file()

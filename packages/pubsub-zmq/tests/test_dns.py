@@ -324,3 +324,22 @@ def test_workers_share_one_port_with_bind_fallback(run: Run, wait: Wait) -> None
                 await PubSub("late", bind=seed, **FAST).start()
 
     run(body)
+
+
+# -- what a wildcard bind announces -------------------------------------------------
+
+
+def test_a_wildcard_bind_announces_what_the_host_name_resolves_to(
+    run: Run, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # (binding a wildcard in a test would listen beyond loopback: the lookup alone)
+    async def body() -> None:
+        node = PubSub("n")
+        monkeypatch.setattr(socket, "gethostname", lambda: "localhost")
+        assert await node._own_address() == "127.0.0.1"
+        assert "only this host can reach it: give advertise_host" in caplog.text
+        monkeypatch.setattr(socket, "gethostname", lambda: "no-such-host.invalid")
+        assert await node._own_address() is None
+        assert "does not resolve" in caplog.text
+
+    run(body)

@@ -78,6 +78,28 @@ def test_endpoints_of_addresses() -> None:
             endpoint_for(bad, 4000)  # type: ignore[arg-type]
 
 
+def test_a_name_given_twice_is_looked_up_once(run: Run) -> None:
+    async def body() -> None:
+        calls: list[str] = []
+
+        async def count(host: str, port: int) -> list[str]:
+            calls.append(host)
+            return []
+
+        node = PubSub(
+            "n",
+            peer_dns=["tracker:4000", "tracker:4000"],
+            resolver=count,
+            start_timeout=30,
+            gossip_interval=60,  # one round of lookups in this test
+            peer_timeout=120,
+        )
+        async with asyncio.timeout(10), started(node):  # the one answer names nobody: go
+            assert calls == ["tracker"]
+
+    run(body)
+
+
 def test_peer_dns_options_are_checked() -> None:
     with pytest.raises(ConfigError, match="list of entries"):
         PubSub("a", peer_dns="tracker:4000")  # type: ignore[arg-type]

@@ -282,7 +282,7 @@ class PubSub:
         elif curve_allow is not None:
             raise ConfigError("curve_allow needs curve_secret_key")
         self._seeds = [self._parse_peer(p) for p in peers]
-        self._dns = [self._parse_dns(p) for p in _entries(peer_dns, "peer_dns")]
+        self._dns = list(dict.fromkeys(self._parse_dns(p) for p in _entries(peer_dns, "peer_dns")))
         if resolver is not None and not callable(resolver):
             raise ConfigError(f"resolver must be an async callable, not {resolver!r}")
         self._resolver: Resolver = resolver or resolve
@@ -558,7 +558,8 @@ class PubSub:
             rng=self._rng,
         )
         self._state = _State.RUNNING
-        if curve is None and not _is_loopback(me.control):
+        listens = (me.control, transport.control_endpoint)  # a wildcard may announce 127.x
+        if curve is None and not all(_is_loopback(endpoint) for endpoint in listens):
             log.warning(
                 "node %s listens on %s without CURVE: traffic is NOT encrypted or "
                 "authenticated; anyone who reaches the port can read and inject messages",

@@ -37,8 +37,9 @@ async def main() -> None:
         assert set(stats) == {
             "node", "incarnation", "endpoint", "pub_endpoint", "running",
             "subscriptions", "topics", "sent", "received", "dropped", "peers",
-            "versions", "broadcast_version", "refused_versions",
+            "versions", "broadcast_version", "refused_versions", "dns",
         }  # fmt: skip
+        assert stats["dns"] == {"lookups": 0, "failures": 0, "seeds": 0}  # no peer_dns
         assert set(stats["sent"]) == {
             "broadcasts", "broadcast_frames", "directs", "direct_frames", "control_frames",
         }  # fmt: skip

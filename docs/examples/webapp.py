@@ -14,6 +14,15 @@ that share presence (``npm install phoenix`` gives ``node_modules/phoenix/priv/s
 then open http://127.0.0.1:8001/?room=lobby&user=alice and
 http://127.0.0.1:8002/?room=lobby&user=bob: each page lists who is in the room, whichever
 server they are connected to, and chat messages reach both. Ctrl-C stops a server.
+
+Or one server with three workers, each a node named ``<hostname>-<pid>-<random>``, the
+first of which binds WEBAPP_BIND (the host's seed) while the others bind any port and
+find it there:
+
+    export WEBAPP_BIND=tcp://127.0.0.1:5550
+    uvicorn --app-dir docs/examples --factory webapp:from_env --port 8000 --workers 3
+    gunicorn --chdir docs/examples 'webapp:from_env()' -k uvicorn_worker.UvicornWorker \
+        -b 127.0.0.1:8000 -w 3
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +46,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from pubsub_zmq import PubSub
 from tracker_zmq import Presence
@@ -88,7 +98,7 @@ class Room(Channel):
         user = self.socket.assigns["user"]
         # the presence lasts as long as this channel: a closed tab, a dropped network or a
         # server shutdown ends the channel's task, and the tracker untracks what it owned
-        self.track(user, {"online_at": int(time.time())})
+        self.track(user, {"online_at": int(time.time()), "node": self.presence.pubsub.node_name})
         self.push("presence_state", self.presence.list(topic))
         return {"user": user}
 
@@ -106,23 +116,39 @@ class Room(Channel):
 
 # --8<-- [start:app]
 def create_app(
-    name: str, bind: str, peers: list[str], static: Path, **presence_options: Any
+    static: Path,
+    *,
+    name: str | None = None,
+    bind: str = "tcp://127.0.0.1:0",
+    peers: Sequence[str] = (),
+    peer_dns: Sequence[str] = (),
+    **presence_options: Any,
 ) -> FastAPI:
-    """The web app; its PubSub and Presence live as long as the app (its lifespan)."""
-    pubsub = PubSub(name, bind=bind, peers=peers)
-    presence = Presence(pubsub, **presence_options)
-    endpoint = Endpoint(presence, socket=UserSocket, channels={"room:*": Room})
+    """The web app; its PubSub, Presence and endpoint live in its lifespan.
+
+    They are made there, not here, so that each web worker (made by forking or
+    spawning the process that imported the app) builds a node of its own.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # name None: "<hostname>-<pid>-<random>", and a graceful permdown on shutdown;
+        # bind_fallback: the first worker gets bind's port, the others port 0
+        pubsub = PubSub(name, bind=bind, peers=peers, peer_dns=peer_dns, bind_fallback=True)
+        presence = Presence(pubsub, **presence_options)
         async with pubsub, presence:  # the PubSub first in, last out
-            print(f"{name} ready pubsub {pubsub.endpoint}", flush=True)
+            app.state.presence = presence
+            app.state.endpoint = Endpoint(presence, socket=UserSocket, channels={"room:*": Room})
+            print(f"{pubsub.node_name} ready pubsub {pubsub.endpoint}", flush=True)
             yield
-        print(f"{name} stopped", flush=True)  # the presence, then the pubsub, closed
+        print(f"{pubsub.node_name} stopped", flush=True)  # presence, then pubsub, closed
 
     app = FastAPI(lifespan=lifespan)
-    app.state.pubsub, app.state.presence = pubsub, presence
-    app.mount("/socket", endpoint)  # phoenix.js connects to /socket/websocket
+
+    async def sockets(scope: Scope, receive: Receive, send: Send) -> None:
+        await app.state.endpoint(scope, receive, send)  # the endpoint of this worker
+
+    app.mount("/socket", sockets)  # phoenix.js connects to /socket/websocket
     app.mount("/assets", StaticFiles(directory=static))  # phoenix.mjs, from the npm package
     app.get("/", response_class=HTMLResponse)(page)
     app.get("/rooms/{room}")(who)
@@ -130,6 +156,34 @@ def create_app(
 
 
 # --8<-- [end:app]
+
+
+# --8<-- [start:workers]
+def from_env() -> FastAPI:
+    """The app for a server with workers: ``uvicorn --factory webapp:from_env``.
+
+    One setting, WEBAPP_BIND (default ``tcp://127.0.0.1:5550``), is both the port every
+    worker asks for and the seed: the worker that gets the port is the host's seed,
+    the others bind port 0 and greet it there. Other hosts' seeds go in WEBAPP_PEERS,
+    or a name that stands for them in WEBAPP_PEER_DNS (``HOST:PORT``), comma-separated.
+    """
+    if len(SECRET) < 32:
+        raise RuntimeError("set WEBAPP_SECRET to the same secret of 32+ characters everywhere")
+    bind = os.environ.get("WEBAPP_BIND", "tcp://127.0.0.1:5550")
+    return create_app(
+        Path(os.environ.get("WEBAPP_STATIC", "node_modules/phoenix/priv/static")),
+        bind=bind,
+        peers=[bind, *_listed("WEBAPP_PEERS")],
+        peer_dns=_listed("WEBAPP_PEER_DNS"),
+        broadcast_period=float(os.environ.get("WEBAPP_BROADCAST_PERIOD", "1.5")),
+    )
+
+
+def _listed(variable: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(variable, "").split(",") if item.strip()]
+
+
+# --8<-- [end:workers]
 
 
 async def who(request: Request, room: str) -> dict[str, Any]:
@@ -183,11 +237,12 @@ async def page(user: str, room: str = "lobby") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--name", required=True, help="node name, unique in the cluster")
+    parser.add_argument("--name", help="node name, unique (default: <hostname>-<pid>-<random>)")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP host")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port")
     parser.add_argument("--bind", default="tcp://127.0.0.1:0", help="PubSub control endpoint")
     parser.add_argument("--peer", action="append", default=[], help="a seed (repeatable)")
+    parser.add_argument("--peer-dns", action="append", default=[], help="HOST:PORT (repeatable)")
     parser.add_argument("--broadcast-period", type=float, default=1.5, help="seconds")
     parser.add_argument(
         "--static",
@@ -201,7 +256,12 @@ def main() -> None:
     if not (args.static / "phoenix.mjs").is_file():
         parser.error(f"no phoenix.mjs in {args.static}: `npm install phoenix`, or give --static")
     app = create_app(
-        args.name, args.bind, args.peer, args.static, broadcast_period=args.broadcast_period
+        args.static,
+        name=args.name,
+        bind=args.bind,
+        peers=args.peer,
+        peer_dns=args.peer_dns,
+        broadcast_period=args.broadcast_period,
     )
     # bound and listening before the lifespan says "ready": a browser may connect at once
     sock = socket.create_server((args.host, args.port))

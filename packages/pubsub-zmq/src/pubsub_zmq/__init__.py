@@ -27,8 +27,8 @@ from .errors import (
     WireError,
 )
 from .incarnation import new_incarnation
-from .options import Options
-from .pubsub import Peer, PubSub
+from .options import Options, Resolver
+from .pubsub import Peer, PubSub, auto_node_name
 from .registry import Dispatcher, Fastlane, Overflow, default_dispatch
 from .subscription import Callback, Subscription
 from .versions import Range
@@ -53,10 +53,12 @@ __all__ = [
     "PubSub",
     "PubSubError",
     "Range",
+    "Resolver",
     "Subscription",
     "UnknownVersion",
     "WireError",
     "__version__",
+    "auto_node_name",
     "default_dispatch",
     "generate_keypair",
     "load_keypair",

@@ -18,6 +18,14 @@ members, every ``gossip_interval`` with jitter), who went silent (no word for
 forgotten, so a healed partition rejoins by itself. Gossip carries only members heard
 first hand recently, so a dead member's record stops spreading.
 
+DNS seeds. The asyncio layer looks the ``peer_dns`` names up every gossip round and
+hands the endpoints they resolve to :meth:`Membership.resolved`. Each new one becomes a
+seed, greeted like a configured one; one that the answers stop naming is kept (and
+greeted with backoff) until ``forget_after`` has passed since an answer last named it,
+so a name server that drops a silent pod for a moment does not split the cluster.
+Endpoints that are this node's own (given by the caller, or found when a hello came
+back to this node) are never added again.
+
 Names are unique: a record for a known name with a different incarnation replaces the
 member only if it is newer and either comes from the same control endpoint (the old
 process cannot still hold that port) or the old incarnation is silent; otherwise it is a
@@ -89,6 +97,8 @@ class Seed:
         name: the name of the node that answered there, once one did.
         next_hello: when to greet it next.
         backoff: the current retry delay.
+        resolved: for a seed found by a DNS lookup, when an answer last named it
+            (monotonic seconds); None for a configured seed, which is never forgotten.
     """
 
     endpoint: str
@@ -96,6 +106,7 @@ class Seed:
     name: str | None = None
     next_hello: float = 0.0
     backoff: float = 0.0
+    resolved: float | None = None
 
 
 @dataclass(slots=True)
@@ -108,6 +119,8 @@ class Tick:
         gossip: live members to send gossip to now.
         silent: members that just went silent.
         forget: members forgotten now (close their connections).
+        forget_seeds: DNS seeds no answer named for ``forget_after`` (close their
+            connections unless a member uses the endpoint).
     """
 
     hello_seeds: list[Seed] = field(default_factory=list)
@@ -115,6 +128,7 @@ class Tick:
     gossip: list[Member] = field(default_factory=list)
     silent: list[Member] = field(default_factory=list)
     forget: list[Member] = field(default_factory=list)
+    forget_seeds: list[Seed] = field(default_factory=list)
 
 
 class Membership:
@@ -130,6 +144,7 @@ class Membership:
         min_backoff: the first retry delay for hellos, in seconds.
         max_backoff: the longest retry delay, in seconds.
         rng: randomness for jitter.
+        own: this node's own endpoints: never a seed, whatever a DNS answer says.
 
     Attributes:
         generation: grows each time a member joins, restarts, updates its record, goes
@@ -148,9 +163,11 @@ class Membership:
         min_backoff: float = 0.05,
         max_backoff: float = 10.0,
         rng: random.Random | None = None,
+        own: Iterable[str] = (),
     ) -> None:
         self.me = me
         self.seeds: dict[str, Seed] = {ep: Seed(ep, key, backoff=min_backoff) for ep, key in seeds}
+        self._own = set(own)
         self.members: dict[str, Member] = {}
         self._allowed = allowed
         self.gossip_interval = gossip_interval
@@ -272,8 +289,34 @@ class Membership:
         return True
 
     def drop_seed(self, endpoint: str) -> None:
-        """Forget a seed that turned out to be this node itself."""
+        """Forget a seed that turned out to be this node itself (never added again)."""
         self.seeds.pop(endpoint, None)
+        self._own.add(endpoint)
+
+    def resolved(self, endpoints: Iterable[tuple[str, str | None]], now: float) -> list[Seed]:
+        """Take the endpoints a round of DNS lookups named: new ones become seeds.
+
+        Args:
+            endpoints: ``(control endpoint, CURVE public key or None)`` pairs, every
+                address the ``peer_dns`` names resolved to this round.
+            now: the current time.
+
+        Returns:
+            The seeds added (greeted at the next tick). A DNS seed named again is kept
+            for another ``forget_after``; a configured seed stays what it is.
+        """
+        added: list[Seed] = []
+        for endpoint, key in endpoints:
+            if endpoint in self._own:
+                continue
+            seed = self.seeds.get(endpoint)
+            if seed is None:
+                seed = Seed(endpoint, key, next_hello=now, backoff=self.min_backoff, resolved=now)
+                self.seeds[endpoint] = seed
+                added.append(seed)
+            elif seed.resolved is not None:
+                seed.resolved = now
+        return added
 
     def forget(self, name: str) -> Member | None:
         """Remove a member at once (it said goodbye); returns it, or None."""
@@ -285,8 +328,12 @@ class Membership:
     # -- queries -------------------------------------------------------------------
 
     def pending_seeds(self) -> list[str]:
-        """Seed endpoints that have not answered yet."""
-        return [s.endpoint for s in self.seeds.values() if s.name is None]
+        """Configured seed endpoints that have not answered yet (not the DNS seeds)."""
+        return [s.endpoint for s in self.seeds.values() if s.name is None and s.resolved is None]
+
+    def dns_seeds(self) -> list[Seed]:
+        """The seeds found by DNS lookups (this node's own endpoints excluded)."""
+        return [s for s in self.seeds.values() if s.resolved is not None]
 
     def live(self) -> list[Member]:
         """Members heard from first hand within ``peer_timeout``."""
@@ -322,7 +369,11 @@ class Membership:
                 out.hello_members.append(member)
                 member.next_hello = now + self._jitter(member.backoff)
                 member.backoff = min(member.backoff * 2, self.max_backoff)
-        for seed in self.seeds.values():
+        for endpoint, seed in list(self.seeds.items()):
+            if seed.resolved is not None and now - seed.resolved > self.forget_after:
+                del self.seeds[endpoint]
+                out.forget_seeds.append(seed)
+                continue
             answered = self.members.get(seed.name) if seed.name is not None else None
             if answered is not None and answered.alive:
                 seed.backoff = self.min_backoff

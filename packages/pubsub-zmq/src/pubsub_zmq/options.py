@@ -9,12 +9,28 @@ defaults there (a test holds the two equal).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, fields
 
 from .errors import ConfigError
 from .wire import DEFAULT_MAX_FRAME_BYTES
 
-__all__ = ["MIN_FRAME_BYTES", "Options", "check_option"]
+__all__ = ["MIN_FRAME_BYTES", "Options", "Resolver", "check_option"]
+
+Resolver = Callable[[str, int], Awaitable[Iterable[str | tuple[str, int]]]]
+"""How ``PubSub(peer_dns=...)`` looks a seed name up: ``await resolver(host, port)``.
+
+It returns what ``host`` stands for now: addresses (IP addresses, or host names ZeroMQ
+can connect to), each of which becomes the seed ``tcp://ADDRESS:PORT``, or
+``(address, port)`` pairs when the nodes listen on ports of their own (a service
+registry, DNS SRV records). The default,
+:func:`pubsub_zmq.dns.resolve`, asks the system resolver (``getaddrinfo``, in a thread)
+for IPv4 addresses. Give your own for tests or for a service registry (Consul, etcd,
+an API that lists the pods). It runs on the event loop every gossip round, so it must
+not block: run a blocking lookup with :func:`asyncio.to_thread`. An exception counts as
+a failed lookup (logged, counted in ``stats()["dns"]["failures"]``); the seeds of the
+previous answer are kept.
+"""
 
 MIN_FRAME_BYTES = 1024
 """The smallest ``max_frame_bytes`` accepted."""

@@ -31,8 +31,12 @@ the lowest version we speak.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -44,6 +48,7 @@ import zmq.asyncio
 
 from . import versions as negotiation
 from .curve import CurveConfig, normalize_key
+from .dns import DnsSeed, endpoint_for, parse_dns_seed, resolve
 from .errors import (
     ConfigError,
     FrameTooLarge,
@@ -54,7 +59,7 @@ from .errors import (
 )
 from .incarnation import new_incarnation
 from .membership import Membership, Verdict
-from .options import Options, check_option
+from .options import Options, Resolver, check_option
 from .outbox import MAX_CACHED_TOPICS, Batch, Outbox
 from .registry import Dispatcher, DropTally, Registry, default_dispatch
 from .subscription import Callback, Subscription
@@ -77,7 +82,7 @@ from .wire import (
     topic_prefix,
 )
 
-__all__ = ["Callback", "Peer", "PubSub", "Subscription"]
+__all__ = ["Callback", "Peer", "PubSub", "Subscription", "auto_node_name"]
 
 log = logging.getLogger("pubsub_zmq")
 
@@ -85,6 +90,19 @@ Peer = str | tuple[str, str | bytes]
 """A seed: a control endpoint, or (endpoint, CURVE public key) when CURVE is on."""
 
 _LOOPBACK_HOSTS = ("127.", "localhost", "[::1]", "::1")
+_DNS_TIMEOUT = 10.0  # seconds one round of peer_dns lookups may take
+
+
+def auto_node_name() -> str:
+    """A node name unique in any cluster: ``<hostname>-<pid>-<random>``.
+
+    What ``PubSub(None, ...)`` names itself: a web worker started by uvicorn or gunicorn
+    has no name of its own, and a recycled worker comes back under another one. The
+    host name (cut to 200 bytes) and process id say where the node runs; 8 random hex
+    digits keep two runs apart when a pid is reused.
+    """
+    host = socket.gethostname().encode()[:200].decode(errors="ignore") or "node"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 class _State(Enum):
@@ -141,14 +159,33 @@ class PubSub:
     """A node of a cluster-wide pub/sub over a ZeroMQ mesh (Phoenix.PubSub).
 
     Args:
-        node_name: this node's name, unique in the cluster.
+        node_name: this node's name, unique in the cluster; None: an automatic one,
+            ``<hostname>-<pid>-<random>`` (:func:`auto_node_name`), for web workers.
+            A tracker on an automatically named node runs ``graceful_permdown`` when
+            it stops (unless told otherwise), so a recycled worker leaves no ghost.
         bind: the control endpoint to bind (what other nodes list as peers). Defaults to
             an ephemeral port on loopback; read the bound address from ``endpoint``.
         peers: seed endpoints; with CURVE, ``(endpoint, public_key)`` pairs. Knowing
             one member is enough: gossip finds the rest. Seeds are never forgotten.
         pub_bind: the PUB endpoint to bind (default: the bind interface, port 0).
         advertise_host: the host other nodes should use to reach this one, when
-            ``bind`` is a wildcard such as ``tcp://0.0.0.0:5550``.
+            ``bind`` is a wildcard such as ``tcp://0.0.0.0:5550``. Default for a
+            wildcard bind: the IPv4 address this host's name resolves to (in a
+            container or a pod, its own address), with a warning when that is loopback.
+        peer_dns: names that stand for seeds, ``"HOST:PORT"`` (with CURVE,
+            ``("HOST:PORT", public_key)``, the key the nodes behind the name share):
+            every address HOST resolves to, other than this node's own endpoint, is a
+            seed ``tcp://ADDRESS:PORT``. Looked up at start and again every gossip
+            round, off the event loop; an address the answers stop naming stays a
+            seed for ``forget_after``. A Kubernetes headless service or a scaled
+            compose service is such a name.
+        resolver: how ``peer_dns`` names are looked up (see
+            :data:`~pubsub_zmq.options.Resolver`); default
+            :func:`pubsub_zmq.dns.resolve`, the system resolver's IPv4 addresses.
+        bind_fallback: when ``bind``'s port is taken, bind port 0 on the same interface
+            instead of failing. Web workers on one host all ask for the same port: the
+            first one gets it and becomes the host's seed, the others list that port
+            in ``peers`` and find it there. Needs a ``tcp://HOST:PORT`` bind.
         dispatcher: a local delivery function ``(subscriptions, sender, message)``;
             default :func:`~pubsub_zmq.default_dispatch`. Install the same on every node.
         queue_size: see :class:`~pubsub_zmq.Options`, which documents, defaults and
@@ -179,12 +216,15 @@ class PubSub:
 
     def __init__(
         self,
-        node_name: str,
+        node_name: str | None,
         bind: str = "tcp://127.0.0.1:0",
         peers: Iterable[Peer] = (),
         *,
         pub_bind: str | None = None,
         advertise_host: str | None = None,
+        peer_dns: Iterable[Peer] = (),
+        resolver: Resolver | None = None,
+        bind_fallback: bool = False,
         dispatcher: Dispatcher | None = None,
         queue_size: int = 10_000,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
@@ -202,6 +242,9 @@ class PubSub:
         curve_allow: Iterable[str | bytes] | Mapping[str, str | bytes] | None = None,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
+        self._auto_named = node_name is None
+        if node_name is None:
+            node_name = auto_node_name()
         try:
             self._sender = sender_field(node_name)
         except (TypeError, ValueError) as exc:
@@ -210,6 +253,10 @@ class PubSub:
         if not isinstance(bind, str):
             raise ConfigError("bind must be an endpoint string")
         self._bind = bind
+        self._bound = bind  # what was bound: bind, or its port-0 fallback
+        if type(bind_fallback) is not bool:
+            raise ConfigError(f"bind_fallback must be a bool, not {bind_fallback!r}")
+        self._bind_fallback = _fallback_endpoint(bind) if bind_fallback else None
         try:
             self._pub_bind = pub_bind if pub_bind is not None else pub_endpoint_for(bind)
         except PubSubError as exc:
@@ -235,6 +282,13 @@ class PubSub:
         elif curve_allow is not None:
             raise ConfigError("curve_allow needs curve_secret_key")
         self._seeds = [self._parse_peer(p) for p in peers]
+        self._dns = list(dict.fromkeys(self._parse_dns(p) for p in _entries(peer_dns, "peer_dns")))
+        if resolver is not None and not callable(resolver):
+            raise ConfigError(f"resolver must be an async callable, not {resolver!r}")
+        self._resolver: Resolver = resolver or resolve
+        self._dns_answers: dict[DnsSeed, list[tuple[str, str | None]]] = {}
+        self._dns_lookups = 0
+        self._dns_failures = 0
         self._dispatcher: Dispatcher = dispatcher or default_dispatch
         self._context = context
         self._rng = random.Random()
@@ -277,6 +331,15 @@ class PubSub:
         self._refused_versions: dict[str, dict[str, Any]] = {}
         self._left_out_logged: set[tuple[str, int]] = set()
 
+    def _parse_dns(self, entry: Peer) -> DnsSeed:
+        if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
+            seed = parse_dns_seed(entry[0], normalize_key(entry[1], f"key of {entry[0]!r}"))
+        else:
+            seed = parse_dns_seed(entry)
+        if self._curve is not None and seed.key is None:
+            raise ConfigError(f"with CURVE, peer_dns {str(seed)!r} needs the nodes' public key")
+        return seed
+
     def _parse_peer(self, peer: Peer) -> tuple[str, str | None]:
         if isinstance(peer, str):
             endpoint, key = peer, None
@@ -296,6 +359,11 @@ class PubSub:
     def node_name(self) -> str:
         """This node's name."""
         return self._name
+
+    @property
+    def auto_named(self) -> bool:
+        """Whether the name was made up (``PubSub(None, ...)``): a web worker's node."""
+        return self._auto_named
 
     @property
     def incarnation(self) -> int:
@@ -463,11 +531,13 @@ class PubSub:
             control_hwm=options.control_hwm,
         )
         try:
-            await transport.open(self._bind, self._pub_bind)
+            await self._open_transport(transport)
         except BaseException:
             self._state = _State.STOPPED
             raise
         self._transport = transport
+        if self._advertise_host is None and _is_wildcard(transport.control_endpoint):
+            self._advertise_host = await self._own_address()
         me = self._me = NodeRecord(
             self._name,
             self._incarnation,
@@ -476,11 +546,12 @@ class PubSub:
             self.public_key,
             tuple(sorted(self._versions.items())),
         )
-        own = {self._bind, transport.control_endpoint, me.control}
+        own = {self._bound, transport.control_endpoint, me.control}
         curve = self._curve
         self._membership = Membership(
             me,
             [(ep, key) for ep, key in self._seeds if ep not in own],
+            own=own,
             allowed=(lambda r: curve.permits(r.name, r.key)) if curve is not None else None,
             gossip_interval=options.gossip_interval,
             peer_timeout=options.peer_timeout,
@@ -490,7 +561,8 @@ class PubSub:
             rng=self._rng,
         )
         self._state = _State.RUNNING
-        if curve is None and not _is_loopback(me.control):
+        listens = (me.control, transport.control_endpoint)  # a wildcard may announce 127.x
+        if curve is None and not all(_is_loopback(endpoint) for endpoint in listens):
             log.warning(
                 "node %s listens on %s without CURVE: traffic is NOT encrypted or "
                 "authenticated; anyone who reaches the port can read and inject messages",
@@ -498,7 +570,53 @@ class PubSub:
                 me.control,
             )
         self._spawn(self._maintain_loop())
+        if self._dns:
+            self._spawn(self._resolve_loop())
         await self._wait_for_seeds()
+
+    async def _own_address(self) -> str | None:
+        # a wildcard bind announces the address this host's name resolves to (a
+        # container's or a pod's own address, from /etc/hosts), so that other nodes can
+        # reach it and a DNS answer naming it is known as this node's own
+        host = socket.gethostname()
+        try:
+            address = (await resolve(host, 0))[0]
+        except (OSError, IndexError) as exc:
+            log.warning(
+                "node %s: bound to a wildcard address and host name %r does not resolve "
+                "(%s): give advertise_host, or peers cannot reach this node",
+                self._name,
+                host,
+                exc,
+            )
+            return None
+        if address.startswith("127."):
+            log.warning(
+                "node %s: bound to a wildcard address; host name %r resolves to %s, so "
+                "only this host can reach it: give advertise_host",
+                self._name,
+                host,
+                address,
+            )
+        return address
+
+    async def _open_transport(self, transport: Transport) -> None:
+        # bind_fallback: a port another process holds (EADDRINUSE) is retried as port 0
+        try:
+            await transport.open(self._bind, self._pub_bind)
+        except PubSubError as exc:
+            cause = exc.__cause__
+            taken = isinstance(cause, zmq.ZMQError) and cause.errno == errno.EADDRINUSE
+            if self._bind_fallback is None or not taken:
+                raise
+            log.info(
+                "node %s: %s is taken (the host's seed?): binding %s instead",
+                self._name,
+                self._bind,
+                self._bind_fallback,
+            )
+            self._bound = self._bind_fallback
+            await transport.open(self._bound, self._pub_bind)
 
     async def _wait_for_seeds(self) -> None:
         assert self._membership is not None
@@ -506,6 +624,8 @@ class PubSub:
         deadline = time.monotonic() + timeout
         while self._state is _RUNNING:
             pending = self._membership.pending_seeds()
+            if self._dns and not self._dns_settled():
+                pending.append("one of " + ", ".join(str(d) for d in self._dns))
             if not pending:
                 return
             remaining = deadline - time.monotonic()
@@ -523,6 +643,49 @@ class PubSub:
                     await self._seed_event.wait()
             except TimeoutError:
                 pass
+
+    def _dns_settled(self) -> bool:
+        # start-up needs one answering DNS seed, not all: or an answer naming no other node
+        seeds = self._membership.dns_seeds() if self._membership is not None else []
+        if any(seed.name is not None for seed in seeds):
+            return True
+        return not seeds and len(self._dns_answers) == len(self._dns)
+
+    async def _resolve_loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(_DNS_TIMEOUT):
+                    await self._resolve_all()
+            except TimeoutError:
+                self._dns_failures += 1
+                self._log_limited("dns", "peer_dns lookups took over %.0f s", _DNS_TIMEOUT)
+            await asyncio.sleep(self._options.gossip_interval)
+
+    async def _resolve_all(self) -> None:
+        # every name in turn; a failed lookup keeps the previous answer's seeds
+        membership = self._membership
+        assert membership is not None
+        for dns in self._dns:
+            try:
+                addresses = await self._resolver(dns.host, dns.port)
+                if isinstance(addresses, str):
+                    raise TypeError("a resolver returns a collection of addresses, not a str")
+                answer = [(_seed_endpoint(item, dns.port), dns.key) for item in addresses]
+            except (OSError, TypeError, ValueError) as exc:
+                self._dns_failures += 1
+                self._log_limited("dns", "peer_dns lookup of %s failed: %s", dns, exc)
+                continue
+            except Exception:
+                self._dns_failures += 1
+                log.exception("node %s: the peer_dns resolver failed on %s", self._name, dns)
+                continue
+            self._dns_lookups += 1
+            self._dns_answers[dns] = answer
+        now = time.monotonic()
+        for answer in list(self._dns_answers.values()):
+            for seed in membership.resolved(answer, now):
+                log.info("node %s: seed %s found by DNS", self._name, seed.endpoint)
+        self._seed_event.set()
 
     async def stop(self) -> None:
         """Send what is queued, then close every socket and task. Idempotent.
@@ -1189,6 +1352,14 @@ class PubSub:
                 extra={"peer": member.record.name, "member": "forgotten"},
             )
             self._disconnect(member.record)
+        for seed in tick.forget_seeds:
+            log.info("node %s: seed %s no longer named by DNS", self._name, seed.endpoint)
+            used = any(
+                m.record.control == seed.endpoint and m.record.key == seed.key
+                for m in membership.members.values()
+            )
+            if not used and self._transport is not None:
+                self._transport.close_dealer(seed.endpoint, seed.key)
         for seed in tick.hello_seeds:  # whoever answers there, it reads our lowest version
             self._send_control_frame(seed.endpoint, seed.key, Kind.HELLO, via=seed.endpoint)
         for member in tick.hello_members:
@@ -1228,7 +1399,8 @@ class PubSub:
         endpoint, ``versions`` and the ``reason``); and ``peers``: per member name its
         incarnation, endpoints, ``alive``, ``last_heard`` (seconds ago), ``received``
         and ``lost`` messages, its ``versions`` and the ``version`` of direct frames to
-        it.
+        it; ``dns`` (``peer_dns`` lookups that answered, ``failures``: lookups that
+        failed or timed out, ``seeds``: the seeds the answers name now).
         """
         c = self._counters
         now = time.monotonic()
@@ -1285,6 +1457,11 @@ class PubSub:
                 "unknown_node": c.unknown_node,
             },
             "peers": peers,
+            "dns": {
+                "lookups": self._dns_lookups,
+                "failures": self._dns_failures,
+                "seeds": len(self._membership.dns_seeds()) if self._membership else 0,
+            },
         }
 
     def _log_limited(
@@ -1316,6 +1493,33 @@ def _direct_version(record: NodeRecord) -> int:
     """The frame version of direct frames, hellos and welcomes to ``record``'s node."""
     version = negotiation.direct(VERSIONS, _pubsub_range(record))
     return LOWEST if version is None else version
+
+
+def _entries(value: Iterable[Peer], what: str) -> list[Peer]:
+    if isinstance(value, str | bytes):
+        raise ConfigError(f"{what} must be a list of entries, not one {type(value).__name__}")
+    return list(value)
+
+
+def _seed_endpoint(item: str | tuple[str, int], port: int) -> str:
+    """The endpoint of one item of a resolver's answer (an address, or (address, port))."""
+    if isinstance(item, tuple):
+        if len(item) != 2 or type(item[1]) is not int or not 1 <= item[1] <= 65535:
+            raise ValueError(f"a resolver returned {item!r}, not (address, port)")
+        item, port = item
+    return endpoint_for(item, port)
+
+
+def _fallback_endpoint(bind: str) -> str:
+    """``bind`` with port 0, for ``bind_fallback``."""
+    host, sep, port = bind.removeprefix("tcp://").rpartition(":")
+    if not bind.startswith("tcp://") or not sep or not host or not port.isdigit():
+        raise ConfigError(f"bind_fallback needs a tcp://HOST:PORT bind, not {bind!r}")
+    return f"tcp://{host}:0"
+
+
+def _is_wildcard(endpoint: str) -> bool:
+    return endpoint.startswith(("tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"))
 
 
 def _is_loopback(endpoint: str) -> bool:

@@ -29,7 +29,7 @@ import zmq.auth
 
 from pubsub_zmq import ConfigError as PubSubConfigError
 from pubsub_zmq import Options as PubSubOptions
-from pubsub_zmq import Peer, PubSubError, load_keypair
+from pubsub_zmq import Peer, PubSubError, auto_node_name, load_keypair
 from pubsub_zmq.curve import normalize_key
 from tracker_zmq.client import Client, ClientError
 from tracker_zmq.errors import ConfigError, TrackerError
@@ -108,7 +108,11 @@ def _parser() -> argparse.ArgumentParser:
         help="run a node (PubSub + Tracker + client endpoint) until SIGTERM/SIGINT",
         description="Run a standalone tracker node until SIGTERM or SIGINT.",
     )
-    node.add_argument("--name", required=True, help="this node's name, unique in the cluster")
+    node.add_argument(
+        "--name",
+        help="this node's name, unique in the cluster (default: <hostname>-<pid>-<random>, "
+        "which implies --permdown-on-shutdown: a name that never comes back)",
+    )
     node.add_argument(
         "--bind",
         type=_endpoint,
@@ -124,12 +128,25 @@ def _parser() -> argparse.ArgumentParser:
         "a key file) after a comma; repeat for several",
     )
     node.add_argument(
+        "--peer-dns",
+        action="append",
+        default=[],
+        metavar="HOST:PORT[,KEY]",
+        help="a name whose every address is a seed (tcp://ADDRESS:PORT), looked up again "
+        "every gossip round: a headless service, a scaled compose service; with CURVE "
+        "add the public key its nodes share; repeat for several",
+    )
+    node.add_argument(
         "--client-bind",
         type=_endpoint,
         default="tcp://127.0.0.1:0",
         help="client endpoint (ROUTER) to bind (default: tcp://127.0.0.1:0)",
     )
-    node.add_argument("--advertise-host", help="host peers should use when --bind is a wildcard")
+    node.add_argument(
+        "--advertise-host",
+        help="host peers should use when --bind is a wildcard (default: the address this "
+        "host's name resolves to)",
+    )
     node.add_argument("--tracker-name", default="presence", help="tracker name (default: presence)")
 
     periods = node.add_argument_group("tracker periods (seconds), pool and presence limit")
@@ -363,6 +380,14 @@ def _peers(args: argparse.Namespace) -> list[Peer]:
     return peers
 
 
+def _peer_dns(args: argparse.Namespace) -> list[Peer]:
+    entries: list[Peer] = []
+    for spec in args.peer_dns:
+        name, sep, key = spec.partition(",")
+        entries.append((name, _public_key(key)) if sep else name)
+    return entries
+
+
 def _endpoint_or_error(text: str) -> None:
     try:
         _endpoint(text)
@@ -393,6 +418,11 @@ def _node(args: argparse.Namespace) -> int:
     }
     if args.advertise_host:
         pubsub_options["advertise_host"] = args.advertise_host
+    if args.peer_dns:
+        pubsub_options["peer_dns"] = _peer_dns(args)
+    # a made-up name never comes back: leave no replica behind for peers to keep
+    name = args.name if args.name is not None else auto_node_name()
+    permdown_on_shutdown = args.permdown_on_shutdown or args.name is None
     try:
         limits = ClientLimits(
             lease=args.client_lease,
@@ -405,7 +435,7 @@ def _node(args: argparse.Namespace) -> int:
             max_batch=args.client_max_batch,
         )
         node = Node(
-            args.name,
+            name,
             args.bind,
             peers,
             client_bind=args.client_bind,
@@ -413,7 +443,7 @@ def _node(args: argparse.Namespace) -> int:
             tracker_options=tracker_options,
             pubsub_options=pubsub_options,
             limits=limits,
-            permdown_on_shutdown=args.permdown_on_shutdown,
+            permdown_on_shutdown=permdown_on_shutdown,
             log_level=getattr(logging, args.event_log_level),
             **curve,
         )

@@ -168,6 +168,13 @@ _PUBSUB: dict[str, Entry] = {
         "pubsub_broadcast_version", "version", "Frame version of broadcasts and gossip now."
     ),
     "refused_versions": Skip("counted as pubsub_refused_version_nodes"),
+    "dns": {
+        "lookups": _c("pubsub_dns_lookups_total", "lookups", "peer_dns lookups that answered."),
+        "failures": _c(
+            "pubsub_dns_failures_total", "lookups", "peer_dns lookups that failed or timed out."
+        ),
+        "seeds": _g("pubsub_dns_seeds", "seeds", "Seeds the peer_dns answers name now."),
+    },
     "sent": {
         "broadcasts": _c("pubsub_broadcasts_sent_total", "messages", "Broadcasts sent."),
         "broadcast_frames": _c(

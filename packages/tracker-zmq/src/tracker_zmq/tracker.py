@@ -169,6 +169,9 @@ class Tracker:
         max_delta_sizes: Caps of the delta generations kept to answer transfers.
         permdown_on_shutdown: Whether :meth:`stop` runs :meth:`graceful_permdown`, so
             peers drop this node's presences at once instead of after ``down_period``.
+            None (the default): yes on an automatically named node (``PubSub(None)``,
+            a web worker whose name never comes back, so it leaves no ghost), no
+            otherwise.
         log_level: Level of the replica up / down / permdown log lines.
         transfer_timeout: Seconds a transfer request waits for the next part of its
             answer before it is dropped; None: ``5 * down_period``.
@@ -197,7 +200,7 @@ class Tracker:
         permdown_period: float = 1200,
         clock_sample_periods: int = 2,
         max_delta_sizes: tuple[int, ...] = (100, 1000, 10000),
-        permdown_on_shutdown: bool = False,
+        permdown_on_shutdown: bool | None = None,
         log_level: int = logging.DEBUG,
         *,
         transfer_timeout: float | None = None,
@@ -209,6 +212,8 @@ class Tracker:
             raise ConfigError(f"pubsub must be a PubSub, not {type(pubsub).__name__}")
         if type(name) is not str or not name or "\0" in name:
             raise ConfigError(f"name must be a non-empty str, not {name!r}")
+        if permdown_on_shutdown is None:
+            permdown_on_shutdown = pubsub.auto_named
         if type(permdown_on_shutdown) is not bool:
             raise ConfigError(f"permdown_on_shutdown must be a bool, not {permdown_on_shutdown!r}")
         if type(log_level) is not int:

@@ -94,6 +94,7 @@ bench: $(STAMP) ## Benchmarks: print the figures tables (not a test)
 	$(BIN)/python bench/bench_pubsub.py
 	$(BIN)/python bench/bench_tracker.py
 	$(BIN)/python bench/bench_channels.py
+	$(BIN)/python bench/bench_standalone.py
 
 soak: $(STAMP) ## Soak: 5 nodes, churn, kills, pauses, cut-offs; exact end checks (not a test)
 	$(BIN)/python scripts/soak.py

@@ -36,7 +36,7 @@ from tracker_zmq.channels import Channel, Endpoint, JoinError, Socket
 from tracker_zmq.channels import broadcast as broadcast_to
 from tracker_zmq.channels import disconnect as disconnect_id
 from tracker_zmq.channels.connection import Connection
-from tracker_zmq.errors import ConfigError
+from tracker_zmq.errors import ConfigError, TooManyPresences
 
 from .tokens import (
     Claims,
@@ -154,7 +154,12 @@ class BuiltinChannel(Channel):
                 meta = join_meta(claims, payload.get("meta"))
             except ValueError as exc:
                 raise JoinError({"reason": f"invalid meta: {exc}"}) from None
-            self.track(claims.sub, meta)
+            try:
+                self.track(claims.sub, meta)
+            except TooManyPresences:  # the node's --max-presences
+                raise JoinError({"reason": "too many presences on this node"}) from None
+            except TypeError:  # a claim meta that is not JSON-like
+                raise JoinError({"reason": "invalid meta"}) from None
         if follow is not None:
             self.follow(follow)  # pushes presence_state of the followed topics
         else:

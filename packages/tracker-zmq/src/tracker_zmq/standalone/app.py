@@ -313,6 +313,10 @@ class StandaloneApp:
         self.counters["api_requests"] += 1
         if not self._authorized(scope):
             self.counters["api_refused"] += 1
+            peer = scope.get("client")
+            self.endpoint.log_limited(
+                "api_key", "refused an API request without a valid key from %s", peer
+            )
             raise _HttpError(
                 401, "a valid bearer key is needed", [(b"www-authenticate", b"Bearer")]
             )

@@ -170,7 +170,11 @@ class BuiltinChannel(Channel):
         """Broadcast the push to the others where ``publish`` allows."""
         if event.startswith("phx_") or not matches(_claims(self).publish, self.topic):
             return ("error", _FORBIDDEN)
-        self.broadcast_from(event, payload)
+        try:
+            self.broadcast_from(event, payload)
+        except PubSubError as exc:  # larger than a cluster frame, and the like
+            self._conn.endpoint.log_limited("publish", "a push was not broadcast: %s", exc)
+            return ("error", {"reason": "not broadcast"})
         return None
 
 

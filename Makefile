@@ -96,6 +96,7 @@ bench: $(STAMP) ## Benchmarks: print the figures tables (not a test)
 	$(BIN)/python bench/bench_channels.py
 	$(BIN)/python bench/bench_metrics.py
 	$(BIN)/python bench/bench_client.py
+	$(BIN)/python bench/bench_standalone.py
 
 soak: $(STAMP) ## Soak: 5 nodes, churn, kills, pauses, cut-offs; exact end checks (not a test)
 	$(BIN)/python scripts/soak.py
@@ -106,8 +107,8 @@ soak-netns: $(STAMP) ## The soak with each node in a network namespace and real 
 fuzz: $(STAMP) ## Long fuzzing of every network decoder; prints inputs, rejections, crashes
 	$(BIN)/python scripts/fuzz.py
 
-demo: $(STAMP) ## The demo: a 3-node cluster on loopback; one node crashes and rejoins
-	$(BIN)/python scripts/demo.py
+demo: $(STAMP) ## The demo: a 3-node cluster on loopback; one node crashes and rejoins; browser URLs
+	$(BIN)/python scripts/demo.py --browse
 
 clean: ## Remove the virtualenv, build output and the previous release the rolling tests installed
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis .install-check tests/js/node_modules

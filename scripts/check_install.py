@@ -72,6 +72,14 @@ async def main():
 asyncio.run(main())
 """
 
+DEMO_PAGE_FILES = """
+from importlib import resources
+static = resources.files("tracker_zmq.standalone").joinpath("static")
+for name in ("index.html", "phoenix.mjs"):
+    assert static.joinpath(name).is_file(), f"the wheel lacks standalone/static/{name}"
+print("tracker-zmq[web]: the standalone node's demo page and phoenix.js are installed")
+"""
+
 WEB = ["packages/crdt-state", "packages/pubsub-zmq", "packages/tracker-zmq[web]"]
 
 
@@ -100,6 +108,7 @@ def main() -> int:
         py = str(env_dir / "bin" / "python")
         run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", *WEB])
         run([py, "-c", SERVE_ONE_SOCKET])
+        run([py, "-c", DEMO_PAGE_FILES])
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0

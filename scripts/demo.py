@@ -8,16 +8,27 @@ c's user leaving. It restarts c on the same ports: c comes back as a new incarna
 says what happened, on which node, and when (seconds since the start). The demo stops
 every process it started, also on failure or Ctrl-C. It takes about 15 seconds.
 
+The nodes also serve browsers (``--websocket-bind``, ``--token-secret-file``,
+``--websocket-demo-page``): the demo signs a token for a few users with a secret of its
+own and prints one URL per user; open each in its own tab (or browser) and each tab is
+that user, in the same room as the apps' users. Node b's HTTP API lists the room in the
+terminal too. With ``--browse`` (``make demo`` gives it) the nodes keep serving after
+the story until Enter or Ctrl-C, so the URLs stay open.
+
 The crdt-state simulation that used to be the demo is ``scripts/demo_crdt.py``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
+import secrets
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +36,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the root, for tests.support
 from tests.support.proc import CliNode, NodeError, free_port, spawner
 from tracker_zmq import Client, ClientDiff
+
+try:
+    import jwt  # PyJWT, in tracker-zmq[web] as the websocket endpoint is
+except ImportError:  # pragma: no cover - the venv has it
+    jwt = None
 
 TOPIC = "room:lobby"
 USERS = {"a": "alice", "b": "bob", "c": "carol"}
@@ -38,6 +54,7 @@ NODE_OPTIONS = (
     "--peer-timeout", "1",
     "--log-level", "INFO",
 )  # fmt: skip
+BROWSER_USERS = {"a": "dana", "b": "eli", "c": "fern"}  # a tab each, on these nodes
 DOWN_PERIOD = 2.0
 DEADLINE = 20.0  # seconds any one step may take before the demo gives up
 
@@ -60,6 +77,21 @@ async def until(condition: Any, what: str, timeout: float = DEADLINE) -> None:  
         await asyncio.sleep(0.05)
 
 
+def sign(secret: str, user: str, node: str) -> str:
+    """A token as a backend signs it: ``user`` may join, be present and publish in
+    ``room:*`` for a day (docs/node.md, Tokens)."""
+    assert jwt is not None
+    claims = {
+        "sub": user,
+        "exp": int(time.time()) + 24 * 3600,
+        "meta": {"via": f"{node}, a browser"},
+        "channels": ["room:*"],
+        "track": ["room:*"],
+        "publish": ["room:*"],
+    }
+    return str(jwt.encode(claims, secret, algorithm="HS256"))
+
+
 def reporter(node: str, since: dict[str, float]) -> Any:
     """A diff callback that prints what node ``node`` saw."""
 
@@ -74,18 +106,32 @@ def reporter(node: str, since: dict[str, float]) -> Any:
     return report
 
 
-async def demo(log_dir: Path, start: Callable[..., CliNode]) -> None:
+async def demo(log_dir: Path, start: Callable[..., CliNode], browse: bool = False) -> None:
     say(f"starting nodes a, b and c on 127.0.0.1 (their logs: {log_dir})")
-    ports = {name: (free_port(), free_port()) for name in USERS}
+    ports = {name: (free_port(), free_port(), free_port()) for name in USERS}
     seed = f"tcp://127.0.0.1:{ports['a'][0]}"
+    secret_file = log_dir / "token-secret"
+    secret_file.write_text(secrets.token_hex(32) + "\n")
+    secret_file.chmod(0o600)
+    api_key_file = log_dir / "api-key"
+    api_key_file.write_text(secrets.token_hex(32) + "\n")
+    api_key_file.chmod(0o600)
+    web = jwt is not None
 
     def launch(name: str) -> CliNode:
         peers = () if name == "a" else (seed,)  # c knows only a: it finds b by gossip
-        port, client_port = ports[name]
+        port, client_port, web_port = ports[name]
+        web_options = (
+            "--websocket-bind", f"127.0.0.1:{web_port}",
+            "--token-secret-file", str(secret_file),
+            "--api-key-file", str(api_key_file),
+            "--websocket-demo-page",
+        ) if web else ()  # fmt: skip
         return start(
             name,
             log_dir,
             *NODE_OPTIONS,
+            *web_options,
             peers=peers,
             port=port,
             client_port=client_port,
@@ -96,6 +142,15 @@ async def demo(log_dir: Path, start: Callable[..., CliNode]) -> None:
     nodes = dict(zip(USERS, started, strict=True))
     for node in nodes.values():
         say(f"node {node.name} is up: vsn {node.vsn}, clients on {node.client_endpoint}")
+    if web:
+        secret = secret_file.read_text().strip()
+        say("browsers: open each URL in its own tab; each tab is that user, in " + TOPIC)
+        for name, user in BROWSER_USERS.items():
+            http = nodes[name].ready["websocket"].replace("ws://", "http://")
+            page = http.removesuffix("/socket") + f"/?topic={TOPIC}&token="
+            print(f"         {user} on node {name}: {page}{sign(secret, user, name)}", flush=True)
+    else:
+        say("(no browsers: PyJWT is missing; pip install 'tracker-zmq[web]')")
 
     async with contextlib.AsyncExitStack() as stack:
         since: dict[str, float] = {}
@@ -113,16 +168,24 @@ async def demo(log_dir: Path, start: Callable[..., CliNode]) -> None:
             say(f"{user}'s app tracks {user} in {TOPIC} through node {name}")
             await apps[name].track(TOPIC, user, {"via": name})
 
-        async def lists(names: list[str]) -> dict[str, set[str]]:
-            return {n: {str(k) for k, _ in await watchers[n].list(TOPIC)} for n in names}
-
         everyone = set(USERS.values())
+
+        async def lists(names: list[str]) -> dict[str, set[str]]:
+            # the apps' users only: browser tabs may come and go meanwhile
+            return {n: {str(k) for k, _ in await watchers[n].list(TOPIC)} & everyone for n in names}
 
         async def converged() -> bool:
             return all(seen == everyone for seen in (await lists(list(nodes))).values())
 
         await until(converged, "every node to list every user")
         say(f"Converged: every node sees {', '.join(sorted(everyone))} in {TOPIC}")
+        if web:
+            api_key = api_key_file.read_text().strip()
+            listed = await asyncio.to_thread(presence_api, nodes["b"], api_key)
+            say(
+                f"node b's HTTP API (GET /api/presence/{TOPIC}, what a backend asks) lists: "
+                + ", ".join(sorted(listed))
+            )
 
         c = nodes["c"]
         say("SIGKILL node c: it dies without a word; the others notice only its silence")
@@ -168,6 +231,9 @@ async def demo(log_dir: Path, start: Callable[..., CliNode]) -> None:
         output, _ = await listing.communicate()
         for line in output.decode().splitlines():
             print(f"         {line}")
+        if web and browse:
+            say("the nodes keep serving the browser URLs above: press Enter (or Ctrl-C) to stop")
+            await asyncio.to_thread(sys.stdin.readline)
         say("the apps close their sessions (bye): their users leave at once, everywhere")
 
     say("stopping the nodes with SIGTERM")
@@ -181,20 +247,30 @@ async def _true(value: bool) -> bool:
     return value
 
 
+def presence_api(node: CliNode, api_key: str) -> dict[str, Any]:
+    """``GET /api/presence/TOPIC`` of ``node``'s HTTP API, as a backend calls it."""
+    http = node.ready["websocket"].replace("ws://", "http://").removesuffix("/socket")
+    request = urllib.request.Request(f"{http}/api/presence/{TOPIC}")
+    request.add_header("authorization", f"Bearer {api_key}")
+    with urllib.request.urlopen(request, timeout=DEADLINE) as response:
+        listed: dict[str, Any] = json.loads(response.read())
+        return listed
+
+
 def show_logs(log_dir: Path) -> None:
     for log in sorted(log_dir.glob("*.log")):
         print(f"--- {log.name} (last lines)", file=sys.stderr)
         print("\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
 
 
-async def main_async() -> int:
+async def main_async(browse: bool = False) -> int:
     print("tracker-zmq demo: three nodes on 127.0.0.1, one of them crashes and comes back.")
     with tempfile.TemporaryDirectory(prefix="tracker-zmq-demo-") as tmp:
         log_dir = Path(tmp)
         try:
             # leave no process behind, whatever happened: SIGTERM, then SIGKILL
             with spawner(CliNode) as start:
-                await demo(log_dir, start)
+                await demo(log_dir, start, browse)
         except (DemoFailed, NodeError) as exc:
             print(f"\nDemo failed: {exc}", file=sys.stderr)
             show_logs(log_dir)
@@ -204,8 +280,15 @@ async def main_async() -> int:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--browse",
+        action="store_true",
+        help="after the story, keep the nodes serving the browser URLs until Enter",
+    )
+    args = parser.parse_args()
     try:
-        return asyncio.run(main_async())
+        return asyncio.run(main_async(args.browse))
     except KeyboardInterrupt:
         print("\nInterrupted; every node process was stopped.", file=sys.stderr)
         return 130

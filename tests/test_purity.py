@@ -51,6 +51,7 @@ PACKAGES = {
             "replica",
             "sessions",
             "shard",
+            "standalone.tokens",
             "testing",
             "wire",
         ],

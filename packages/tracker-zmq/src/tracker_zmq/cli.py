@@ -218,6 +218,8 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{text} (%(default)s)",
         )
 
+    _websocket_arguments(node)
+
     out = node.add_argument_group("logging and shutdown")
     out.add_argument(
         "--log-level",
@@ -284,6 +286,124 @@ def _parser() -> argparse.ArgumentParser:
             "--curve-server-key", metavar="KEY|FILE", help="the node's public key (with CURVE)"
         )
     return parser
+
+
+def _websocket_arguments(node: argparse.ArgumentParser) -> None:
+    web = node.add_argument_group(
+        "browsers (websocket endpoint, signed tokens, HTTP API; needs tracker-zmq[web])"
+    )
+    web.add_argument(
+        "--websocket-bind",
+        metavar="HOST:PORT",
+        help="serve phoenix.js at ws://HOST:PORT/socket (port 0: a free one); needs "
+        "--token-secret-file",
+    )
+    web.add_argument(
+        "--token-secret-file",
+        type=Path,
+        metavar="FILE",
+        help="HS256 secrets the tokens are signed with, one per line (mode 600)",
+    )
+    web.add_argument(
+        "--token-optional-exp", action="store_true", help="accept tokens without an exp claim"
+    )
+    web.add_argument("--token-audience", metavar="AUD", help="require this aud claim")
+    web.add_argument("--token-issuer", metavar="ISS", help="require this iss claim")
+    web.add_argument(
+        "--token-leeway",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="clock skew allowed on exp/nbf/iat (default: 5)",
+    )
+    web.add_argument(
+        "--websocket-allowed-origins",
+        action="append",
+        default=[],
+        metavar="ORIGIN[,ORIGIN...]",
+        help="browser origins allowed to connect (https://app.example.com, "
+        "//*.example.com, * for any); repeatable; default: the request's own host",
+    )
+    web.add_argument("--websocket-certfile", type=Path, metavar="FILE", help="TLS cert (PEM)")
+    web.add_argument("--websocket-keyfile", type=Path, metavar="FILE", help="TLS key (PEM)")
+    web.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer keys of the HTTP API under /api, one per line (mode 600); "
+        "without it the API is off",
+    )
+    web.add_argument(
+        "--websocket-demo-page",
+        action="store_true",
+        help="serve a demo page at / (each tab a user; `make demo` uses it)",
+    )
+
+
+def _web_options(args: argparse.Namespace) -> Any:
+    """The WebOptions of the websocket flags, or None when --websocket-bind is absent."""
+    given = [
+        flag
+        for flag, value in (
+            ("--token-secret-file", args.token_secret_file),
+            ("--token-optional-exp", args.token_optional_exp),
+            ("--token-audience", args.token_audience),
+            ("--token-issuer", args.token_issuer),
+            ("--websocket-allowed-origins", args.websocket_allowed_origins),
+            ("--websocket-certfile", args.websocket_certfile),
+            ("--websocket-keyfile", args.websocket_keyfile),
+            ("--api-key-file", args.api_key_file),
+            ("--websocket-demo-page", args.websocket_demo_page),
+        )
+        if value
+    ]
+    if args.websocket_bind is None:
+        if given:
+            raise _UsageError(f"{', '.join(given)} need(s) --websocket-bind HOST:PORT")
+        return None
+    if args.token_secret_file is None:
+        raise _UsageError("--websocket-bind needs --token-secret-file FILE (the token secrets)")
+    if (args.websocket_certfile is None) != (args.websocket_keyfile is None):
+        raise _UsageError("--websocket-certfile and --websocket-keyfile go together")
+    try:  # the [web] extra: uvicorn, websockets, PyJWT
+        from tracker_zmq.standalone import TokenConfig, WebOptions, parse_bind, read_secret_file
+        from tracker_zmq.standalone.server import origin_check
+    except ImportError as exc:
+        raise _UsageError(
+            f"--websocket-bind needs the web extra: pip install 'tracker-zmq[web]' ({exc})"
+        ) from None
+    try:
+        host, port = parse_bind(args.websocket_bind)
+        tokens = TokenConfig(
+            secrets=read_secret_file(args.token_secret_file, "--token-secret-file"),
+            require_exp=not args.token_optional_exp,
+            audience=args.token_audience,
+            issuer=args.token_issuer,
+            leeway=args.token_leeway,
+        )
+        keys = (
+            ()
+            if args.api_key_file is None
+            else read_secret_file(args.api_key_file, "--api-key-file")
+        )
+        for flag, path in (
+            ("--websocket-certfile", args.websocket_certfile),
+            ("--websocket-keyfile", args.websocket_keyfile),
+        ):
+            if path is not None and not path.is_file():
+                raise _UsageError(f"{flag} {path} does not exist")
+        return WebOptions(
+            host=host,
+            port=port,
+            tokens=tokens,
+            check_origin=origin_check(args.websocket_allowed_origins),
+            certfile=None if args.websocket_certfile is None else str(args.websocket_certfile),
+            keyfile=None if args.websocket_keyfile is None else str(args.websocket_keyfile),
+            api_keys=keys,
+            demo_page=args.websocket_demo_page,
+        )
+    except ValueError as exc:  # ConfigError, SecretFileError
+        raise _UsageError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -402,6 +522,7 @@ def _node(args: argparse.Namespace) -> int:
     configure_logs(getattr(logging, args.log_level), args.log_format, sys.stderr)
     peers = _peers(args)
     curve = _curve_options(args)
+    web = _web_options(args)
     tracker_options: dict[str, Any] = {
         "broadcast_period": args.broadcast_period,
         "max_silent_periods": args.max_silent_periods,
@@ -434,7 +555,12 @@ def _node(args: argparse.Namespace) -> int:
             max_frame_bytes=args.client_max_frame_bytes,
             max_batch=args.client_max_batch,
         )
-        node = Node(
+        node_class: type[Node] = Node
+        if web is not None:
+            from tracker_zmq.standalone import WebNode
+
+            node_class = WebNode
+        node = node_class(
             name,
             args.bind,
             peers,
@@ -453,7 +579,7 @@ def _node(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:  # ConfigErrors of every package
         raise _UsageError(str(exc)) from None
     try:
-        asyncio.run(_serve(node, health))
+        asyncio.run(_serve(node, health, web))
     except (PubSubError, TrackerError, OSError) as exc:
         if args.log_format == "json":  # every stderr line a JSON object
             log.error("tracker-zmq node: error: %s", exc, extra={"error": str(exc)})
@@ -463,7 +589,7 @@ def _node(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(node: Node, health: HealthServer | None = None) -> None:
+async def _serve(node: Node, health: HealthServer | None = None, web_options: Any = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
@@ -474,11 +600,21 @@ async def _serve(node: Node, health: HealthServer | None = None) -> None:
             if health is not None:  # first in, last out: /readyz says 503 while starting
                 await stack.enter_async_context(health)
             await stack.enter_async_context(node)
+            extra = ""
+            if web_options is not None:  # the websocket endpoint stops (drains) first
+                from tracker_zmq.standalone import WebNode, WebServer
+
+                assert isinstance(node, WebNode)
+                web = await stack.enter_async_context(WebServer(node, web_options))
+                extra += f" websocket={web.url}"
+                if health is not None:  # websocket_* metrics
+                    health.add_endpoint(web.endpoint)
             # one line on stdout, for whoever started the node (scripts, tests)
-            metrics = f" metrics={health.url}" if health is not None else ""
+            if health is not None:
+                extra += f" metrics={health.url}"
             print(
                 f"ready name={node.name} vsn={node.vsn} cluster={node.endpoint} "
-                f"clients={node.client_endpoint}{metrics}",
+                f"clients={node.client_endpoint}{extra}",
                 flush=True,
             )
             await stop.wait()

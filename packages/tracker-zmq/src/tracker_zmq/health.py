@@ -191,8 +191,23 @@ class HealthServer:
         self._render: Callable[[str], tuple[bytes, str]] | None = None
         self.counters = {"requests": 0, "errors": 0, "refused": 0}
         """Requests answered, error answers (4xx, 5xx), connections refused (too many)."""
+        self._collector: Any = None
         if metrics:
-            self._render = _metrics_renderer(node, endpoint)
+            self._render, self._collector = _metrics_renderer(node, endpoint)
+
+    def add_endpoint(self, endpoint: Any) -> None:
+        """Add a channels Endpoint's ``websocket_*`` metrics (one made after this server).
+
+        Args:
+            endpoint: The :class:`~tracker_zmq.channels.Endpoint`.
+
+        Raises:
+            TypeError: It has no ``stats()`` method.
+        """
+        if not callable(getattr(endpoint, "stats", None)):
+            raise TypeError(f"endpoint must have a stats() method, not {type(endpoint).__name__}")
+        if self._collector is not None:
+            self._collector.sources["endpoint"] = endpoint
 
     @property
     def url(self) -> str:
@@ -300,7 +315,7 @@ class HealthServer:
         raise HttpError(404, f"no {request.path[:64]!r} here: /metrics, /healthz, /readyz")
 
 
-def _metrics_renderer(node: Node, endpoint: Any) -> Callable[[str], tuple[bytes, str]]:
+def _metrics_renderer(node: Node, endpoint: Any) -> tuple[Callable[[str], tuple[bytes, str]], Any]:
     try:
         from prometheus_client import CollectorRegistry
         from prometheus_client.exposition import choose_encoder
@@ -311,11 +326,11 @@ def _metrics_renderer(node: Node, endpoint: Any) -> Callable[[str], tuple[bytes,
             "serving /metrics needs prometheus_client: pip install 'tracker-zmq[web]'"
         ) from exc
     registry = CollectorRegistry(auto_describe=True)
-    metrics.register(registry, node=node, endpoint=endpoint)
+    collector = metrics.register(registry, node=node, endpoint=endpoint)
 
     def render(accept: str) -> tuple[bytes, str]:
         encoder: Any
         encoder, kind = choose_encoder(accept)
         return encoder(registry), kind
 
-    return render
+    return render, collector

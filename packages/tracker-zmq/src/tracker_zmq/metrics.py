@@ -449,6 +449,11 @@ _ENDPOINT: dict[str, Entry] = {
         "websocket_bans_invalid_total", "messages", "Malformed ban messages (dropped)."
     ),
     "bans_evicted": _c("websocket_bans_evicted_total", "bans", "Bans forgotten early at max_bans."),
+    "expired": _c(
+        "websocket_token_expired_closes_total",
+        "sockets",
+        "Sockets closed because their token expired (the standalone node's tokens).",
+    ),
 }
 
 TABLES: Mapping[str, Mapping[str, Entry]] = {

@@ -1,0 +1,266 @@
+"""The standalone node's websocket server, beside its cluster and client endpoints.
+
+Not pure (files, sockets, the event loop). ``tracker-zmq node --websocket-bind HOST:PORT
+--token-secret-file FILE`` builds a :class:`WebNode` (a :class:`~tracker_zmq.node.Node`
+whose tracker also feeds a :class:`~tracker_zmq.Presence`, so browsers, the client
+endpoint's sessions and ``tracker-zmq list`` see the same presences) and a
+:class:`WebServer`: uvicorn's programmatic server running :class:`~tracker_zmq.
+standalone.app.StandaloneApp` in the node's own event loop. The node owns the signals:
+on SIGTERM the server drains its sockets in batches (1012, phoenix.js reconnects to
+another node), then the node stops.
+
+It needs the ``tracker-zmq[web]`` extra (uvicorn, websockets, PyJWT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from tracker_zmq.channels.server import DrainingServer
+from tracker_zmq.channels.wire import OriginCheck
+from tracker_zmq.errors import ConfigError
+from tracker_zmq.node import Node
+from tracker_zmq.presence import Presence
+from tracker_zmq.shard import Diff
+
+from .app import BuiltinChannel, StandaloneApp, TokenEndpoint, TokenSocket
+from .tokens import SecretFileError, TokenConfig, parse_secret_file
+
+__all__ = ["WebNode", "WebOptions", "WebServer", "parse_bind", "read_secret_file"]
+
+log = logging.getLogger("tracker_zmq.standalone")
+
+
+def read_secret_file(path: Path | str, what: str = "secret file") -> tuple[str, ...]:
+    """Read and check a secret (or API key) file: one secret per line, mode 600.
+
+    Args:
+        path: The file.
+        what: What it is, for the messages (``"--token-secret-file"``).
+
+    Returns:
+        Its secrets.
+
+    Raises:
+        SecretFileError: It is missing, unreadable, empty, open to group or others
+            (``chmod 600``, the message says), or holds a short secret.
+    """
+    file = Path(path)
+    try:
+        mode = file.stat().st_mode
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SecretFileError(f"{what} {file} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretFileError(f"cannot read {what} {file}: {exc}") from None
+    return parse_secret_file(text, mode, str(file), what)
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as ``(host, port)``; port 0 picks one.
+
+    Raises:
+        ConfigError: Not HOST:PORT, or a port outside 0..65535.
+    """
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"a websocket bind looks like HOST:PORT (port 0: a free one), not {text!r}"
+        )
+    return host, int(port)
+
+
+class _NodePresence(Presence):
+    # a Presence over the node's own tracker (the node's diff handler feeds it), instead
+    # of a second tracker of the same name on the same PubSub
+    def __init__(self, node: Node) -> None:
+        super().__init__(node.pubsub, node.tracker.name)  # builds an idle Tracker ...
+        self.tracker = node.tracker  # ... replaced by the node's, started by the node
+
+
+class WebNode(Node):
+    """A :class:`~tracker_zmq.node.Node` whose presences are also a Presence's.
+
+    Its tracker's diffs go to the client sessions (as a Node's) and to :attr:`presence`,
+    which publishes them as ``presence_diff`` to the channels of this node. Arguments
+    are :class:`~tracker_zmq.node.Node`'s.
+
+    Attributes:
+        presence: The Presence of the node's tracker (list, track with a Task owner).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.presence: Presence = _NodePresence(self)
+
+    async def _on_diff(self, diff: Diff) -> None:  # type: ignore[override]
+        super()._on_diff(diff)
+        await self.presence._handle_diff(diff)
+
+
+@dataclass(frozen=True, slots=True)
+class WebOptions:
+    """What ``tracker-zmq node`` serves on its websocket port.
+
+    Attributes:
+        host: The address to bind.
+        port: The port (0: a free one).
+        tokens: How tokens are verified.
+        check_origin: The Origin rule (True: the request's own host).
+        certfile: A TLS certificate chain (PEM) to serve ``wss://``, or None.
+        keyfile: Its private key (PEM), or None.
+        api_keys: The HTTP API's bearer keys (empty: the API is off).
+        demo_page: Whether ``/`` serves the demo page.
+        drain_batch_size: Sockets closed per batch on shutdown.
+        drain_interval: Seconds between two batches.
+    """
+
+    host: str
+    port: int
+    tokens: TokenConfig
+    check_origin: OriginCheck = True
+    certfile: str | None = None
+    keyfile: str | None = None
+    api_keys: tuple[str, ...] = ()
+    demo_page: bool = False
+    drain_batch_size: int = 10_000
+    drain_interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ConfigError("a TLS certificate file and key file go together")
+
+    @property
+    def scheme(self) -> str:
+        """``wss`` with TLS, else ``ws``."""
+        return "ws" if self.certfile is None else "wss"
+
+
+class _Server(DrainingServer):
+    # the node owns SIGTERM and SIGINT (it drains this server, then stops itself):
+    # uvicorn must neither install its own handlers nor raise the signal again on exit
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class WebServer:
+    """The websocket endpoint and HTTP API of a :class:`WebNode`, served by uvicorn.
+
+    ```python
+    async with node, WebServer(node, options) as web:
+        print(web.url)              # ws://127.0.0.1:PORT/socket
+    ```
+
+    Args:
+        node: The started node (its presence and PubSub).
+        options: What to serve.
+
+    Attributes:
+        endpoint: The websocket endpoint.
+        app: The ASGI app.
+        url: The socket URL phoenix.js connects to (``ws://HOST:PORT/socket``), known
+            once started.
+    """
+
+    def __init__(self, node: WebNode, options: WebOptions) -> None:
+        self.options = options
+        self.endpoint = TokenEndpoint(
+            node.presence,
+            socket=TokenSocket.with_config(options.tokens),
+            channels={"*": BuiltinChannel},
+            check_origin=options.check_origin,
+            drain_batch_size=options.drain_batch_size,
+            drain_interval=options.drain_interval,
+        )
+        self.app = StandaloneApp(
+            self.endpoint, node.presence, options.api_keys, demo_page=options.demo_page
+        )
+        self.url = ""
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+
+    async def __aenter__(self) -> WebServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Bind, and return once uvicorn serves.
+
+        Raises:
+            OSError: The address cannot be bound, or the TLS files do not load.
+        """
+        options = self.options
+        family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+        sock = socket.create_server((options.host, options.port), family=family)
+        self._sock = sock
+        port = sock.getsockname()[1]
+        host = f"[{options.host}]" if ":" in options.host else options.host
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            ws="websockets-sansio",
+            log_config=None,  # the node's logging (stderr), never uvicorn's stdout
+            access_log=False,
+            server_header=False,
+            ssl_certfile=options.certfile,
+            ssl_keyfile=options.keyfile,
+        )
+        try:
+            config.load()  # TLS files are read here: a bad one fails the start
+        except Exception:
+            sock.close()
+            raise
+        server = self._server = _Server(config, [self.endpoint])
+        task = self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if task.done():
+                sock.close()
+                await task
+                raise OSError("the websocket server stopped before it served")
+            await asyncio.sleep(0.01)
+        self.url = f"{options.scheme}://{host}:{port}/socket"
+        log.info("websocket endpoint %s", self.url)
+
+    async def stop(self) -> None:
+        """Drain the sockets in batches (code 1012), then stop serving. Idempotent."""
+        server, task = self._server, self._task
+        if server is None or task is None:
+            return
+        self._server = self._task = None
+        if not task.done():
+            await server.drain()
+            await task
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def origin_check(origins: Sequence[str]) -> OriginCheck:
+    """The Origin rule of ``--websocket-allowed-origins`` values.
+
+    Args:
+        origins: Origins (each may be a comma list); none: the same-host rule; ``*``:
+            any origin.
+    """
+    listed = [o.strip() for text in origins for o in text.split(",") if o.strip()]
+    if not listed:
+        return True
+    if "*" in listed:
+        return False
+    return listed

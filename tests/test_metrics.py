@@ -18,13 +18,16 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+import websockets
 from aio import run, until
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -207,3 +210,39 @@ def test_a_metrics_port_in_use_fails_start_up_with_a_json_error_line() -> None:
     lines = [json.loads(line) for line in result.stderr.splitlines()]
     assert lines[-1]["level"] == "ERROR"
     assert "address already in use" in lines[-1]["error"].lower()
+
+
+def test_a_node_serving_websockets_adds_their_metrics(
+    spawn: Callable[..., CliNode], tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("a-secret-of-at-least-thirty-two-characters\n")
+    secret.chmod(0o600)
+    node = spawn("ws", "--websocket-bind", "127.0.0.1:0", "--token-secret-file", str(secret))
+    assert node.ready["websocket"].startswith("ws://127.0.0.1:")
+    assert value(node, "websocket_connections") == 0
+    token = jwt.encode(
+        {"sub": "wendy", "exp": int(time.time()) + 600, "channels": ["room:*"]},
+        "a-secret-of-at-least-thirty-two-characters",
+        algorithm="HS256",
+    )
+    url = f"{node.ready['websocket']}/websocket?vsn=2.0.0&token={token}"
+
+    async def connected() -> None:
+        async with websockets.connect(url, open_timeout=10) as ws:
+            await ws.send(json.dumps(["1", "1", "room:m", "phx_join", {}]))
+            await asyncio.wait_for(ws.recv(), 10)  # the join's reply
+            await until(lambda: value(node, "websocket_connections") == 1, timeout=10, interval=0.1)
+            assert value(node, "websocket_joins_total") == 1
+        await until(lambda: value(node, "websocket_connections") == 0, timeout=10, interval=0.1)
+
+    run(connected)
+    forged = f"{node.ready['websocket']}/websocket?vsn=2.0.0&token=forged"
+
+    async def refused() -> None:
+        with pytest.raises(websockets.InvalidStatus, match="403"):
+            async with websockets.connect(forged, open_timeout=10):
+                pass
+
+    run(refused)
+    assert value(node, "websocket_rejects_total") == 1

@@ -286,6 +286,20 @@ def test_missing_forged_and_expired_tokens_are_refused_at_connect(cluster, clien
     )
 
 
+def test_tokens_never_reach_the_nodes_log(cluster, clients):
+    """uvicorn logs each handshake with its query string; the token's value is filtered."""
+    a, _ = cluster
+    good, forged = token("ivy"), token("ivy", "f" * 40)
+    before = a.log().count("token=[FILTERED]")
+    online(clients("ivy"), a.url, good)
+    refused(clients("ivy-forged"), a.url, params={"token": forged})
+    lines = lambda: a.log().count("token=[FILTERED]") >= before + 2  # noqa: E731
+    wait_until(lines, WAIT, "the two handshake lines")
+    log_text = a.log()
+    assert good not in log_text, log_text
+    assert forged not in log_text, log_text
+
+
 def test_a_socket_closes_when_its_token_expires(cluster, clients):
     a, _ = cluster
     dora = online(clients("dora"), a.url, token("dora", ttl=4), reconnectAfterMs=600_000)

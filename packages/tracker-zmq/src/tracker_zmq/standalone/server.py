@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,32 @@ from .tokens import SecretFileError, TokenConfig, parse_secret_file
 __all__ = ["WebNode", "WebOptions", "WebServer", "parse_bind", "read_secret_file"]
 
 log = logging.getLogger("tracker_zmq.standalone")
+
+_TOKEN_PARAM = re.compile(r"([?&]token=)[^&\s\"]*")
+
+
+class _RedactTokens(logging.Filter):
+    """Replace the value of a ``token`` query parameter in uvicorn's lines by ``[FILTERED]``.
+
+    uvicorn logs every websocket handshake (``"WebSocket /socket/websocket?token=..."
+    [accepted]``, or ``403``) on ``uvicorn.error`` at INFO, whatever ``access_log`` says:
+    without this filter every browser's token would be written to the node's log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = _TOKEN_PARAM.sub(r"\1[FILTERED]", record.msg)
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, str) and "token=" in arg for arg in record.args
+        ):
+            record.args = tuple(
+                _TOKEN_PARAM.sub(r"\1[FILTERED]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+_REDACT_TOKENS = _RedactTokens()
 
 
 def read_secret_file(path: Path | str, what: str = "secret file") -> tuple[str, ...]:
@@ -211,6 +238,7 @@ class WebServer:
         self._sock = sock
         port = sock.getsockname()[1]
         host = f"[{options.host}]" if ":" in options.host else options.host
+        logging.getLogger("uvicorn.error").addFilter(_REDACT_TOKENS)  # once: the same filter
         config = uvicorn.Config(
             self.app,
             lifespan="off",

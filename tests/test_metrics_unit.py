@@ -28,6 +28,7 @@ from tracker_zmq.errors import ConfigError
 from tracker_zmq.health import HealthServer, HttpError, parse_head, parse_host_port
 from tracker_zmq.logs import JsonFormatter, configure
 
+ROOT_SRC = Path(__file__).resolve().parent.parent / "packages/tracker-zmq/src/tracker_zmq"
 FAST: dict[str, Any] = {"broadcast_period": 0.05, "max_silent_periods": 3, "down_period": 1.0}
 PUBSUB_FAST: dict[str, Any] = {"gossip_interval": 0.05, "peer_timeout": 1.0}
 
@@ -116,6 +117,62 @@ def test_the_operating_guide_tables_every_metric() -> None:
     for table in metrics.TABLES.values():
         walk(table)
     assert set(names) - rows == set(), "metrics missing from docs/guides/operating.md"
+
+
+def _metric_names() -> set[str]:
+    """Every metric name the key tables (and the derived totals) export."""
+    names = {spec.name for spec in metrics.DERIVED}
+
+    def walk(table: Mapping[str, Any]) -> None:
+        for entry in table.values():
+            if isinstance(entry, metrics.Spec | metrics.Labeled):
+                names.add(entry.name)
+            elif isinstance(entry, metrics.PerItem):
+                walk(entry.fields)
+            elif isinstance(entry, Mapping):
+                walk(entry)
+
+    for table in metrics.TABLES.values():
+        walk(table)
+    return names
+
+
+def test_every_metric_the_guides_promql_reads_exists() -> None:
+    """The dashboard's and the alerts' expressions name metrics (and reasons) that exist."""
+    guide = (Path(__file__).resolve().parent.parent / "docs/guides/operating.md").read_text()
+    blocks = re.findall(r"```promql\n(.*?)```", guide, re.DOTALL)
+    blocks += re.findall(r"^\s+expr: (.*)$", guide, re.MULTILINE)  # the alert rules
+    assert len(blocks) >= 4, "the operating guide's dashboard and alerts"
+    code = "\n".join(
+        line for block in blocks for line in block.splitlines() if not line.startswith("#")
+    )
+    used = set(re.findall(r"\b((?:pubsub|tracker|websocket)_[a-z_]+)\b", code))
+    assert len(used) >= 10, used
+    assert used - _metric_names() == set(), "PromQL in docs/guides/operating.md"
+    reasons = set(re.findall(r'tracker_drops_total\{reason="([a-z_]+)"\}', code))
+    assert reasons, "the stall alert reads tracker_drops_total by reason"
+    drops = metrics.TABLES["tracker"]["totals"]["drops"]  # type: ignore[index]
+    # a series an alert reads exists from the first scrape, at 0
+    assert reasons <= set(drops.zeros)
+
+
+def test_every_tracker_drop_reason_is_exported_at_zero_from_the_start() -> None:
+    from tracker_zmq.replica import Drop
+
+    source = (ROOT_SRC / "shard.py").read_text()
+    counted = set(re.findall(r'_count_drop\("([a-z_]+)"\)', source)) | {d.value for d in Drop}
+    drops = metrics.TABLES["tracker"]["totals"]["drops"]  # type: ignore[index]
+    assert counted == set(drops.zeros), "add a new drop reason to metrics' zeros"
+
+    async def main() -> None:
+        async with PubSub("a", **PUBSUB_FAST) as a, Presence(a, **FAST) as pa:
+            registry = CollectorRegistry()
+            metrics.register(registry, tracker=pa)
+            samples = scrape(registry)
+            for reason in counted:
+                assert one(samples, "tracker_drops_total", reason=reason) == 0, reason
+
+    run(main)
 
 
 def test_an_unknown_stats_key_is_still_exported_untyped_with_a_generic_help() -> None:

@@ -96,6 +96,9 @@ class Labeled:
         unit: What it counts.
         help: The help text.
         label: The label that takes the dict's keys.
+        zeros: Label values exported at 0 until ``stats()`` counts them: their series
+            exist from the first scrape, so ``rate()`` sees the first count and alerts
+            on them have a series to read.
     """
 
     name: str
@@ -103,6 +106,7 @@ class Labeled:
     unit: str
     help: str
     label: str
+    zeros: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +241,23 @@ _PUBSUB: dict[str, Entry] = {
     ),
 }
 
+# The reasons a Shard counts in ``drops`` (tracker_zmq.shard and replica.Drop), each
+# exported at 0 from the start: the operating guide's stall alert reads one of them.
+_TRACKER_DROP_REASONS: tuple[str, ...] = (
+    "down_judgement_skipped_after_stall",
+    "foreign_values_in_heartbeat",
+    "from_older_incarnation",
+    "from_own_name",
+    "from_permdowned",
+    "full_transfer_already_answered",
+    "inconsistent_transfer",
+    "invalid",
+    "no_common_version",
+    "too_many_replicas",
+    "transfer_timed_out",
+    "unexpected_transfer",
+)
+
 _SHARD_TOTALS: dict[str, Entry] = {
     "presences": _g(
         "tracker_presences_held",
@@ -286,6 +307,7 @@ _SHARD_TOTALS: dict[str, Entry] = {
         "messages",
         "Tracker messages dropped (and judgements skipped), by reason.",
         "reason",
+        zeros=_TRACKER_DROP_REASONS,
     ),
 }
 
@@ -554,7 +576,7 @@ class _Builder:
 
     def add_labeled(self, spec: Labeled, counts: Mapping[str, Any], labels: dict[str, str]) -> None:
         family = self.family(spec, (*labels, spec.label))
-        for key, value in sorted(counts.items()):
+        for key, value in sorted({**dict.fromkeys(spec.zeros, 0), **counts}.items()):
             if _is_number(value):
                 family.add_metric([*labels.values(), str(key)], float(value))
 

@@ -144,7 +144,10 @@ async def demo(log_dir: Path, start: Callable[..., CliNode], browse: bool = Fals
         say(f"node {node.name} is up: vsn {node.vsn}, clients on {node.client_endpoint}")
     if web:
         secret = secret_file.read_text().strip()
-        say("browsers: open each URL in its own tab; each tab is that user, in " + TOPIC)
+        if browse:
+            say("browsers: open each URL in its own tab; each tab is that user, in " + TOPIC)
+        else:  # the nodes stop when the story ends: the URLs are good until then only
+            say(f"browsers: each URL is that user in {TOPIC}; run with --browse to open them")
         for name, user in BROWSER_USERS.items():
             http = nodes[name].ready["websocket"].replace("ws://", "http://")
             page = http.removesuffix("/socket") + f"/?topic={TOPIC}&token="

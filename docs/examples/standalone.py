@@ -8,19 +8,32 @@ connects with it, joins ``room:lobby`` and is present; the backend then lists th
 broadcasts to it and disconnects alice through the HTTP API.
 """
 
-# ruff: noqa: I001 (the sign section shows its own imports)
+# ruff: noqa: I001, E402 (the sign section shows its own imports, after the set-up)
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import tempfile
 import urllib.request
+from pathlib import Path
 
 import websockets
+
+# The node's secret file, as the quick start makes it (`openssl rand -hex 32 >
+# token-secret && chmod 600 token-secret`), in a directory of this example's own.
+WORKDIR = tempfile.TemporaryDirectory(prefix="standalone-example-")
+os.chdir(WORKDIR.name)
+Path("token-secret").write_text(secrets.token_hex(32) + "\n")
+Path("token-secret").chmod(0o600)
 
 # --8<-- [start:sign]
 import time
 
 import jwt  # PyJWT (pip install PyJWT; the tracker-zmq[web] extra has it)
+
+with open("token-secret", encoding="utf-8") as file:  # the node's --token-secret-file
+    SECRET = file.readline().strip()  # any of its lines verifies; sign with the first
 
 
 def token_for(user_id: str, name: str) -> str:
@@ -34,12 +47,10 @@ def token_for(user_id: str, name: str) -> str:
         "publish": ["room:*"],  # where its pushes reach the others
         "follow": ["user:*"],  # topics it may follow ({"follow": [...]} on a join)
     }
-    return jwt.encode(claims, SECRET, algorithm="HS256")  # SECRET: a line of the file
+    return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
 # --8<-- [end:sign]
-
-SECRET = secrets.token_hex(32)  # the node's --token-secret-file holds it (`openssl rand -hex 32`)
 
 API_KEY = secrets.token_hex(32)
 API = ""  # http://127.0.0.1:PORT, set below
@@ -71,7 +82,9 @@ async def demo():
     global API
     from tracker_zmq.standalone import TokenConfig, WebNode, WebOptions, WebServer
 
-    tokens = TokenConfig(secrets=(SECRET,))
+    from tracker_zmq.standalone import read_secret_file
+
+    tokens = TokenConfig(secrets=read_secret_file("token-secret"))  # as the node reads it
     options = WebOptions("127.0.0.1", 0, tokens, api_keys=(API_KEY,))
     async with WebNode("a") as node, WebServer(node, options) as web, asyncio.timeout(20):
         API = web.url.replace("ws://", "http://").removesuffix("/socket")
@@ -93,4 +106,8 @@ async def demo():
     print("alice joined with a signed token; the backend listed, broadcast, disconnected")
 
 
-asyncio.run(demo())
+try:
+    asyncio.run(demo())
+finally:
+    os.chdir(Path(__file__).resolve().parent)
+    WORKDIR.cleanup()

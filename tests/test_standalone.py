@@ -588,6 +588,18 @@ def test_bad_flags_and_secret_files_are_refused_with_the_fix(files, tmp_path):
         assert out == ""
 
 
+def test_tls_files_that_do_not_load_are_named_in_the_error(files, tmp_path):
+    cert = tmp_path / "not-a-cert.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    key = write_secret(tmp_path / "key.pem", "not a key either")
+    options = ("--websocket-certfile", str(cert), "--websocket-keyfile", str(key))
+    [(status, out, err)] = run_nodes((*web_options(files), *options))
+    assert status == 1, err
+    assert f"the TLS certificate {cert} and key {key} do not load" in err, err
+    assert "PEM private key" in err
+    assert out == ""
+
+
 def test_tls_and_the_api_off_without_a_key_file(files, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     made = subprocess.run(

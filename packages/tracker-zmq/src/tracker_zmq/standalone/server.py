@@ -19,6 +19,7 @@ import contextlib
 import logging
 import re
 import socket
+import ssl
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,6 +252,12 @@ class WebServer:
         )
         try:
             config.load()  # TLS files are read here: a bad one fails the start
+        except ssl.SSLError as exc:  # "[SSL] PEM lib": say which files, and what they must be
+            sock.close()
+            raise OSError(
+                f"the TLS certificate {options.certfile} and key {options.keyfile} do not load"
+                f" ({exc}): give a PEM certificate (chain) and its unencrypted PEM private key"
+            ) from exc
         except Exception:
             sock.close()
             raise

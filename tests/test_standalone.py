@@ -550,6 +550,7 @@ def run_nodes(*argvs: tuple[str, ...]) -> list[tuple[int, str, str]]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # no terminal: OpenSSL asks no pass phrase on a tty
         )
         for args in argvs
     ]
@@ -592,12 +593,24 @@ def test_tls_files_that_do_not_load_are_named_in_the_error(files, tmp_path):
     cert = tmp_path / "not-a-cert.pem"
     cert.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     key = write_secret(tmp_path / "key.pem", "not a key either")
-    options = ("--websocket-certfile", str(cert), "--websocket-keyfile", str(key))
-    [(status, out, err)] = run_nodes((*web_options(files), *options))
-    assert status == 1, err
-    assert f"the TLS certificate {cert} and key {key} do not load" in err, err
-    assert "PEM private key" in err
-    assert out == ""
+    encrypted = tmp_path / "encrypted.pem"  # a key with a pass phrase, and its certificate
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-passout", "pass:secret",
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", str(encrypted),
+         "-out", str(tmp_path / "cert.pem")],
+        capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    pairs = [(cert, key), (tmp_path / "cert.pem", encrypted)]
+    results = run_nodes(
+        *((*web_options(files), "--websocket-certfile", str(c), "--websocket-keyfile", str(k))
+          for c, k in pairs)
+    )  # fmt: skip
+    for (c, k), (status, out, err) in zip(pairs, results, strict=True):
+        assert status == 1, err
+        assert f"the TLS certificate {c} and key {k} do not load" in err, err
+        assert "unencrypted PEM private key" in err
+        assert out == ""
 
 
 def test_tls_and_the_api_off_without_a_key_file(files, tmp_path):

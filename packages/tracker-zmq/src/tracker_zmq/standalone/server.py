@@ -19,7 +19,6 @@ import contextlib
 import logging
 import re
 import socket
-import ssl
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,8 +251,10 @@ class WebServer:
         )
         try:
             config.load()  # TLS files are read here: a bad one fails the start
-        except ssl.SSLError as exc:  # "[SSL] PEM lib": say which files, and what they must be
+        except OSError as exc:  # "[SSL] PEM lib", or EINVAL for an encrypted key: name the files
             sock.close()
+            if options.certfile is None:
+                raise
             raise OSError(
                 f"the TLS certificate {options.certfile} and key {options.keyfile} do not load"
                 f" ({exc}): give a PEM certificate (chain) and its unencrypted PEM private key"

@@ -345,6 +345,8 @@ def test_backend_broadcast_and_presence_through_the_http_api_of_either_node(clus
     ):
         status, error = api(a, "POST", "/api/broadcast", bad)
         assert (status, type(error["error"])) == (400, str), (bad, status, error)
+    reserved = {"topic": "user_socket:ed", "event": "disconnect"}
+    assert "POST /api/disconnect" in api(a, "POST", "/api/broadcast", reserved)[1]["error"]
     for bad in ({"socket_id": ""}, {"socket_id": "user_socket:ed", "ban_seconds": -1}, {}):
         status, error = api(b, "POST", "/api/disconnect", bad)
         assert (status, "error" in error) == (400, True), (bad, status, error)

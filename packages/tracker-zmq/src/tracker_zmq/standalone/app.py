@@ -362,8 +362,14 @@ class StandaloneApp:
     def _broadcast(self, body: dict[str, Any]) -> dict[str, Any]:
         _only(body, {"topic", "event", "payload"})
         topic, event, payload = body.get("topic"), body.get("event"), body.get("payload", {})
-        if type(topic) is not str or not topic or reserved_topic(topic):
-            raise _HttpError(400, "topic must be a non-empty str, not a reserved topic")
+        if type(topic) is not str or not topic:
+            raise _HttpError(400, "topic must be a non-empty str")
+        if reserved_topic(topic):
+            raise _HttpError(
+                400,
+                f"topic {topic!r} is reserved (socket ids user_socket:*, phx_bans, phoenix):"
+                ' to close a user\'s sockets, POST /api/disconnect {"socket_id": ...}',
+            )
         if type(event) is not str or not event or event.startswith("phx_"):
             raise _HttpError(400, "event must be a non-empty str not starting with phx_")
         if type(payload) is not dict:

@@ -470,6 +470,16 @@ def test_readyz_waits_for_the_first_sync_with_a_peer() -> None:
 # ------------------------------------------------------------------ logs
 
 
+def test_json_formatter_leaves_out_uvicorns_colour_copy_of_the_message() -> None:
+    record = logging.makeLogRecord(
+        {"name": "uvicorn.error", "msg": "Started server process [%d]", "args": (7,)}
+    )
+    record.color_message = "Started server process [\x1b[36m%d\x1b[0m]"  # as uvicorn logs it
+    line = json.loads(JsonFormatter().format(record))
+    assert line["event"] == "Started server process [7]"
+    assert "color_message" not in line
+
+
 def test_json_formatter_writes_one_object_a_line_with_the_fields() -> None:
     stream = io.StringIO()
     configure(logging.DEBUG, "json", stream)

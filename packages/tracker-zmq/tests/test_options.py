@@ -84,3 +84,18 @@ def test_check_positive_refuses_the_rest(value: object) -> None:
 def test_every_period_goes_through_the_one_check(make: object, name: str) -> None:
     with pytest.raises(ConfigError, match=f"{name} must be a positive number of seconds"):
         make()  # type: ignore[operator]
+
+
+def test_a_usage_error_found_after_parsing_shows_the_commands_usage(capsys) -> None:
+    from tracker_zmq.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["node", "--websocket-bind", "127.0.0.1:0"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: tracker-zmq node "), err
+    assert "tracker-zmq node: error: --websocket-bind needs --token-secret-file" in err
+    with pytest.raises(SystemExit):
+        main(["broadcast", "room:1", "ev", "[1]", "--node", "tcp://127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert "tracker-zmq broadcast: error: JSON: the payload must be a JSON object" in err

@@ -406,6 +406,15 @@ def _web_options(args: argparse.Namespace) -> Any:
         raise _UsageError(str(exc)) from None
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser of ``command``: a usage error then shows that command's usage and name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            found: argparse.ArgumentParser = action.choices[command]
+            return found
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
@@ -419,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _node(args)
         return asyncio.run(_ask(args))
     except _UsageError as exc:
-        parser.error(str(exc))  # exits with 2
+        _command_parser(parser, args.command).error(str(exc))  # exits with 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `tracker-zmq status --json | head`

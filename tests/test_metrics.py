@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +33,7 @@ from aio import run, until
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.proc import FAST_NODE_OPTIONS, CliNode, spawner, wait_until
+from tests.test_metrics_unit import guide_promql_metrics
 from tracker_zmq import Client
 
 pytestmark = pytest.mark.cluster
@@ -246,3 +248,8 @@ def test_a_node_serving_websockets_adds_their_metrics(
 
     run(refused)
     assert value(node, "websocket_rejects_total") == 1
+    # every metric the operating guide's dashboard and alerts read is in a real scrape
+    status, text = get(node.ready["metrics"] + "/metrics")
+    assert status == 200, text
+    exported = set(re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE))
+    assert guide_promql_metrics() - exported == set(), "docs/guides/operating.md PromQL"

@@ -137,17 +137,28 @@ def _metric_names() -> set[str]:
     return names
 
 
-def test_every_metric_the_guides_promql_reads_exists() -> None:
-    """The dashboard's and the alerts' expressions name metrics (and reasons) that exist."""
+def guide_promql() -> str:
+    """The PromQL of the operating guide: its dashboard and its alert rules' ``expr``."""
     guide = (Path(__file__).resolve().parent.parent / "docs/guides/operating.md").read_text()
     blocks = re.findall(r"```promql\n(.*?)```", guide, re.DOTALL)
     blocks += re.findall(r"^\s+expr: (.*)$", guide, re.MULTILINE)  # the alert rules
     assert len(blocks) >= 4, "the operating guide's dashboard and alerts"
-    code = "\n".join(
+    return "\n".join(
         line for block in blocks for line in block.splitlines() if not line.startswith("#")
     )
-    used = set(re.findall(r"\b((?:pubsub|tracker|websocket)_[a-z_]+)\b", code))
+
+
+def guide_promql_metrics() -> set[str]:
+    """The metric names the operating guide's PromQL reads."""
+    used = set(re.findall(r"\b((?:pubsub|tracker|websocket)_[a-z_]+)\b", guide_promql()))
     assert len(used) >= 10, used
+    return used
+
+
+def test_every_metric_the_guides_promql_reads_exists() -> None:
+    """The dashboard's and the alerts' expressions name metrics (and reasons) that exist."""
+    code = guide_promql()
+    used = guide_promql_metrics()
     assert used - _metric_names() == set(), "PromQL in docs/guides/operating.md"
     reasons = set(re.findall(r'tracker_drops_total\{reason="([a-z_]+)"\}', code))
     assert reasons, "the stall alert reads tracker_drops_total by reason"

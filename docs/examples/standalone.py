@@ -23,6 +23,7 @@ import websockets
 # The node's secret file, as the quick start makes it (`openssl rand -hex 32 >
 # token-secret && chmod 600 token-secret`), in a directory of this example's own.
 WORKDIR = tempfile.TemporaryDirectory(prefix="standalone-example-")
+STARTED_IN = os.getcwd()
 os.chdir(WORKDIR.name)
 Path("token-secret").write_text(secrets.token_hex(32) + "\n")
 Path("token-secret").chmod(0o600)
@@ -109,5 +110,5 @@ async def demo():
 try:
     asyncio.run(demo())
 finally:
-    os.chdir(Path(__file__).resolve().parent)
+    os.chdir(STARTED_IN)
     WORKDIR.cleanup()

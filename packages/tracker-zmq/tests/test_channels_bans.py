@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tracker_zmq import ConfigError, Presence
-from tracker_zmq.channels import BANS_TOPIC, Channel, Endpoint, Socket, disconnect
+from tracker_zmq.channels import BANS_TOPIC, Channel, Endpoint, Socket, broadcast, disconnect
 from tracker_zmq.channels.bans import BanTable
 
 # ------------------------------------------------------------------ the table (pure)
@@ -195,5 +195,23 @@ def test_bad_reserved_topics_and_max_bans_are_config_errors() -> None:
                 with pytest.raises(ConfigError):
                     Endpoint(pubsub=pubsub, **options)
             assert Endpoint(pubsub=pubsub).options.reserved_topics == ("user_socket:*",)
+
+    run(body)
+
+
+def test_a_backends_broadcast_never_reaches_reserved_topics_or_protocol_events() -> None:
+    async def body() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            (node,) = await pubsubs(stack, 1)
+            got: list[Any] = []
+            for topic in ("room:1", "user_socket:7", BANS_TOPIC, "phoenix"):
+                node.subscribe(topic, callback=got.append)
+            for topic in ("user_socket:7", BANS_TOPIC, "phoenix"):
+                with pytest.raises(ValueError, match=r"reserved.*disconnect"):
+                    broadcast(node, topic, "new_msg", {})
+            with pytest.raises(ValueError, match="phx_"):
+                broadcast(node, "room:1", "phx_close", {})
+            broadcast(node, "room:1", "new_msg", {"n": 1})
+            await until(lambda: got == [{"event": "new_msg", "payload": {"n": 1}}])
 
     run(body)

@@ -26,7 +26,11 @@ from typing import Any
 from pubsub_zmq import PubSub
 from tracker_zmq.protocol import MAX_BAN_SECONDS
 
-__all__ = ["BANS_TOPIC", "MAX_BAN_SECONDS", "broadcast", "disconnect"]
+__all__ = ["BANS_TOPIC", "MAX_BAN_SECONDS", "SOCKET_ID_PREFIX", "broadcast", "disconnect"]
+
+SOCKET_ID_PREFIX = "user_socket:"
+"""The prefix of socket ids by convention (the standalone node's are ``user_socket:<sub>``):
+a backend's broadcast never goes to one (a disconnect does)."""
 
 BANS_TOPIC = "phx_bans"
 """The topic bans travel on: ``{"socket_id": str, "ban_seconds": float}``.
@@ -54,14 +58,22 @@ def broadcast(pubsub: PubSub, topic: str, event: str, payload: dict[str, Any]) -
 
     Raises:
         TypeError: A bad topic, event or payload.
-        ValueError: ``topic`` is :data:`BANS_TOPIC` (reserved), or not a valid PubSub
-            topic (too long, a NUL); or the message is too large for one frame.
+        ValueError: ``topic`` is reserved (:data:`BANS_TOPIC`, ``phoenix``, a socket id
+            ``user_socket:*``: see :func:`disconnect`), ``event`` starts with ``phx_``
+            (the protocol's own events), or the topic is not a valid PubSub topic (too
+            long, a NUL); or the message is too large for one frame.
         NotRunning: The PubSub is not running.
     """
     _check_topic("topic", topic)
-    if topic == BANS_TOPIC:
-        raise ValueError(f"{BANS_TOPIC!r} is reserved for bans: use disconnect()")
+    if topic in (BANS_TOPIC, "phoenix") or topic.startswith(SOCKET_ID_PREFIX):
+        raise ValueError(
+            f"topic {topic!r} is reserved (socket ids {SOCKET_ID_PREFIX}*, {BANS_TOPIC}, "
+            "phoenix): to close a user's sockets, disconnect it (the disconnect op, "
+            "POST /api/disconnect, tracker_zmq.channels.disconnect)"
+        )
     _check_topic("event", event)
+    if event.startswith("phx_"):
+        raise ValueError(f"event {event!r}: events starting with phx_ are the protocol's own")
     if type(payload) is not dict:
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
     pubsub.broadcast(topic, {"event": event, "payload": payload})

@@ -59,6 +59,19 @@ def test_secret_file_any_group_or_other_bit_is_refused_with_the_fix(mode):
     assert f"{mode & 0o777:04o}" in str(info.value)
 
 
+@pytest.mark.parametrize("mode", [0o640, 0o440, 0o100640])
+def test_a_file_owned_by_root_may_be_readable_by_its_group_as_kubernetes_mounts_it(mode):
+    assert parse_secret_file(OLD, mode, "/etc/secret", owner=0) == (OLD,)
+    with pytest.raises(SecretFileError, match="chmod 600"):
+        parse_secret_file(OLD, mode, "/etc/secret", owner=1000)
+
+
+@pytest.mark.parametrize("mode", [0o660, 0o644, 0o604, 0o650])
+def test_a_file_owned_by_root_is_still_refused_when_group_may_write_or_others_read(mode):
+    with pytest.raises(SecretFileError, match="chmod 600"):
+        parse_secret_file(OLD, mode, "/etc/secret", owner=0)
+
+
 @pytest.mark.parametrize("text", ["", "\n\n", "   \n"])
 def test_an_empty_secret_file_is_refused(text):
     with pytest.raises(SecretFileError, match="holds no secret"):

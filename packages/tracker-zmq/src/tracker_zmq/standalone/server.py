@@ -79,17 +79,18 @@ def read_secret_file(path: Path | str, what: str = "secret file") -> tuple[str, 
 
     Raises:
         SecretFileError: It is missing, unreadable, empty, open to group or others
-            (``chmod 600``, the message says), or holds a short secret.
+            (``chmod 600``, the message says; a file owned by root may be readable by
+            its group: mode 640 or 440), or holds a short secret.
     """
     file = Path(path)
     try:
-        mode = file.stat().st_mode
+        info = file.stat()
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SecretFileError(f"{what} {file} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretFileError(f"cannot read {what} {file}: {exc}") from None
-    return parse_secret_file(text, mode, str(file), what)
+    return parse_secret_file(text, info.st_mode, str(file), what, owner=info.st_uid)
 
 
 def parse_bind(text: str) -> tuple[str, int]:

@@ -148,26 +148,34 @@ class Claims:
 
 
 def parse_secret_file(
-    text: str, mode: int, path: str, what: str = "secret file"
+    text: str, mode: int, path: str, what: str = "secret file", *, owner: int | None = None
 ) -> tuple[str, ...]:
     """The secrets of a secret (or API key) file, after its checks.
+
+    The file must be closed to group and others (``chmod 600``), with one exception,
+    PostgreSQL's rule for its key file: a file owned by root may also be readable by
+    its group (mode 640 or 440), which is how a Kubernetes Secret volume with
+    ``fsGroup`` and ``defaultMode: 0440`` gives a non-root pod its files.
 
     Args:
         text: The file's text.
         mode: Its ``st_mode`` (only the permission bits are read).
         path: Its path, for the messages.
         what: What the file is, for the messages (``"--api-key-file"``).
+        owner: Its owner's uid (``st_uid``), or None when unknown (no exception).
 
     Returns:
         One secret per non-blank line, surrounding whitespace stripped, in order.
 
     Raises:
-        SecretFileError: Any group or other permission bit is set (the message names
-            ``chmod 600``), the file holds no secret, or a secret is shorter than
+        SecretFileError: Any group or other permission bit is set, but for the group
+            read bit of a file owned by root (the message names ``chmod 600``), the
+            file holds no secret, or a secret is shorter than
             :data:`MIN_SECRET_LENGTH`.
     """
     bits = stat.S_IMODE(mode)
-    if bits & 0o077:
+    root_group_read = owner == 0 and bits & 0o077 == 0o040
+    if bits & 0o077 and not root_group_read:
         raise SecretFileError(
             f"{what} {path} is readable or writable by others (mode {bits:04o}): "
             f"run `chmod 600 {path}` and start again"

@@ -50,6 +50,7 @@ PACKAGES = {
             "replica",
             "sessions",
             "shard",
+            "sharding",
             "testing",
             "wire",
         ],

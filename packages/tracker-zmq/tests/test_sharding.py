@@ -300,10 +300,21 @@ def test_a_message_of_no_sharding_of_ours_is_counted() -> None:
     assert sets.reader(1, {**message, "pool": [2, "crc32"]}, 0.0) is sets.sets[0][1]
     assert sets.reader(2, {**message, "pool": [3, "crc32"]}, 0.0) is sets.sets[1][2]
     assert sets.reader(2, {**message, "pool": [2, "crc32"]}, 0.0) is None
-    assert sets.judge(0.0) == []  # within the grace period
-    assert sets.judge(100.0) == [(("z", 9), 4)]
-    assert sets.judge(200.0) == []  # reported once
+    assert sets.judge(0.0) == []  # within the grace period (0.6 s)
+    assert sets.reader(0, message, 0.3) is None
+    assert sets.judge(0.4) == []  # still within it
+    assert sets.reader(0, message, 0.7) is None  # still sending after it
+    assert sets.judge(0.7) == [(("z", 9), 4)]
+    assert sets.judge(0.75) == []  # reported once
     assert sets.mismatched == {"z": 4}
+    assert sets.drops == {"other_sharding": 3}
+    # an incarnation that goes quiet within the grace period is forgotten, not reported
+    goodbye = {**message, "from": ["y", 1]}
+    assert sets.reader(0, goodbye, 2.0) is None
+    assert sets.reader(0, goodbye, 2.3) is None
+    assert sets.judge(3.0) == []
+    assert sets.reader(0, goodbye, 3.1) is None  # a new first sighting
+    assert sets.judge(3.2) == []
 
 
 def test_merged_view_prefers_the_newest_vsn_then_the_primary_set() -> None:

@@ -139,6 +139,15 @@ def _parser() -> argparse.ArgumentParser:
     ):
         periods.add_argument(_flag(name), type=kind, default=_TRACKER[name])
     periods.add_argument(
+        "--broadcast-pool-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="while changing --pool-size in two deployments: the pool size the other "
+        "nodes still run (the first deployment sets both, the second --pool-size alone; "
+        "see the operating guide, Re-sharding)",
+    )
+    periods.add_argument(
         "--max-presences",
         type=_positive_int,
         default=_TRACKER["max_presences"],
@@ -348,6 +357,8 @@ def _node(args: argparse.Namespace) -> int:
         "pool_size": args.pool_size,
         "max_presences": args.max_presences,
     }
+    if args.broadcast_pool_size is not None:
+        tracker_options["broadcast_pool_size"] = args.broadcast_pool_size
     pubsub_options: dict[str, Any] = {
         "gossip_interval": args.gossip_interval,
         "peer_timeout": args.peer_timeout,

@@ -288,7 +288,7 @@ class ShardSets:
         self.mismatched: dict[str, int] = {}
         """Per node name, the pool size of a node that sends only in a sharding this
         node does not run (a skipped step): found by :meth:`judge`."""
-        self._suspects: dict[Ref, tuple[int, float]] = {}
+        self._suspects: dict[Ref, tuple[int, float, float]] = {}  # pool, first, last seen
         self._grace = 2 * (options.max_silent_periods + 1) * options.broadcast_period
         self._max_suspects = options.max_replicas
 
@@ -321,10 +321,11 @@ class ShardSets:
                 return shards[slot] if slot < len(shards) else None
         self.drops["other_sharding"] = self.drops.get("other_sharding", 0) + 1
         ref = sender_of(data)
-        if ref is not None and pool is not None and ref not in self._suspects:
-            if len(self._suspects) >= self._max_suspects:
+        if ref is not None and pool is not None:
+            known = self._suspects.get(ref)
+            if known is None and len(self._suspects) >= self._max_suspects:
                 self._suspects.clear()
-            self._suspects[ref] = (pool, now)
+            self._suspects[ref] = (pool, now if known is None else known[1], now)
         return None
 
     def judge(self, now: float) -> builtins.list[tuple[Ref, int]]:
@@ -332,18 +333,24 @@ class ShardSets:
 
         A node between shardings sends in both, so within a grace period (twice an idle
         replica's heartbeat interval) one of our sets hears it; a node still unheard
-        after that runs another sharding only: a step of the change was skipped.
+        after that, and still sending, runs another sharding only: a step of the change
+        was skipped. (An incarnation that stopped within the grace period, say one
+        between shardings whose last goodbye came in the old sharding, is forgotten.)
 
         Returns:
             The newly mismatched refs with their pool size (for the caller to log);
             they are also listed in :attr:`mismatched` until a set of ours hears them.
         """
         found: list[tuple[Ref, int]] = []
-        for ref, (pool, since) in list(self._suspects.items()):
+        grace = self._grace
+        for ref, (pool, first, last) in list(self._suspects.items()):
             if self._heard(ref):
                 del self._suspects[ref]
-                self.mismatched.pop(ref[0], None)
-            elif now - since >= self._grace and self.mismatched.get(ref[0]) != pool:
+                if self.mismatched.get(ref[0]) == pool:
+                    del self.mismatched[ref[0]]
+            elif now - last > grace:
+                del self._suspects[ref]  # silent: gone (a mismatch stays listed)
+            elif last - first >= grace and self.mismatched.get(ref[0]) != pool:
                 self.mismatched[ref[0]] = pool
                 found.append((ref, pool))
         return found

@@ -26,7 +26,7 @@ from tracker_zmq import Client
 
 pytestmark = pytest.mark.cluster
 
-OPTIONS = (*FAST_NODE_OPTIONS, "--permdown-on-shutdown", "--log-level", "INFO")
+OPTIONS = (*FAST_NODE_OPTIONS, "--log-level", "INFO")  # restarts as the upgrade guide says
 NAMES = ("a", "b", "c")
 TOPICS = [f"room:{i}" for i in range(8)]
 PER_NODE = 1000

@@ -56,7 +56,7 @@ async def main() -> None:
         # --8<-- [start:tracker]
         stats = tb.stats()
         assert set(stats) == {
-            "name", "node", "vsn", "pool_size", "running",
+            "name", "node", "vsn", "pool_size", "sharding", "running",
             "handler_errors", "receive_errors", "send_errors", "overflows", "diffs_reported",
             "unreadable", "versions", "replicas", "totals", "shards",
         }  # fmt: skip

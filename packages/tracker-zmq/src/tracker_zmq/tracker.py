@@ -577,8 +577,8 @@ class Tracker:
         """Counters of the tracker and of each shard, and their totals.
 
         Returns:
-            A dict with ``name``, ``node``, ``vsn``, ``pool_size``,
-            ``broadcast_pool_size``, ``sharding`` (the shard sets run, ``sets``; the
+            A dict with ``name``, ``node``, ``vsn``, ``pool_size``, ``sharding``
+            (``broadcast_pool_size``; the shard sets run, ``sets``; the
             nodes heard only in a sharding this node does not run, ``mismatched``, by
             name, with their pool size; and ``merged_presences``, what a node between
             shardings lists), ``running``, the
@@ -623,7 +623,6 @@ class Tracker:
             "node": self.pubsub.node_name,
             "vsn": self.vsn,
             "pool_size": self.options.pool_size,
-            "broadcast_pool_size": self.sharding.broadcast_pool_size,
             "sharding": sharding,
             "running": self.running,
             **self.counters,
@@ -875,7 +874,12 @@ class Tracker:
 
     def _sharding_stats(self, totals: dict[str, Any]) -> dict[str, Any]:
         if self._sets is None:
-            return {"sets": list(self.sharding.sizes), "mismatched": {}, "merged_presences": None}
+            return {
+                "broadcast_pool_size": self.sharding.broadcast_pool_size,
+                "sets": list(self.sharding.sizes),
+                "mismatched": {},
+                "merged_presences": None,
+            }
         stats = self._sets.stats()
         drops: dict[str, int] = totals["drops"]
         for reason, count in stats["drops"].items():
@@ -883,6 +887,7 @@ class Tracker:
         if self._sets.view is not None:
             totals["presences"] = len(self._sets.view)
         return {
+            "broadcast_pool_size": stats["broadcast_pool_size"],
             "sets": stats["sets"],
             "mismatched": stats["mismatched"],
             "merged_presences": stats["merged_presences"],

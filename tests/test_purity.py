@@ -35,7 +35,7 @@ PACKAGES = {
     ),
     "pubsub_zmq": (
         Path(pubsub_zmq.__file__).resolve().parent,
-        ["errors", "membership", "options", "outbox", "registry", "versions", "wire"],
+        ["errors", "membership", "options", "outbox", "partitions", "registry", "versions", "wire"],
         {"tracker_zmq"},
     ),
     "tracker_zmq": (

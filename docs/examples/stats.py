@@ -37,7 +37,7 @@ async def main() -> None:
         assert set(stats) == {
             "node", "incarnation", "endpoint", "pub_endpoint", "running",
             "subscriptions", "topics", "sent", "received", "dropped", "peers",
-            "versions", "broadcast_version", "refused_versions",
+            "versions", "broadcast_version", "refused_versions", "partitions",
         }  # fmt: skip
         assert set(stats["sent"]) == {
             "broadcasts", "broadcast_frames", "directs", "direct_frames", "control_frames",
@@ -46,6 +46,7 @@ async def main() -> None:
         assert set(stats["dropped"]) == {
             "lost", "overflow", "send", "invalid", "oversize", "unknown_version",
             "rejected", "refused", "unknown_node", "refused_version", "unreadable",
+            "unread_partition",
         }  # fmt: skip
         assert set(stats["peers"]["b"]) == {
             "incarnation", "control", "pub", "alive", "last_heard", "received", "lost",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pubsub_zmq import ConfigError, PubSub
+from pubsub_zmq import ConfigError, PubSub, generate_keypair
 from pubsub_zmq.partitions import MAX_PARTITIONS, Partitions, partition_for, unread_by
 from pubsub_zmq.wire import Control, Kind, NodeRecord, decode, encode_control, sender_field
 
@@ -66,17 +66,21 @@ async def nodes(specs: Sequence[tuple[str, dict[str, Any]]]) -> AsyncIterator[li
 
 
 async def exchange(
-    sender: PubSub, receiver: PubSub, wait: Wait, per_topic: int = 20
+    sender: PubSub, receiver: PubSub, wait: Wait, read: Sequence[str] = TOPICS
 ) -> dict[str, list[Any]]:
-    """Subscribe ``receiver`` to every topic, broadcast from ``sender``; what arrived."""
+    """Subscribe ``receiver`` to every topic, broadcast from ``sender``; what arrived.
+
+    Waits first until the sender sees the subscriptions of the topics in ``read`` (on
+    the partitions they go out on).
+    """
     got: dict[str, list[Any]] = {t: [] for t in TOPICS}
     for topic in TOPICS:
         receiver.subscribe(topic, callback=got[topic].append)
     await wait(
-        lambda: all(sender.remote_subscribers(t) >= 1 for t in TOPICS),
+        lambda: all(sender.remote_subscribers(t) >= 1 for t in read),
         message="the subscriptions at the sender",
     )
-    for i in range(per_topic):
+    for i in range(20):
         for topic in TOPICS:
             sender.broadcast(topic, i)
     return got
@@ -104,8 +108,9 @@ def test_a_partition_a_peer_does_not_read_is_counted_and_logged(
     async def body() -> None:
         async with nodes([("a", {"pool_size": 4}), ("b", {})]) as (a, b):
             await wait(lambda: a.peers() == ["b"] and b.peers() == ["a"])
-            got = await exchange(a, b, wait)
             on_zero = [t for t in TOPICS if Partitions(4).partition(t) == 0]
+            got = await exchange(a, b, wait, on_zero)
+            assert all(a.remote_subscribers(t) == 0 for t in TOPICS if t not in on_zero)
             await wait(lambda: all(len(got[t]) == 20 for t in on_zero), message="partition 0")
             await a.flush()
             missed = [t for t in TOPICS if t not in on_zero]
@@ -130,5 +135,32 @@ def test_broadcast_pool_size_keeps_a_one_partition_peer_whole(run: Run, wait: Wa
                 for topic in TOPICS:
                     receiver.unsubscribe_match(topic, None)
             assert a.stats()["dropped"]["unread_partition"] == 0
+
+    run(body)
+
+
+def test_partitions_with_curve(run: Run, wait: Wait) -> None:
+    ka, kb = generate_keypair(), generate_keypair()
+
+    async def body() -> None:
+        a = PubSub("a", curve_secret_key=ka.secret, curve_allow=[kb.public], pool_size=3, **FAST)
+        await a.start()
+        b = PubSub(
+            "b",
+            peers=[(a.endpoint, ka.public)],
+            curve_secret_key=kb.secret,
+            curve_allow=[ka.public],
+            pool_size=3,
+            **FAST,
+        )
+        try:
+            await b.start()
+            await wait(lambda: a.peers() == ["b"] and b.peers() == ["a"])
+            got = await exchange(a, b, wait)
+            await wait(lambda: all(len(v) == 20 for v in got.values()), message="delivery")
+            assert all(v == list(range(20)) for v in got.values())
+        finally:
+            await b.stop()
+            await a.stop()
 
     run(body)

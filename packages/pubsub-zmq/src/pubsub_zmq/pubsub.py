@@ -269,6 +269,10 @@ class PubSub:
         self._ctl_seq = 0
         self._peers: dict[str, _PeerState] = {}
         self._remote_subs: dict[bytes, int] = {}
+        # partitions 1 and up: their own counts (pubsub_zmq.partitions)
+        self._partition_subs: list[dict[bytes, int]] = [
+            {} for _ in range(1, self.partitions.pool_size)
+        ]
         self._counters = _Counters()
         self._tasks = Tasks()
         self._ready: list[Subscription] = []
@@ -348,8 +352,11 @@ class PubSub:
         return sorted(m.record.name for m in self._membership.live())
 
     def remote_subscribers(self, topic: str) -> int:
-        """How many members currently subscribe to ``topic`` at this node's PUB."""
-        return self._remote_subs.get(topic_prefix(topic), 0)
+        """How many members currently subscribe to ``topic`` at this node's PUB (the PUB
+        of the partition ``topic`` goes out on)."""
+        partition = self.partitions.partition(topic)
+        counts = self._remote_subs if partition == 0 else self._partition_subs[partition - 1]
+        return counts.get(topic_prefix(topic), 0)
 
     # -- versions ------------------------------------------------------------------
 
@@ -969,8 +976,8 @@ class PubSub:
             peer.topic_next[topic] = frame.seq + count
             self._dispatch_batch(topic, messages)
 
-    def _on_subscription(self, prefix: bytes, subscribed: bool) -> None:
-        counts = self._remote_subs
+    def _on_subscription(self, prefix: bytes, subscribed: bool, partition: int = 0) -> None:
+        counts = self._remote_subs if partition == 0 else self._partition_subs[partition - 1]
         if subscribed:
             if prefix in counts or len(counts) < MAX_CACHED_TOPICS:
                 counts[prefix] = counts.get(prefix, 0) + 1

@@ -21,9 +21,8 @@ With ``partitions`` P above 1 (:mod:`pubsub_zmq.partitions`), partition ``p`` fr
 has an XPUB of its own, bound on the same interface, and one SUB per member that has
 that partition, connected to the member's PUB ``p``; each such partition lives in a
 ZeroMQ context of its own, so it has its own I/O thread (partition 0 is the sockets
-above, in the node's context). Subscription prefixes go on every SUB; the subscription
-notifications of partition 0 alone are reported (every member reads it), the others'
-are read and discarded.
+above, in the node's context). Subscription prefixes go on every SUB, and each XPUB's
+notifications are reported with its partition.
 
 Reading follows the drain pattern measured in the reference notes: await readiness on
 the asyncio socket, then read with non-blocking calls on a synchronous shadow socket, at
@@ -107,7 +106,8 @@ class Transport:
     Args:
         on_control: called with (frame, CURVE user id or None) for each ROUTER frame.
         on_data: called with (member name, frame) for each frame from a member's PUB.
-        on_subscription: called with (prefix, subscribed) for each XPUB notification.
+        on_subscription: called with (prefix, subscribed, partition) for each XPUB
+            notification.
         context: a zmq.asyncio.Context to use; by default the node owns one.
         curve: CURVE settings, or None for clear text.
         max_frame_bytes: the codec's frame limit; ZeroMQ refuses frames far above it.
@@ -123,7 +123,7 @@ class Transport:
         *,
         on_control: Callable[[bytes, str | None], None],
         on_data: Callable[[str, bytes], None],
-        on_subscription: Callable[[bytes, bool], None],
+        on_subscription: Callable[[bytes, bool, int], None],
         context: zmq.asyncio.Context | None = None,
         curve: CurveConfig | None = None,
         max_frame_bytes: int,
@@ -207,8 +207,8 @@ class Transport:
             raise
         self._tasks.spawn(self._read_router(router))
         self._tasks.spawn(self._read_xpub(xpub))
-        for _ctx, _auth, extra, _shadow in self._extra:
-            self._tasks.spawn(self._read_xpub(extra, report=False))
+        for p, (_ctx, _auth, extra, _shadow) in enumerate(self._extra, 1):
+            self._tasks.spawn(self._read_xpub(extra, p))
 
     def _open_partition(self, p: int, pub_bind: str) -> None:
         # inproc endpoints only reach sockets of the same context: those share the node's
@@ -472,7 +472,7 @@ class Transport:
             else:
                 await asyncio.sleep(0)
 
-    async def _read_xpub(self, xpub: zmq.asyncio.Socket, *, report: bool = True) -> None:
+    async def _read_xpub(self, xpub: zmq.asyncio.Socket, partition: int = 0) -> None:
         shadow: zmq.Socket[bytes] = zmq.Socket.shadow(xpub.underlying)
         while True:
             await xpub.poll()
@@ -481,9 +481,9 @@ class Transport:
                     data = shadow.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if report and data[:1] in (b"\x00", b"\x01"):
+                if data[:1] in (b"\x00", b"\x01"):
                     with contextlib.suppress(Exception):
-                        self._on_subscription(data[1:], data[0] == 1)
+                        self._on_subscription(data[1:], data[0] == 1, partition)
             else:
                 await asyncio.sleep(0)
 

@@ -159,6 +159,21 @@ def _parser() -> argparse.ArgumentParser:
     cluster = node.add_argument_group("cluster membership (seconds)")
     for name in ("gossip_interval", "peer_timeout", "start_timeout"):
         cluster.add_argument(_flag(name), type=_positive_float, default=getattr(_PUBSUB, name))
+    cluster.add_argument(
+        "--pubsub-pool-size",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="partitions of the mesh: PUB sockets and ZeroMQ I/O threads (default: 1)",
+    )
+    cluster.add_argument(
+        "--pubsub-broadcast-pool-size",
+        type=_positive_int,
+        default=None,
+        metavar="M",
+        help="while changing --pubsub-pool-size in two deployments: the partitions "
+        "broadcasts go out on (at most --pubsub-pool-size)",
+    )
 
     curve = node.add_argument_group("CURVE security (keys from `pubsub-zmq keygen --out`)")
     curve.add_argument(
@@ -366,6 +381,9 @@ def _node(args: argparse.Namespace) -> int:
     }
     if args.advertise_host:
         pubsub_options["advertise_host"] = args.advertise_host
+    if args.pubsub_pool_size != 1 or args.pubsub_broadcast_pool_size is not None:
+        pubsub_options["pool_size"] = args.pubsub_pool_size
+        pubsub_options["broadcast_pool_size"] = args.pubsub_broadcast_pool_size
     try:
         limits = ClientLimits(
             lease=args.client_lease,

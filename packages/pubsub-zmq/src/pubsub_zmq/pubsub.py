@@ -212,7 +212,8 @@ class PubSub:
         broadcast_pool_size: int | None = None,
     ) -> None:
         self.partitions = Partitions(pool_size, broadcast_pool_size)
-        self._unread: list[list[str]] = [[]]  # per partition published on: who cannot read it
+        # per partition published on: the live members that do not read it
+        self._unread: list[list[str]] = [[] for _ in range(self.partitions.publish_size)]
         self._unread_logged: set[tuple[str, int]] = set()
         try:
             self._sender = sender_field(node_name)

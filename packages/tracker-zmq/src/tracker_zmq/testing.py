@@ -37,6 +37,12 @@ Driving it from a test::
 
     cluster.set_versions("b", Versions(refused={"c": "no common tracker version"}))
 
+Nodes may run different shardings (a cluster changing its pool size, see
+:mod:`tracker_zmq.sharding`): ``add_node(name, sharding)`` and ``restart(name,
+sharding)`` take a :class:`~tracker_zmq.sharding.Sharding`; every node's shards run in a
+:class:`~tracker_zmq.sharding.ShardSets`, which routes what arrives by its pool size and
+merges the view of a node between shardings (``list`` and ``presences`` show it).
+
 Versions are an input of each Shard (:class:`~tracker_zmq.shard.Versions`), which the
 real Tracker computes from the ranges the nodes announce; :meth:`Cluster.set_versions`
 gives a node's shards the ones a test chooses (mixed or refused peers), and keeps them

@@ -6,7 +6,8 @@ still publishes on the one the others read), then each with ``--pool-size 4`` al
 In every configuration on the way (seven in all) every node broadcasts a stream on 16
 topics, which spread over the four partitions, and every node must receive each
 message exactly once (the others' over the mesh, its own locally): 0 lost, 0
-duplicated, counted end to end. Docs: pubsub.md,
+duplicated, counted end to end. A one-step change (a node broadcasting on four
+partitions beside one that reads one) shows in the stats and the log. Docs: pubsub.md,
 "Partitions"; guides/operating.md, "Re-sharding".
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from pubsub_zmq.partitions import Partitions
 from tests.support.proc import CommandNode, free_port, spawner, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -106,3 +108,24 @@ def test_two_step_partition_change_loses_and_doubles_nothing(
         assert len(stats["partitions"]["pub_endpoints"]) == 4
         assert stats["dropped"]["unread_partition"] == 0
         assert stats["dropped"]["lost"] == 0
+
+
+def test_a_one_step_partition_change_shows_in_stats_and_logs(tmp_path: Path) -> None:
+    log = (tmp_path / "b.log").open("w")
+    with spawner(lambda name, *args, **kw: CommandNode(NODE, name, *args, **kw)) as start:
+        a = start("a", "--pool-size", "1")
+        # the skipped step: four partitions broadcast on, beside a node that reads one
+        b = start("b", "--peer", a.ready["endpoint"], "--pool-size", "4", stderr=log)
+        for topic in TOPICS:
+            a.call("subscribe", topic=topic)
+        wait_until(lambda: b.call("info")["peers"] == ["a"], timeout=20, what="the mesh")
+        for topic in TOPICS:
+            b.call("broadcast", topic=topic, messages=list(range(PER_TOPIC)))
+        stats = b.call("stats")
+        assert stats["partitions"]["unread_by"] == ["a"]
+        unread = [t for t in TOPICS if Partitions(4).partition(t) > 0]
+        assert stats["dropped"]["unread_partition"] == len(unread) * PER_TOPIC
+    log.close()
+    text = (tmp_path / "b.log").read_text()
+    assert "member a (incarnation" in text
+    assert "reads 1 partition(s) and this node broadcasts on 4" in text

@@ -92,6 +92,7 @@ docs: $(STAMP) ## Serve the docs on http://127.0.0.1:8000
 bench: $(STAMP) ## Benchmarks: print the figures tables (not a test)
 	$(BIN)/python bench/bench_crdt_state.py
 	$(BIN)/python bench/bench_pubsub.py
+	$(BIN)/python bench/bench_partitions.py
 	$(BIN)/python bench/bench_tracker.py
 	$(BIN)/python bench/bench_channels.py
 	$(BIN)/python bench/bench_metrics.py

@@ -1,6 +1,7 @@
 """A pubsub-zmq node in its own process, driven over stdin/stdout (for cluster tests).
 
-Usage: ``PYTHONPATH=. python tests/pubsub_node.py --name a [--bind EP] [--peer EP ...]``
+Usage: ``PYTHONPATH=. python tests/pubsub_node.py --name a [--bind EP] [--peer EP ...]
+[--pool-size N] [--broadcast-pool-size M]``
 (:class:`tests.support.proc.CommandNode` runs it so). Prints one JSON line
 ``{"ready": ..., "endpoint": ...}`` once started, then answers each JSON command line on
 stdin with one JSON line on stdout. Commands: ``info``, ``subscribe`` (topic),
@@ -22,7 +23,10 @@ from tests.support.node import arguments, pubsub, serve_commands
 
 async def serve(args: argparse.Namespace) -> None:
     received: dict[str, list[Any]] = {}
-    async with pubsub(args, PubSub) as ps:
+    partitions: dict[str, Any] = {}
+    if args.pool_size is not None:  # only when given: the release before has no partitions
+        partitions = {"pool_size": args.pool_size, "broadcast_pool_size": args.broadcast_pool_size}
+    async with pubsub(args, PubSub, **partitions) as ps:
 
         def subscribe(cmd: dict[str, Any]) -> dict[str, bool]:
             ps.subscribe(cmd["topic"], callback=received.setdefault(cmd["topic"], []).append)
@@ -55,7 +59,10 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    asyncio.run(serve(arguments()))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pool-size", type=int, default=None)
+    parser.add_argument("--broadcast-pool-size", type=int, default=None)
+    asyncio.run(serve(arguments(parser=parser)))
     zmq.Context.instance().term()
 
 

@@ -35,7 +35,7 @@ PACKAGES = {
     ),
     "pubsub_zmq": (
         Path(pubsub_zmq.__file__).resolve().parent,
-        ["errors", "membership", "options", "outbox", "registry", "versions", "wire"],
+        ["errors", "membership", "options", "outbox", "partitions", "registry", "versions", "wire"],
         {"tracker_zmq"},
     ),
     "tracker_zmq": (
@@ -51,6 +51,7 @@ PACKAGES = {
             "replica",
             "sessions",
             "shard",
+            "sharding",
             "standalone.tokens",
             "testing",
             "wire",

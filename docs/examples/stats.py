@@ -37,7 +37,7 @@ async def main() -> None:
         assert set(stats) == {
             "node", "incarnation", "endpoint", "pub_endpoint", "running",
             "subscriptions", "topics", "sent", "received", "dropped", "peers",
-            "versions", "broadcast_version", "refused_versions", "dns",
+            "versions", "broadcast_version", "refused_versions", "dns", "partitions",
         }  # fmt: skip
         assert stats["dns"] == {"lookups": 0, "failures": 0, "seeds": 0}  # no peer_dns
         assert set(stats["sent"]) == {
@@ -47,6 +47,7 @@ async def main() -> None:
         assert set(stats["dropped"]) == {
             "lost", "overflow", "send", "invalid", "oversize", "unknown_version",
             "rejected", "refused", "unknown_node", "refused_version", "unreadable",
+            "unread_partition",
         }  # fmt: skip
         assert set(stats["peers"]["b"]) == {
             "incarnation", "control", "pub", "alive", "last_heard", "received", "lost",
@@ -57,7 +58,7 @@ async def main() -> None:
         # --8<-- [start:tracker]
         stats = tb.stats()
         assert set(stats) == {
-            "name", "node", "vsn", "pool_size", "running",
+            "name", "node", "vsn", "pool_size", "sharding", "running",
             "handler_errors", "receive_errors", "send_errors", "overflows", "diffs_reported",
             "unreadable", "versions", "replicas", "totals", "shards",
         }  # fmt: skip

@@ -77,8 +77,31 @@ def test_converges_over_a_bad_network():
 # --8<-- [end:lossy]
 
 
+# --8<-- [start:resharding]
+def test_a_two_step_resharding_shows_every_presence_once():
+    from tracker_zmq.sharding import Sharding
+
+    options = Options(broadcast_period=0.1, max_silent_periods=2, permdown_period=1.5)
+    cluster = Cluster(options, seed=11, nodes=["a", "b"])  # pool_size 1
+    for name in ("a", "b"):
+        cluster.track(name, f"u-{name}", "room", name, {})
+    assert cluster.settle()
+    for sharding in (Sharding(4, 1), Sharding(4)):  # step 1, then step 2
+        for name in ("a", "b"):
+            cluster.restart(name, sharding)  # a rolling deploy: its clients track again
+            cluster.track(name, f"u-{name}", "room", name, {})
+            assert cluster.settle()
+            for node in ("a", "b"):  # each presence listed once on every node
+                assert sorted(k for k, _ in cluster.list(node, "room")) == ["a", "b"]
+    assert cluster.node("a").sharding.sizes == (4,)
+
+
+# --8<-- [end:resharding]
+
+
 if __name__ == "__main__":
     test_a_netsplit_hides_then_restores_presences()
     test_a_restarted_node_comes_back_as_a_new_replica()
     test_converges_over_a_bad_network()
+    test_a_two_step_resharding_shows_every_presence_once()
     print("the simulated clusters behaved")

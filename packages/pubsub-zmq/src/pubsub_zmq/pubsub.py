@@ -61,6 +61,7 @@ from .incarnation import new_incarnation
 from .membership import Membership, Verdict
 from .options import Options, Resolver, check_option
 from .outbox import MAX_CACHED_TOPICS, Batch, Outbox
+from .partitions import Partitions, unread_by
 from .registry import Dispatcher, DropTally, Registry, default_dispatch
 from .subscription import Callback, Subscription
 from .transport import Tasks, Transport, pub_endpoint_for
@@ -153,6 +154,7 @@ class _Counters:
     unknown_node: int = 0
     unknown_version: int = 0
     unreadable: int = 0
+    unread_partition: int = 0
 
 
 class PubSub:
@@ -206,6 +208,11 @@ class PubSub:
             name -> public key that also binds each name to its key.
         context: a ``zmq.asyncio.Context`` to share (default: one per node; with CURVE
             each node needs its own, since the authenticator is per context).
+        pool_size: partitions of the mesh this node runs and reads: a PUB socket and a
+            ZeroMQ I/O thread each (:mod:`pubsub_zmq.partitions`); 1 to 64.
+        broadcast_pool_size: partitions broadcasts go out on (a topic's by crc32),
+            while the cluster changes ``pool_size`` in two deployments; None: all
+            ``pool_size``. At most ``pool_size``.
 
     Raises:
         ConfigError: an option is invalid.
@@ -241,10 +248,16 @@ class PubSub:
         curve_secret_key: str | bytes | None = None,
         curve_allow: Iterable[str | bytes] | Mapping[str, str | bytes] | None = None,
         context: zmq.asyncio.Context | None = None,
+        pool_size: int = 1,
+        broadcast_pool_size: int | None = None,
     ) -> None:
         self._auto_named = node_name is None
         if node_name is None:
             node_name = auto_node_name()
+        self.partitions = Partitions(pool_size, broadcast_pool_size)
+        # per partition published on: the live members that do not read it
+        self._unread: list[list[str]] = [[] for _ in range(self.partitions.publish_size)]
+        self._unread_logged: set[tuple[str, int]] = set()
         try:
             self._sender = sender_field(node_name)
         except (TypeError, ValueError) as exc:
@@ -311,6 +324,10 @@ class PubSub:
         self._ctl_seq = 0
         self._peers: dict[str, _PeerState] = {}
         self._remote_subs: dict[bytes, int] = {}
+        # partitions 1 and up: their own counts (pubsub_zmq.partitions)
+        self._partition_subs: list[dict[bytes, int]] = [
+            {} for _ in range(1, self.partitions.pool_size)
+        ]
         self._counters = _Counters()
         self._tasks = Tasks()
         self._ready: list[Subscription] = []
@@ -407,8 +424,11 @@ class PubSub:
         return sorted(m.record.name for m in self._membership.live())
 
     def remote_subscribers(self, topic: str) -> int:
-        """How many members currently subscribe to ``topic`` at this node's PUB."""
-        return self._remote_subs.get(topic_prefix(topic), 0)
+        """How many members currently subscribe to ``topic`` at this node's PUB (the PUB
+        of the partition ``topic`` goes out on)."""
+        partition = self.partitions.partition(topic)
+        counts = self._remote_subs if partition == 0 else self._partition_subs[partition - 1]
+        return counts.get(topic_prefix(topic), 0)
 
     # -- versions ------------------------------------------------------------------
 
@@ -495,6 +515,35 @@ class PubSub:
                 ranges[name],
                 VERSIONS,
             )
+        if self.partitions.publish_size > 1:
+            self._choose_partitions()
+
+    def _choose_partitions(self) -> None:
+        # who cannot read each partition this node publishes on (pubsub_zmq.partitions)
+        membership = self._membership
+        assert membership is not None
+        readers = [(m.record.name, m.record.pool_size) for m in membership.live()]
+        self._unread = [unread_by(p, readers) for p in range(self.partitions.publish_size)]
+        sizes = dict(readers)
+        for name in sorted(set().union(*self._unread)):
+            incarnation = membership.members[name].record.incarnation
+            if (name, incarnation) in self._unread_logged:
+                continue
+            if len(self._unread_logged) >= MAX_CACHED_TOPICS:
+                self._unread_logged.clear()
+            self._unread_logged.add((name, incarnation))
+            log.warning(
+                "node %s: member %s (incarnation %d) reads %d partition(s) and this node "
+                "broadcasts on %d: the topics of partitions %d and up do not reach it "
+                "(counted in dropped.unread_partition). Change pool_size in two "
+                "deployments, through broadcast_pool_size",
+                self._name,
+                name,
+                incarnation,
+                sizes[name],
+                self.partitions.publish_size,
+                sizes[name],
+            )
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -529,6 +578,7 @@ class PubSub:
             send_hwm=options.send_hwm,
             recv_hwm=options.recv_hwm,
             control_hwm=options.control_hwm,
+            partitions=self.partitions.pool_size,
         )
         try:
             await self._open_transport(transport)
@@ -545,6 +595,8 @@ class PubSub:
             self._advertise(transport.pub_endpoint),
             self.public_key,
             tuple(sorted(self._versions.items())),
+            tuple(self._advertise(e) for e in transport.pub_endpoints[1:]),
+            self.partitions.pool_size,
         )
         own = {self._bound, transport.control_endpoint, me.control}
         curve = self._curve
@@ -956,11 +1008,16 @@ class PubSub:
             if dest is None:
                 if membership is not None and membership.generation != self._versions_seen:
                     self._choose_versions()
-                if transport.publish(self._outbox.frame(batch, self._frame_version)):
+                partition = self.partitions.partition(batch.topic)
+                frame = self._outbox.frame(batch, self._frame_version)
+                if transport.publish(frame, partition):
                     counters.broadcasts += count
                     counters.broadcast_frames += 1
                     if self._left_out:
                         counters.unreadable += len(self._left_out)
+                    unread = self._unread[partition]
+                    if unread:
+                        counters.unread_partition += count * len(unread)
                 else:
                     counters.send_dropped += count
                 continue
@@ -1086,8 +1143,8 @@ class PubSub:
             peer.topic_next[topic] = frame.seq + count
             self._dispatch_batch(topic, messages)
 
-    def _on_subscription(self, prefix: bytes, subscribed: bool) -> None:
-        counts = self._remote_subs
+    def _on_subscription(self, prefix: bytes, subscribed: bool, partition: int = 0) -> None:
+        counts = self._remote_subs if partition == 0 else self._partition_subs[partition - 1]
         if subscribed:
             if prefix in counts or len(counts) < MAX_CACHED_TOPICS:
                 counts[prefix] = counts.get(prefix, 0) + 1
@@ -1282,7 +1339,7 @@ class PubSub:
         assert self._transport is not None
         self._peers[record.name] = _PeerState(record)
         prefixes = [self._prefix(t) for t in self._registry.remote_topics()]
-        self._transport.connect_member(record.name, record.pub, record.key, prefixes)
+        self._transport.connect_member(record.name, record.pub, record.key, prefixes, record.pubs)
 
     def _disconnect(self, record: NodeRecord) -> None:
         old = self._peers.pop(record.name, None)
@@ -1392,8 +1449,13 @@ class PubSub:
         sender's ``pubsub`` versions share none with ours (and relayed records of such
         nodes, once per incarnation); ``unreadable``: broadcast frames sent in a version
         some live member cannot read, one per such member and frame (see
-        :mod:`pubsub_zmq.versions`); ``unknown_node``: direct messages to no known
-        node); ``versions`` (this node's ranges, ``{protocol: [low, high]}``),
+        :mod:`pubsub_zmq.versions`); ``unread_partition``: broadcast messages sent on a
+        partition some live member does not read, one per such member and message (see
+        :mod:`pubsub_zmq.partitions`); ``unknown_node``: direct messages to no known
+        node); ``partitions`` (``pool_size``, ``broadcast_pool_size``, every
+        partition's ``pub_endpoints``, and ``unread_by``: the live members that do not
+        read some partition this node broadcasts on); ``versions`` (this node's
+        ranges, ``{protocol: [low, high]}``),
         ``broadcast_version`` (the frame version of broadcasts and gossip now),
         ``refused_versions`` (per refused node name: its ``incarnation``, ``control``
         endpoint, ``versions`` and the ``reason``); and ``peers``: per member name its
@@ -1454,7 +1516,14 @@ class PubSub:
                 "refused": c.refused,
                 "refused_version": c.refused_version,
                 "unreadable": c.unreadable,
+                "unread_partition": c.unread_partition,
                 "unknown_node": c.unknown_node,
+            },
+            "partitions": {
+                "pool_size": self.partitions.pool_size,
+                "broadcast_pool_size": self.partitions.broadcast_pool_size,
+                "pub_endpoints": [self.pub_endpoint, *(self._me.pubs if self._me else ())],
+                "unread_by": sorted(set().union(*self._unread)),
             },
             "peers": peers,
             "dns": {

@@ -17,6 +17,13 @@ Sockets of a node:
   known to come from that member (with CURVE, from the holder of its key); subscriptions
   are topic prefixes, and SNDHWM is 0 so that no subscription is lost in a burst.
 
+With ``partitions`` P above 1 (:mod:`pubsub_zmq.partitions`), partition ``p`` from 1 up
+has an XPUB of its own, bound on the same interface, and one SUB per member that has
+that partition, connected to the member's PUB ``p``; each such partition lives in a
+ZeroMQ context of its own, so it has its own I/O thread (partition 0 is the sockets
+above, in the node's context). Subscription prefixes go on every SUB, and each XPUB's
+notifications are reported with its partition.
+
 Reading follows the drain pattern measured in the reference notes: await readiness on
 the asyncio socket, then read with non-blocking calls on a synchronous shadow socket, at
 most ``read_budget`` frames per turn before yielding. Every socket has LINGER 0 and is
@@ -99,7 +106,8 @@ class Transport:
     Args:
         on_control: called with (frame, CURVE user id or None) for each ROUTER frame.
         on_data: called with (member name, frame) for each frame from a member's PUB.
-        on_subscription: called with (prefix, subscribed) for each XPUB notification.
+        on_subscription: called with (prefix, subscribed, partition) for each XPUB
+            notification.
         context: a zmq.asyncio.Context to use; by default the node owns one.
         curve: CURVE settings, or None for clear text.
         max_frame_bytes: the codec's frame limit; ZeroMQ refuses frames far above it.
@@ -107,6 +115,7 @@ class Transport:
         recv_hwm: the receive high-water mark of ROUTER and SUB sockets, in frames.
         control_hwm: the send high-water mark of each DEALER, in frames.
         read_budget: frames read from one socket per event-loop turn.
+        partitions: how many partitions (PUB sockets, I/O threads) to run and read.
     """
 
     def __init__(
@@ -114,7 +123,7 @@ class Transport:
         *,
         on_control: Callable[[bytes, str | None], None],
         on_data: Callable[[str, bytes], None],
-        on_subscription: Callable[[bytes, bool], None],
+        on_subscription: Callable[[bytes, bool, int], None],
         context: zmq.asyncio.Context | None = None,
         curve: CurveConfig | None = None,
         max_frame_bytes: int,
@@ -122,6 +131,7 @@ class Transport:
         recv_hwm: int,
         control_hwm: int,
         read_budget: int = 256,
+        partitions: int = 1,
     ) -> None:
         self._on_control = on_control
         self._on_data = on_data
@@ -146,6 +156,14 @@ class Transport:
         self._tasks = Tasks()
         self.control_endpoint = ""
         self.pub_endpoint = ""
+        self._partitions = partitions
+        # partitions 1 and up: (own context, its authenticator, XPUB, XPUB shadow)
+        self._extra: list[
+            tuple[zmq.asyncio.Context, AsyncioAuthenticator | None, zmq.asyncio.Socket, Any]
+        ] = []
+        self._extra_subs: dict[str, list[tuple[zmq.asyncio.Socket, asyncio.Task[None]]]] = {}
+        self.pub_endpoints: list[str] = []
+        """Every partition's PUB endpoint, partition 0's (``pub_endpoint``) first."""
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -178,14 +196,45 @@ class Transport:
                     sock.bind(endpoint)
                 except zmq.ZMQError as exc:
                     raise PubSubError(f"cannot bind {endpoint!r}: {exc}") from exc
-            self.control_endpoint = _last_endpoint(router)
+                self.control_endpoint = _last_endpoint(router)
             self.pub_endpoint = _last_endpoint(xpub)
             self._xpub_shadow = zmq.Socket.shadow(xpub.underlying)
+            self.pub_endpoints = [self.pub_endpoint]
+            for p in range(1, self._partitions):
+                self._open_partition(p, pub_bind)
         except BaseException:
             await self.close()
             raise
         self._tasks.spawn(self._read_router(router))
         self._tasks.spawn(self._read_xpub(xpub))
+        for p, (_ctx, _auth, extra, _shadow) in enumerate(self._extra, 1):
+            self._tasks.spawn(self._read_xpub(extra, p))
+
+    def _open_partition(self, p: int, pub_bind: str) -> None:
+        # inproc endpoints only reach sockets of the same context: those share the node's
+        inproc = pub_bind.startswith("inproc://")
+        assert self._ctx is not None
+        ctx = self._ctx if inproc else zmq.asyncio.Context()
+        auth = None
+        if self._curve is not None and not inproc:
+            auth = self._curve.authenticator(ctx)
+        xpub = ctx.socket(zmq.XPUB)
+        self._extra.append((ctx, auth, xpub, None))
+        xpub.linger = 0
+        xpub.sndhwm = self._send_hwm
+        xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+        xpub.maxmsgsize = 65536
+        if self._curve is not None:
+            self._curve.server(xpub)
+        endpoint = (
+            pub_endpoint_for(pub_bind) if pub_bind.startswith("tcp://") else f"{pub_bind}.{p}"
+        )
+        try:
+            xpub.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise PubSubError(f"cannot bind {endpoint!r}: {exc}") from exc
+        self._extra[-1] = (ctx, auth, xpub, zmq.Socket.shadow(xpub.underlying))
+        self.pub_endpoints.append(_last_endpoint(xpub))
 
     async def close(self) -> None:
         """Stop every reader task and close every socket (LINGER 0), then the context."""
@@ -193,6 +242,19 @@ class Transport:
         for sock, _task in self._subs.values():
             sock.close(linger=0)
         self._subs.clear()
+        for subs in self._extra_subs.values():
+            for sock, _task in subs:
+                sock.close(linger=0)
+        self._extra_subs.clear()
+        extra, self._extra = self._extra, []
+        for ctx, auth, xpub, _shadow in extra:
+            xpub.close(linger=0)
+            if auth is not None:
+                auth.stop()
+            if ctx is not self._ctx:
+                for _ in range(3):  # the authenticator's task, as below
+                    await asyncio.sleep(0)
+                ctx.term()
         for dealer in self._dealers.values():
             dealer.close(linger=0)
         self._dealers.clear()
@@ -214,13 +276,13 @@ class Transport:
 
     # -- sending -------------------------------------------------------------------
 
-    def publish(self, frame: bytes) -> bool:
-        """Send a broadcast frame to every subscribed member; never blocks.
+    def publish(self, frame: bytes, partition: int = 0) -> bool:
+        """Send a broadcast frame to every member subscribed on a partition; never blocks.
 
         Returns:
             False when the frame could not be queued (it is dropped).
         """
-        shadow = self._xpub_shadow
+        shadow = self._xpub_shadow if partition == 0 else self._extra[partition - 1][3]
         return shadow is not None and _send_nowait(shadow, frame)
 
     def send_control(self, endpoint: str, key: str | None, frame: bytes) -> bool:
@@ -271,17 +333,48 @@ class Transport:
     # -- subscribing ---------------------------------------------------------------
 
     def connect_member(
-        self, name: str, pub_endpoint: str, key: str | None, prefixes: Iterable[bytes]
+        self,
+        name: str,
+        pub_endpoint: str,
+        key: str | None,
+        prefixes: Iterable[bytes],
+        pubs: Iterable[str] = (),
     ) -> bool:
         """Open a SUB to member ``name``'s PUB with the given subscription prefixes.
+
+        Args:
+            name: the member.
+            pub_endpoint: its PUB (partition 0).
+            key: its CURVE public key (required with CURVE).
+            prefixes: the subscription prefixes.
+            pubs: its PUBs of partitions 1 and up: each one this node reads gets a SUB
+                too, in that partition's context.
 
         Returns:
             False when the endpoint cannot be connected (or, with CURVE, no key).
         """
         self.disconnect_member(name)
-        if self._ctx is None or (self._curve is not None and key is None):
+        prefixes = list(prefixes)
+        if not self._connect_sub(name, self._ctx, pub_endpoint, key, prefixes):
             return False
-        sock = self._ctx.socket(zmq.SUB)
+        extra: list[tuple[zmq.asyncio.Socket, asyncio.Task[None]]] = []
+        self._extra_subs[name] = extra
+        for (ctx, _auth, _xpub, _shadow), endpoint in zip(self._extra, pubs, strict=False):
+            self._connect_sub(name, ctx, endpoint, key, prefixes, extra)
+        return True
+
+    def _connect_sub(
+        self,
+        name: str,
+        ctx: zmq.asyncio.Context | None,
+        pub_endpoint: str,
+        key: str | None,
+        prefixes: list[bytes],
+        extra: list[tuple[zmq.asyncio.Socket, asyncio.Task[None]]] | None = None,
+    ) -> bool:
+        if ctx is None or (self._curve is not None and key is None):
+            return False
+        sock = ctx.socket(zmq.SUB)
         sock.linger = 0
         sock.sndhwm = 0  # else only 1,000 subscriptions of a burst reach the publisher
         sock.rcvhwm = self._recv_hwm
@@ -302,26 +395,35 @@ class Transport:
             self._on_data(name, data)
 
         task = self._tasks.spawn(self._read_loop(sock, handle))
-        self._subs[name] = (sock, task)
+        if extra is None:
+            self._subs[name] = (sock, task)
+        else:
+            extra.append((sock, task))
         return True
 
     def disconnect_member(self, name: str) -> None:
-        """Close the SUB to member ``name`` if there is one."""
+        """Close the SUBs to member ``name`` if there are any."""
         entry = self._subs.pop(name, None)
-        if entry is not None:
-            sock, task = entry
+        entries = self._extra_subs.pop(name, [])
+        for sock, task in [entry, *entries] if entry is not None else entries:
             task.cancel()
             sock.close(linger=0)
 
     def subscribe(self, prefix: bytes) -> None:
-        """Add a subscription prefix on every member's SUB."""
+        """Add a subscription prefix on every member's SUBs."""
         for sock, _task in self._subs.values():
             sock.subscribe(prefix)
+        for subs in self._extra_subs.values():
+            for sock, _task in subs:
+                sock.subscribe(prefix)
 
     def unsubscribe(self, prefix: bytes) -> None:
-        """Remove a subscription prefix from every member's SUB."""
+        """Remove a subscription prefix from every member's SUBs."""
         for sock, _task in self._subs.values():
             sock.unsubscribe(prefix)
+        for subs in self._extra_subs.values():
+            for sock, _task in subs:
+                sock.unsubscribe(prefix)
 
     # -- reading -------------------------------------------------------------------
 
@@ -370,7 +472,7 @@ class Transport:
             else:
                 await asyncio.sleep(0)
 
-    async def _read_xpub(self, xpub: zmq.asyncio.Socket) -> None:
+    async def _read_xpub(self, xpub: zmq.asyncio.Socket, partition: int = 0) -> None:
         shadow: zmq.Socket[bytes] = zmq.Socket.shadow(xpub.underlying)
         while True:
             await xpub.poll()
@@ -381,7 +483,7 @@ class Transport:
                     break
                 if data[:1] in (b"\x00", b"\x01"):
                     with contextlib.suppress(Exception):
-                        self._on_subscription(data[1:], data[0] == 1)
+                        self._on_subscription(data[1:], data[0] == 1, partition)
             else:
                 await asyncio.sleep(0)
 

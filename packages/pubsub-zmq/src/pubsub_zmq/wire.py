@@ -29,7 +29,9 @@ Bodies:
   "pub", "key", "versions"}`` (``key``: the node's Z85 CURVE public key or null;
   ``versions``: ``{protocol: [low, high]}``, every protocol the node speaks with the
   lowest and highest version it reads and writes: ``"pubsub"`` for these frames, and
-  whatever a layer above announced, such as ``"tracker"`` and ``"transfer"``). Hello
+  whatever a layer above announced, such as ``"tracker"`` and ``"transfer"``), and on a
+  node of several partitions (:mod:`pubsub_zmq.partitions`) ``"pubs"`` (the PUB endpoints
+  of partitions 1 and up) and ``"pool"`` (how many it reads; 1 without it). Hello
   introduces a node (``via``: the seed endpoint it was sent to, echoed in the welcome
   that answers it); gossip spreads the sender's live members.
 
@@ -157,6 +159,10 @@ class NodeRecord:
         versions: ``(protocol, Range)`` pairs sorted by protocol: what the node speaks
             (see :meth:`with_versions`). A decoded record without them is
             :data:`~pubsub_zmq.versions.LEGACY`.
+        pubs: the PUB endpoints of partitions 1 and up (:mod:`pubsub_zmq.partitions`);
+            ``pub`` is partition 0's. Sent as ``pubs`` only when there are any.
+        pool_size: how many partitions the node reads (sent as ``pool``; a record
+            without it, as every record of the release before partitions, reads 1).
     """
 
     name: str
@@ -165,6 +171,8 @@ class NodeRecord:
     pub: str
     key: str | None = None
     versions: tuple[tuple[str, Range], ...] = OWN_VERSIONS
+    pubs: tuple[str, ...] = ()
+    pool_size: int = 1
 
     def speaks(self, protocol: str) -> Range | None:
         """The versions of ``protocol`` the node announced, or None if it speaks none."""
@@ -186,6 +194,8 @@ class NodeRecord:
             "pub": self.pub,
             "key": self.key,
             "versions": {name: [v.low, v.high] for name, v in self.versions},
+            # additive: a node of one partition sends what the release before it sent
+            **({"pubs": list(self.pubs), "pool": self.pool_size} if self.pool_size > 1 else {}),
         }
 
 
@@ -575,7 +585,18 @@ def _record(value: Any) -> NodeRecord:
     assert isinstance(pub, str)
     if key is not None and (type(key) is not str or len(key) != 40 or not key.isascii()):
         raise WireError("record key is not a Z85 CURVE public key")
-    return NodeRecord(name, incarnation, control, pub, key, _versions(value.get("versions")))
+    pubs = value.get("pubs", [])
+    pool = value.get("pool", 1)
+    if type(pubs) is not list or len(pubs) > _MAX_PUBS or not all(_endpoint_ok(p) for p in pubs):
+        raise WireError(f"record pubs is not a list of at most {_MAX_PUBS} endpoints")
+    if type(pool) is not int or not 1 <= pool <= _MAX_PUBS + 1:
+        raise WireError("record pool is not a partition count")
+    return NodeRecord(
+        name, incarnation, control, pub, key, _versions(value.get("versions")), tuple(pubs), pool
+    )
+
+
+_MAX_PUBS = 63  # partitions 1 and up: pubsub_zmq.partitions.MAX_PARTITIONS - 1
 
 
 _LEGACY_PAIRS = tuple(sorted(LEGACY.items()))

@@ -168,6 +168,15 @@ def _parser() -> argparse.ArgumentParser:
     ):
         periods.add_argument(_flag(name), type=kind, default=_TRACKER[name])
     periods.add_argument(
+        "--broadcast-pool-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="while changing --pool-size in two deployments: the pool size the other "
+        "nodes still run (the first deployment sets both, the second --pool-size alone; "
+        "see the operating guide, Re-sharding)",
+    )
+    periods.add_argument(
         "--max-presences",
         type=_positive_int,
         default=_TRACKER["max_presences"],
@@ -179,6 +188,21 @@ def _parser() -> argparse.ArgumentParser:
     cluster = node.add_argument_group("cluster membership (seconds)")
     for name in ("gossip_interval", "peer_timeout", "start_timeout"):
         cluster.add_argument(_flag(name), type=_positive_float, default=getattr(_PUBSUB, name))
+    cluster.add_argument(
+        "--pubsub-pool-size",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="partitions of the mesh: PUB sockets and ZeroMQ I/O threads (default: 1)",
+    )
+    cluster.add_argument(
+        "--pubsub-broadcast-pool-size",
+        type=_positive_int,
+        default=None,
+        metavar="M",
+        help="while changing --pubsub-pool-size in two deployments: the partitions "
+        "broadcasts go out on (at most --pubsub-pool-size)",
+    )
 
     curve = node.add_argument_group("CURVE security (keys from `pubsub-zmq keygen --out`)")
     curve.add_argument(
@@ -541,6 +565,8 @@ def _node(args: argparse.Namespace) -> int:
         "pool_size": args.pool_size,
         "max_presences": args.max_presences,
     }
+    if args.broadcast_pool_size is not None:
+        tracker_options["broadcast_pool_size"] = args.broadcast_pool_size
     pubsub_options: dict[str, Any] = {
         "gossip_interval": args.gossip_interval,
         "peer_timeout": args.peer_timeout,
@@ -548,6 +574,9 @@ def _node(args: argparse.Namespace) -> int:
     }
     if args.advertise_host:
         pubsub_options["advertise_host"] = args.advertise_host
+    if args.pubsub_pool_size != 1 or args.pubsub_broadcast_pool_size is not None:
+        pubsub_options["pool_size"] = args.pubsub_pool_size
+        pubsub_options["broadcast_pool_size"] = args.pubsub_broadcast_pool_size
     if args.peer_dns:
         pubsub_options["peer_dns"] = _peer_dns(args)
     # a made-up name never comes back: leave no replica behind for peers to keep

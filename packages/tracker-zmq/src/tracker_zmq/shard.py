@@ -139,9 +139,14 @@ class Output:
     refusals: list[tuple[Ref, str]] = field(default_factory=list)
     """Refs of peers refused for the first time (no common version), with the reason:
     the caller logs them (once per ref: per peer incarnation)."""
+    changes: list[tuple[list[Entry], list[Entry]]] = field(default_factory=list)
+    """The entries behind :attr:`diff`, ``(joins, leaves)`` per report, in order (a node
+    between two shardings merges its shard sets' views with them:
+    :mod:`tracker_zmq.sharding`)."""
 
     def report(self, joins: list[Entry], leaves: list[Entry]) -> None:
         """Fold entries that joined and left into the diff, grouped by topic."""
+        self.changes.append((joins, leaves))
         if len(joins) + len(leaves) >= BULK_SIZE:
             with gc_paused():  # a large transfer's joins: see crdt_state._bulk
                 self._report(joins, leaves)
@@ -309,7 +314,14 @@ class Shard:
         return first
 
     def track(
-        self, owner: Owner, topic: Topic, key: Key, meta: Meta, *, checked: bool = False
+        self,
+        owner: Owner,
+        topic: Topic,
+        key: Key,
+        meta: Meta,
+        *,
+        checked: bool = False,
+        phx_ref: str | None = None,
     ) -> tuple[str, Output]:
         """Track a presence of this node; its meta gets a new ``phx_ref``.
 
@@ -320,6 +332,9 @@ class Shard:
             meta: Its metadata: JSON-able plain data.
             checked: The caller (the Tracker) already ran
                 :func:`crdt_state.check_ids` on the ids at its public boundary.
+            phx_ref: The ``phx_ref`` to give it instead of a new one: the one another
+                shard of this node gave the same presence (a node between two
+                shardings writes each presence into both: :mod:`tracker_zmq.sharding`).
 
         Returns:
             The ``phx_ref`` and the Output (the join, reported at once).
@@ -331,7 +346,7 @@ class Shard:
         if not checked:
             check_ids(owner, topic, key)
         check_meta(meta)
-        ref = self._new_ref()
+        ref = self._new_ref() if phx_ref is None else phx_ref
         try:
             entry = self.state.join(owner, topic, key, {**meta, "phx_ref": ref}, checked=True)
         except DuplicatePresence as exc:
@@ -364,12 +379,13 @@ class Shard:
         meta: Meta | Callable[[Meta], Meta],
         *,
         checked: bool = False,
+        phx_ref: str | None = None,
     ) -> tuple[str, Output]:
         """Replace a presence's meta (or pass a function of a copy of the old one).
 
         The new meta gets a new ``phx_ref`` and the old one's as ``phx_ref_prev``; the
         diff reports the leave of the old meta and the join of the new one. ``checked``
-        is as for :meth:`track`.
+        and ``phx_ref`` are as for :meth:`track`.
 
         Raises:
             NoPresence: This node does not track (owner, topic, key).
@@ -382,7 +398,7 @@ class Shard:
             raise NoPresence(f"owner {owner!r} tracks no {key!r} in topic {topic!r}")
         new = meta(dict(old.meta)) if callable(meta) else meta
         check_meta(new)
-        ref = self._new_ref()
+        ref = self._new_ref() if phx_ref is None else phx_ref
         entry = self.state.leave_join(
             owner,
             topic,
@@ -401,6 +417,17 @@ class Shard:
     def get_by_key(self, topic: Topic, key: Key) -> builtins.list[tuple[Owner, Meta]]:
         """Every visible presence of a key in a topic as ``(owner, meta)``."""
         return self.state.get_by_key(topic, key)
+
+    def permdown_replica(self, ref: Ref, now: float) -> Output:
+        """Forget replica ``ref`` now, as a graceful permdown from it would.
+
+        For a node between two shardings (:mod:`tracker_zmq.sharding`): when one shard
+        set sees a node come back with a new vsn, the other set forgets the old one too.
+        Nothing happens when ``ref`` is not this shard's current replica of that name.
+        """
+        out = Output()
+        self._apply(self.replicas.permdown(ref, now), out)
+        return out
 
     def graceful_permdown(self) -> Output:
         """The message that tells every peer to forget this replica now.

@@ -37,6 +37,12 @@ Driving it from a test::
 
     cluster.set_versions("b", Versions(refused={"c": "no common tracker version"}))
 
+Nodes may run different shardings (a cluster changing its pool size, see
+:mod:`tracker_zmq.sharding`): ``add_node(name, sharding)`` and ``restart(name,
+sharding)`` take a :class:`~tracker_zmq.sharding.Sharding`; every node's shards run in a
+:class:`~tracker_zmq.sharding.ShardSets`, which routes what arrives by its pool size and
+merges the view of a node between shardings (``list`` and ``presences`` show it).
+
 Versions are an input of each Shard (:class:`~tracker_zmq.shard.Versions`), which the
 real Tracker computes from the ranges the nodes announce; :meth:`Cluster.set_versions`
 gives a node's shards the ones a test chooses (mixed or refused peers), and keeps them
@@ -63,7 +69,7 @@ from crdt_state import Entry, Key, Meta, Owner, Topic
 from tracker_zmq.options import Options
 from tracker_zmq.replica import Ref, Status
 from tracker_zmq.shard import Diff, Output, ReplicaEvent, Shard, Versions
-from tracker_zmq.wire import shard_for
+from tracker_zmq.sharding import Sharding, ShardSets
 
 __all__ = [
     "Cluster",
@@ -255,7 +261,8 @@ class SimNode:
     Attributes:
         name: The node's name (kept across restarts).
         vsn: The current incarnation; every restart gets a larger one.
-        shards: The Shards of the current incarnation, by index.
+        sets: The shard sets of the current incarnation (one, unless the node runs
+            between two shardings: :mod:`tracker_zmq.sharding`).
         alive: False once crashed or gracefully left, until restarted.
         paused: True between :meth:`Cluster.pause` and :meth:`Cluster.resume`.
         diffs: Every diff the node reported, across incarnations.
@@ -265,7 +272,7 @@ class SimNode:
 
     name: str
     vsn: int
-    shards: list[Shard]
+    sets: ShardSets
     alive: bool = True
     paused: bool = False
     diffs: list[DiffRecord] = field(default_factory=list)
@@ -279,6 +286,17 @@ class SimNode:
     def ref(self) -> Ref:
         """``(name, vsn)``: the ref of every shard of the current incarnation."""
         return (self.name, self.vsn)
+
+    @property
+    def shards(self) -> list[Shard]:
+        """The Shards of the current incarnation: by index (with two shard sets, the
+        primary set's, then the other's)."""
+        return self.sets.shards
+
+    @property
+    def sharding(self) -> Sharding:
+        """The pool sizes the current incarnation runs."""
+        return self.sets.sharding
 
     def joins(self, topic: Topic) -> list[tuple[Key, Meta]]:
         """Every ``(key, meta)`` reported as joining ``topic``, in order."""
@@ -339,16 +357,15 @@ class Cluster:
         self._last_vsn[name] = vsn
         return vsn
 
-    def _new_shards(self, name: str, vsn: int) -> list[Shard]:
-        shards = [
-            Shard(name, vsn, i, self.options, random.Random(self.rng.getrandbits(64)))
-            for i in range(self.options.pool_size)
-        ]
+    def _new_shards(self, name: str, vsn: int, sharding: Sharding | None) -> ShardSets:
+        if sharding is None:
+            sharding = Sharding(self.options.pool_size)
+        sets = ShardSets(name, vsn, self.options, sharding, self.rng)
         versions = self._versions.get(name)
         if versions is not None:
-            for shard in shards:
+            for shard in sets.shards:
                 shard.set_versions(versions)
-        return shards
+        return sets
 
     def set_versions(self, name: str, versions: Versions) -> None:
         """Give node ``name``'s shards the versions negotiated with its peers, now and
@@ -362,27 +379,32 @@ class Cluster:
             shard.set_versions(versions)
         self._versions[name] = versions
 
-    def add_node(self, name: str) -> SimNode:
-        """Start a new node now; its first ticks are jittered as in the real tracker."""
+    def add_node(self, name: str, sharding: Sharding | None = None) -> SimNode:
+        """Start a new node now; its first ticks are jittered as in the real tracker.
+
+        Args:
+            name: Its name.
+            sharding: The pool sizes it runs; None: ``options.pool_size`` alone.
+        """
         if name in self.nodes:
             raise ValueError(f"node {name!r} exists; use restart")
         vsn = self._new_vsn(name)
-        node = SimNode(name, vsn, self._new_shards(name, vsn))
+        node = SimNode(name, vsn, self._new_shards(name, vsn, sharding))
         self.nodes[name] = node
         self._start(node)
         return node
 
     def _start(self, node: SimNode) -> None:
-        for shard in node.shards:
-            self._schedule_tick(node, shard.index, shard.start(self.now))
+        for position, shard in enumerate(node.shards):
+            self._schedule_tick(node, position, shard.start(self.now))
 
     def node(self, name: str) -> SimNode:
         """The node of that name."""
         return self.nodes[name]
 
     def shard(self, name: str, topic: Topic) -> Shard:
-        """The shard of node ``name`` that holds ``topic``."""
-        return self.nodes[name].shards[shard_for(topic, self.options.pool_size)]
+        """The shard of node ``name`` that holds ``topic`` (of its primary set)."""
+        return self.nodes[name].sets.shard(topic)
 
     def live(self) -> list[str]:
         """Names of the nodes that are running (paused ones included)."""
@@ -400,13 +422,19 @@ class Cluster:
         node.died_at = self.now
         node.incarnation += 1
 
-    def restart(self, name: str) -> SimNode:
-        """Start a crashed or departed node again: same name, larger vsn, empty state."""
+    def restart(self, name: str, sharding: Sharding | None = None) -> SimNode:
+        """Start a crashed or departed node again: same name, larger vsn, empty state.
+
+        Args:
+            name: The node.
+            sharding: The pool sizes the new incarnation runs (a rolling deployment
+                changes them); None: the same as before.
+        """
         node = self.nodes[name]
         if node.alive:
             self.crash(name)
         node.vsn = self._new_vsn(name)
-        node.shards = self._new_shards(name, node.vsn)
+        node.sets = self._new_shards(name, node.vsn, sharding or node.sharding)
         node.alive = True
         node.incarnation += 1
         self._start(node)
@@ -428,8 +456,8 @@ class Cluster:
             return
         node.paused = False
         inbox, node.inbox = node.inbox, []
-        for index, message in inbox:
-            self._apply(node, index, node.shards[index].receive(message, self.now))
+        for slot, message in inbox:
+            self._receive(node, slot, message)
         missed, node.missed_ticks = sorted(node.missed_ticks), set()
         for index in missed:
             self._tick(node, node.incarnation, index)
@@ -457,9 +485,9 @@ class Cluster:
     def track(self, name: str, owner: Owner, topic: Topic, key: Key, meta: Meta) -> str:
         """Track a presence on node ``name``; returns its ``phx_ref``."""
         node = self._running(name)
-        shard = self.shard(name, topic)
-        ref, out = shard.track(owner, topic, key, meta)
-        self._apply(node, shard.index, out)
+        ref, outs = node.sets.track(owner, topic, key, meta)
+        for shard, out in outs:
+            self._apply(node, shard, out)
         return ref
 
     def untrack(
@@ -468,11 +496,11 @@ class Cluster:
         """Untrack one presence, or with only ``owner``, all of that owner's."""
         node = self._running(name)
         if topic is None or key is None:
-            for shard in node.shards:
-                self._apply(node, shard.index, shard.untrack_owner(owner))
-            return
-        shard = self.shard(name, topic)
-        self._apply(node, shard.index, shard.untrack(owner, topic, key))
+            outs = node.sets.untrack_owner(owner)
+        else:
+            outs = node.sets.untrack(owner, topic, key)
+        for shard, out in outs:
+            self._apply(node, shard, out)
 
     def update(
         self,
@@ -484,22 +512,27 @@ class Cluster:
     ) -> str:
         """Update a presence's meta on node ``name``; returns the new ``phx_ref``."""
         node = self._running(name)
-        shard = self.shard(name, topic)
-        ref, out = shard.update(owner, topic, key, meta)
-        self._apply(node, shard.index, out)
+        ref, outs = node.sets.update(owner, topic, key, meta)
+        for shard, out in outs:
+            self._apply(node, shard, out)
         return ref
 
     def list(self, name: str, topic: Topic) -> list[tuple[Key, Meta]]:
         """``list(topic)`` on node ``name``, sorted by key and ``phx_ref``."""
-        entries = self.shard(name, topic).list(topic)
+        entries = self.nodes[name].sets.list(topic)
         return sorted(entries, key=lambda e: (str(e[0]), str(e[1].get("phx_ref"))))
 
     def online(self, name: str) -> builtins.list[Entry]:
-        """Every presence node ``name`` shows, of every shard."""
+        """Every presence node ``name``'s shards show, of every shard (of both shard
+        sets of a node between shardings: see :meth:`presences` for what it lists)."""
         return [e for shard in self.nodes[name].shards for e in shard.state.online_list()]
 
     def presences(self, name: str) -> set[Presence]:
-        """What node ``name`` shows, as ``(topic, owner, key, phx_ref)``."""
+        """What node ``name`` shows, as ``(topic, owner, key, phx_ref)`` (a node between
+        shardings: its merged view)."""
+        view = self.nodes[name].sets.view
+        if view is not None:
+            return {(t, o, k, m["phx_ref"]) for _, t, o, k, m in view.presences()}
         return {(e.topic, e.owner, e.key, e.meta["phx_ref"]) for e in self.online(name)}
 
     def _running(self, name: str) -> SimNode:
@@ -542,7 +575,10 @@ class Cluster:
                 if shard.state.has_delta():
                     return False
                 for other in names:
-                    if other == name:
+                    if (
+                        other == name
+                        or shard.options.pool_size not in self.nodes[other].sharding.sizes
+                    ):
                         continue
                     replica = shard.replicas.get(other)
                     if (
@@ -592,12 +628,24 @@ class Cluster:
         if node.paused:
             node.missed_ticks.add(index)
             return
-        out = node.shards[index].tick(self.now)
-        self._apply(node, index, out)
-        assert out.next_tick is not None
-        self._schedule_tick(node, index, out.next_tick)
+        shard = node.shards[index]
+        out = shard.tick(self.now)
+        next_tick = out.next_tick
+        self._apply(node, shard, out)
+        assert next_tick is not None
+        self._schedule_tick(node, index, next_tick)
 
-    def _apply(self, node: SimNode, index: int, out: Output) -> None:
+    def _receive(self, node: SimNode, slot: int, message: Any) -> None:
+        shard = node.sets.reader(slot, message, self.now)
+        if shard is not None:
+            self._apply(node, shard, shard.receive(message, self.now))
+
+    def _apply(self, node: SimNode, shard: Shard, out: Output) -> None:
+        for current, settled in node.sets.settle(shard, out, self.now):
+            self._carry_out(node, current, settled)
+
+    def _carry_out(self, node: SimNode, shard: Shard, out: Output) -> None:
+        index = shard.index
         if out.diff:
             node.diffs.append(DiffRecord(self.now, node.vsn, index, out.diff))
         for event in out.events:
@@ -628,13 +676,11 @@ class Cluster:
             if not node.alive or not self.network.reachable(sender, receiver):
                 self.network.lost += 1
                 return
-            if index >= len(node.shards):
-                return
             message = json.loads(data)
             if node.paused:
                 node.inbox.append((index, message))
                 return
-            self._apply(node, index, node.shards[index].receive(message, self.now))
+            self._receive(node, index, message)
 
         return deliver
 

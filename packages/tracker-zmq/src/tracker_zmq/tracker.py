@@ -70,6 +70,7 @@ from tracker_zmq.errors import ConfigError, NoPresence, TooManyPresences, Tracke
 from tracker_zmq.options import Options
 from tracker_zmq.replica import Ref
 from tracker_zmq.shard import Diff, Output, Send, Shard, Versions
+from tracker_zmq.sharding import Sharding, ShardSets
 from tracker_zmq.wire import (
     LOWEST_PROTOCOL,
     LOWEST_TRANSFER_FORMAT,
@@ -157,7 +158,8 @@ class Tracker:
         handler: Called with ``{topic: (joins, leaves)}`` after each change, in order,
             from one queue per shard: a sync or async callable, or an object with such
             a ``handle_diff`` method. Its exceptions are logged, never raised.
-        pool_size: Number of shards; every node of a cluster must use the same.
+        pool_size: Number of shards; every node of a cluster must use the same, except
+            while it changes over with ``broadcast_pool_size``.
         broadcast_period: Seconds between ticks (heartbeats, sampling, down detection).
         max_silent_periods: Quiet ticks before an empty heartbeat is sent anyway.
         down_period: Seconds of silence before a replica is down; None:
@@ -182,6 +184,12 @@ class Tracker:
         max_presences: Most presences this node may track at once (over all shards;
             presences of other nodes do not count); None: no limit. A ``track`` beyond
             it raises :class:`TooManyPresences`.
+        broadcast_pool_size: The pool size the rest of the cluster still runs, while
+            the cluster changes ``pool_size`` in two deployments (the first with
+            ``pool_size=new, broadcast_pool_size=old``, the second with
+            ``pool_size=new`` alone): the node then runs both shard sets, writes each
+            presence into both and lists it once (:mod:`tracker_zmq.sharding`). None
+            (or equal to ``pool_size``): one shard set.
 
     Raises:
         ConfigError: An option is invalid or inconsistent (also a ValueError), or the
@@ -207,6 +215,7 @@ class Tracker:
         transfer_part_values: int = 20_000,
         transfer_part_bytes: int | None = None,
         max_presences: int | None = None,
+        broadcast_pool_size: int | None = None,
     ) -> None:
         if not isinstance(pubsub, PubSub):
             raise ConfigError(f"pubsub must be a PubSub, not {type(pubsub).__name__}")
@@ -239,6 +248,9 @@ class Tracker:
                 f"transfer_part_bytes ({transfer_part_bytes}) must be at most half the "
                 f"PubSub's max_frame_bytes ({pubsub.max_frame_bytes}): parts must fit a frame"
             )
+        self.sharding = Sharding(pool_size, broadcast_pool_size)
+        self._sets: ShardSets | None = None
+        self._runner_of: dict[int, _Runner] = {}  # id(shard) -> its runner
         self.name = name
         self.pubsub = pubsub
         self.permdown_on_shutdown = permdown_on_shutdown
@@ -378,20 +390,20 @@ class Tracker:
         self.vsn = _new_vsn(node, self.pubsub.incarnation, self._rng)
         now = self._started_mono = time.monotonic()
         firsts: list[float] = []
-        for i in range(self.options.pool_size):
-            shard = Shard(
-                node,
-                self.vsn,
-                i,
-                self.options,
-                random.Random(self._rng.random()),
-                encoder=_encode,
-            )
-            runner = _Runner(shard, f"phx_presence:{self.name}_shard{i}")
+        # one set of shards per pool size (two while re-sharding: tracker_zmq.sharding);
+        # shard i of each set shares topic i, and a message's pool field says which reads it
+        self._sets = ShardSets(
+            node, self.vsn, self.options, self.sharding, self._rng, encoder=_encode
+        )
+        subs: list[Subscription] = []
+        for i in range(self.sharding.slots):
+            topic = f"phx_presence:{self.name}_shard{i}"
+            subs.append(self.pubsub.subscribe(topic, callback=self._receiver(i), link=False))
+        for shard in self._sets.shards:
+            runner = _Runner(shard, f"phx_presence:{self.name}_shard{shard.index}")
+            runner.sub = subs[shard.index]
             self._runners.append(runner)
-            runner.sub = self.pubsub.subscribe(
-                runner.topic, callback=self._receiver(runner), link=False
-            )
+            self._runner_of[id(shard)] = runner
             firsts.append(shard.start(now))
         self._negotiate(force=True)
         self._state = _Phase.RUNNING
@@ -453,7 +465,7 @@ class Tracker:
         for runner in self._runners:
             if runner.sub is not None:
                 with contextlib.suppress(PubSubError):
-                    self.pubsub.unsubscribe(runner.sub)
+                    self.pubsub.unsubscribe(runner.sub)  # shared by two sets: idempotent
                 runner.sub = None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_HANDLER_DRAIN_TIMEOUT):
@@ -504,6 +516,10 @@ class Tracker:
         runner = self._runner(topic)
         owner_id = self._owner_id(owner, create=True)
         assert owner_id is not None
+        if self.sharding.migrating:
+            return self._migrating_write(
+                self._sets_().track(owner_id, topic, key, meta, checked=True)
+            )
         ref, out = runner.shard.track(owner_id, topic, key, meta, checked=True)
         self._apply(runner, out)
         return ref
@@ -531,6 +547,9 @@ class Tracker:
         check_id("topic", topic)
         owner_id = self._owner_id(owner, create=False)
         if owner_id is None:
+            return
+        if self.sharding.migrating:
+            self._migrating_write(("", self._sets_().untrack(owner_id, topic, key)))
             return
         runner = self._runner(topic)
         self._apply(runner, runner.shard.untrack(owner_id, topic, key))
@@ -561,6 +580,10 @@ class Tracker:
         owner_id = self._owner_id(owner, create=False)
         if owner_id is None:
             raise NoPresence(f"owner {owner!r} tracks no {key!r} in topic {topic!r}")
+        if self.sharding.migrating:
+            return self._migrating_write(
+                self._sets_().update(owner_id, topic, key, meta, checked=True)
+            )
         runner = self._runner(topic)
         ref, out = runner.shard.update(owner_id, topic, key, meta, checked=True)
         self._apply(runner, out)
@@ -568,6 +591,8 @@ class Tracker:
 
     def local_presences(self) -> int:
         """How many presences this node tracks (over all shards; remote ones excluded)."""
+        if self.sharding.migrating:
+            return self._sets_().local_count()
         return sum(runner.shard.state.local_count() for runner in self._runners)
 
     def list(self, topic: Topic) -> list[tuple[Key, Meta]]:
@@ -578,6 +603,8 @@ class Tracker:
         """
         self._check_running()
         check_id("topic", topic)
+        if self.sharding.migrating:
+            return self._sets_().list(topic)
         return self._runner(topic).shard.list(topic)
 
     def get_by_key(self, topic: Topic, key: Key) -> builtins.list[tuple[str | int, Meta]]:
@@ -590,6 +617,8 @@ class Tracker:
         """
         self._check_running()
         check_id("topic", topic)
+        if self.sharding.migrating:
+            return self._sets_().get_by_key(topic, key)
         return self._runner(topic).shard.get_by_key(topic, key)
 
     @contextlib.asynccontextmanager
@@ -619,7 +648,11 @@ class Tracker:
         """Counters of the tracker and of each shard, and their totals.
 
         Returns:
-            A dict with ``name``, ``node``, ``vsn``, ``pool_size``, ``running``, the
+            A dict with ``name``, ``node``, ``vsn``, ``pool_size``, ``sharding``
+            (``broadcast_pool_size``; the shard sets run, ``sets``; the
+            nodes heard only in a sharding this node does not run, ``mismatched``, by
+            name, with their pool size; and ``merged_presences``, what a node between
+            shardings lists), ``running``, the
             tracker's own counters (handler errors and so on; ``unreadable``: heartbeats
             and permdowns sent in a version some live node cannot read, one per such
             node and message), ``replicas`` (each remote
@@ -629,8 +662,10 @@ class Tracker:
             ``peers``: per live node with a tracker, the ``tracker`` version and the
             ``transfer`` format of requests and answers to it; ``refused``: per refused
             node, the reason; ``left_out``: nodes that cannot read the heartbeats),
-            ``totals`` (the shards' counters summed, with ``presences`` and ``drops``,
-            where ``no_common_version`` counts the messages of refused nodes) and
+            ``totals`` (the shards' counters summed, with ``presences`` (each once,
+            also between shardings) and ``drops``, where ``no_common_version`` counts
+            the messages of refused nodes and ``other_sharding`` the messages of a pool
+            size this node does not run) and
             ``shards`` (each shard's own stats).
         """
         shards = [runner.shard.stats() for runner in self._runners]
@@ -653,11 +688,13 @@ class Tracker:
                 if info["status"] != seen["status"]:
                     seen["status"] = "mixed"
         totals["drops"] = drops
+        sharding = self._sharding_stats(totals)
         return {
             "name": self.name,
             "node": self.pubsub.node_name,
             "vsn": self.vsn,
             "pool_size": self.options.pool_size,
+            "sharding": sharding,
             "running": self.running,
             **self.counters,
             "replicas": dict(sorted(replicas.items())),
@@ -709,7 +746,7 @@ class Tracker:
     def _runner(self, topic: Topic) -> _Runner:
         return self._runners[shard_for(topic, self.options.pool_size)]
 
-    def _receiver(self, runner: _Runner) -> Callable[[Any], None]:
+    def _receiver(self, slot: int) -> Callable[[Any], None]:
         def receive(message: Any) -> None:
             if self._state is not _Phase.RUNNING:
                 return
@@ -718,10 +755,14 @@ class Tracker:
                 log.warning(
                     "tracker %r shard %d: %d messages dropped (subscription overflow)",
                     self.name,
-                    runner.index,
+                    slot,
                     message.dropped,
                 )
                 return
+            shard = self._sets_().reader(slot, message, time.monotonic())
+            if shard is None:
+                return  # another sharding's: counted in drops.other_sharding
+            runner = self._runner_of[id(shard)]
             try:
                 out = runner.shard.receive(message, time.monotonic())
             except Exception:
@@ -743,6 +784,7 @@ class Tracker:
                 await self._drain_input(runner)
             try:
                 self._negotiate()
+                self._judge_sharding()
                 out = shard.tick(time.monotonic())
             except Exception:
                 # never let a bug kill the heartbeat: log, count, try again next period
@@ -847,6 +889,13 @@ class Tracker:
     def _apply(self, runner: _Runner, out: Output) -> None:
         if self._sync_watch:
             self._watch_sync(runner, out)
+        if self.sharding.migrating:
+            for shard, settled in self._sets_().settle(runner.shard, out, time.monotonic()):
+                self._carry_out(self._runner_of[id(shard)], settled)
+            return
+        self._carry_out(runner, out)
+
+    def _carry_out(self, runner: _Runner, out: Output) -> None:
         if out.refusals:
             self._log_refusals(out.refusals)
         if out.sends:
@@ -876,6 +925,59 @@ class Tracker:
                     "status": str(event.kind),
                 },
             )
+
+    # ------------------------------------------------------------ re-sharding
+
+    def _sets_(self) -> ShardSets:
+        assert self._sets is not None, "the shard sets are made at start"
+        return self._sets
+
+    def _migrating_write(self, result: tuple[str, builtins.list[tuple[Shard, Output]]]) -> str:
+        """Carry out a local write made in both shard sets (see tracker_zmq.sharding)."""
+        ref, outs = result
+        for shard, out in outs:
+            self._apply(self._runner_of[id(shard)], out)
+        return ref
+
+    def _judge_sharding(self) -> None:
+        """Log the nodes heard only in a sharding this node does not run (a skipped step)."""
+        sets = self._sets_()
+        if not sets.drops:
+            return
+        for ref, pool in sets.judge(time.monotonic()):
+            log.warning(
+                "tracker %r on %s: node %s (vsn %d) runs pool_size %d and this node runs %s: "
+                "they do not see each other's presences (counted in drops.other_sharding). "
+                "Change pool_size in two deployments, through broadcast_pool_size "
+                "(see the operating guide, Re-sharding)",
+                self.name,
+                self.node,
+                ref[0],
+                ref[1],
+                pool,
+                " and ".join(str(size) for size in self.sharding.sizes),
+            )
+
+    def _sharding_stats(self, totals: dict[str, Any]) -> dict[str, Any]:
+        if self._sets is None:
+            return {
+                "broadcast_pool_size": self.sharding.broadcast_pool_size,
+                "sets": list(self.sharding.sizes),
+                "mismatched": {},
+                "merged_presences": None,
+            }
+        stats = self._sets.stats()
+        drops: dict[str, int] = totals["drops"]
+        for reason, count in stats["drops"].items():
+            drops[reason] = drops.get(reason, 0) + count
+        if self._sets.view is not None:
+            totals["presences"] = len(self._sets.view)
+        return {
+            "broadcast_pool_size": stats["broadcast_pool_size"],
+            "sets": stats["sets"],
+            "mismatched": stats["mismatched"],
+            "merged_presences": stats["merged_presences"],
+        }
 
     def _send(self, runner: _Runner, out: Output) -> None:
         sub = runner.sub

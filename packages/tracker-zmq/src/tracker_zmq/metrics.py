@@ -172,6 +172,18 @@ _PUBSUB: dict[str, Entry] = {
         "pubsub_broadcast_version", "version", "Frame version of broadcasts and gossip now."
     ),
     "refused_versions": Skip("counted as pubsub_refused_version_nodes"),
+    "partitions": {
+        "pool_size": _g(
+            "pubsub_partitions", "partitions", "Partitions of the mesh this node reads."
+        ),
+        "broadcast_pool_size": _g(
+            "pubsub_broadcast_partitions",
+            "partitions",
+            "Partitions this node publishes on (its broadcast_pool_size, or pool_size).",
+        ),
+        "pub_endpoints": Skip("endpoints: tracker-zmq status shows them"),
+        "unread_by": Skip("names: counted as pubsub_unread_partition_nodes"),
+    },
     "dns": {
         "lookups": _c("pubsub_dns_lookups_total", "lookups", "peer_dns lookups that answered."),
         "failures": _c(
@@ -315,6 +327,20 @@ _ZERO_TOTALS = {key: 0 for key, entry in _SHARD_TOTALS.items() if isinstance(ent
 
 _TRACKER: dict[str, Entry] = {
     "name": Info("tracker"),
+    "sharding": {
+        "broadcast_pool_size": _g(
+            "tracker_broadcast_pool_size",
+            "shards",
+            "The shard count a node between shardings also runs (absent otherwise).",
+        ),
+        "sets": Skip("the shard set sizes: pool_size and broadcast_pool_size"),
+        "mismatched": Skip("names: counted as tracker_sharding_mismatched_nodes"),
+        "merged_presences": _g(
+            "tracker_merged_presences",
+            "presences",
+            "Presences in the merged view of a node between shardings (absent otherwise).",
+        ),
+    },
     "node": Info("node"),
     "vsn": Info("vsn"),
     "pool_size": _g("tracker_pool_size", "shards", "Shards of the tracker."),
@@ -539,9 +565,28 @@ _SHARD_PRESENCES = Labeled(
     "Presences visible in each shard.",
     "shard",
 )
+_PUBSUB_UNREAD = _g(
+    "pubsub_unread_partition_nodes",
+    "nodes",
+    "Live members that read none of some partition this node publishes on (a skipped "
+    "re-sharding step; their messages counted in pubsub_dropped_total{reason="
+    '"unread_partition"}).',
+)
+_MISMATCHED = _g(
+    "tracker_sharding_mismatched_nodes",
+    "nodes",
+    "Nodes heard only in a sharding this node does not run (a skipped re-sharding step).",
+)
 _DERIVED: Mapping[str, tuple[Spec | Labeled, ...]] = {
-    "pubsub": (_SENT, _LOST, _PUBSUB_REFUSED),
-    "tracker": (_REPLICAS, _REPLICA_UP, _TRACKER_REFUSED, _LEFT_OUT, _SHARD_PRESENCES),
+    "pubsub": (_SENT, _LOST, _PUBSUB_REFUSED, _PUBSUB_UNREAD),
+    "tracker": (
+        _REPLICAS,
+        _REPLICA_UP,
+        _TRACKER_REFUSED,
+        _LEFT_OUT,
+        _SHARD_PRESENCES,
+        _MISMATCHED,
+    ),
 }
 DERIVED: tuple[Spec | Labeled, ...] = tuple(s for specs in _DERIVED.values() for s in specs)
 """Metrics computed from several keys (documented with the tables)."""
@@ -784,6 +829,8 @@ class Collector(_Collector):
             out.add(_SENT, float(sent.get("broadcasts", 0) + sent.get("directs", 0)), {})
             out.add(_LOST, float(stats.get("dropped", {}).get("lost", 0)), {})
             out.add(_PUBSUB_REFUSED, float(len(stats.get("refused_versions", {}))), {})
+            unread = stats.get("partitions", {}).get("unread_by", [])
+            out.add(_PUBSUB_UNREAD, float(len(unread)), {})
         elif source == "tracker":
             counts, up = _replica_counts(stats.get("replicas", {}))
             out.add_labeled(_REPLICAS, counts, {})
@@ -791,6 +838,8 @@ class Collector(_Collector):
             versions = stats.get("versions", {})
             out.add(_TRACKER_REFUSED, float(len(versions.get("refused", {}))), {})
             out.add(_LEFT_OUT, float(len(versions.get("left_out", []))), {})
+            mismatched = stats.get("sharding", {}).get("mismatched", {})
+            out.add(_MISMATCHED, float(len(mismatched)), {})
             shards = {
                 str(i): shard.get("visible", shard.get("presences", 0))
                 for i, shard in enumerate(stats.get("shards", []))

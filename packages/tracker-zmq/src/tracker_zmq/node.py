@@ -24,12 +24,14 @@ gone, misses them (pushes missed are counted).
 The lease timer wakes every ``check_interval``. When it wakes more than an interval late
 (a GC pause, SIGSTOP, a long merge), the sessions' stall rule judges nothing that round
 and this module first lets the loop read the requests that piled up; see
-:mod:`tracker_zmq.sessions`. Diffs reach the tracker's handler, which logs them and
-pushes them to the sessions subscribed to their topics, and, on a node made with
-``presence=True``, hands them to its :class:`~tracker_zmq.Presence` (which publishes them
-as ``presence_diff`` for the channels of this node). Frames that do not decode are
-dropped and counted (and answered when they carried a request id); nothing a client
-sends can stop the node.
+:mod:`tracker_zmq.sessions`. Every wait of the timer is measured, those of that reading
+too: a node stuck again while it reads (a second stall on a loaded machine) has that
+time forgiven as well, instead of judging leases against it right after. Diffs reach
+the tracker's handler, which logs them and pushes them to the sessions subscribed to
+their topics, and, on a node made with ``presence=True``, hands them to its
+:class:`~tracker_zmq.Presence` (which publishes them as ``presence_diff`` for the
+channels of this node). Frames that do not decode are dropped and counted (and
+answered when they carried a request id); nothing a client sends can stop the node.
 """
 
 from __future__ import annotations
@@ -483,11 +485,24 @@ class Node:
             self._carry_out(self.sessions.expire(now))
 
     async def _drain_input(self) -> None:
-        for round_ in range(_STALL_DRAIN_ROUNDS):
+        # Let the read loop take what piled up: at least 3 short rounds, until one reads
+        # nothing. A round that wakes more than a check interval late is a stall of its
+        # own (the node was stuck again, say SIGSTOPped while it drained): it is not
+        # counted against the leases either, and the reading starts over. Without this,
+        # the lease loop, whose next check is timed from the end of the drain, would
+        # judge against all that silence an interval later.
+        round_ = 0
+        while round_ < _STALL_DRAIN_ROUNDS:
             before = self._frames_read
+            expected = time.monotonic() + _STALL_DRAIN_SLEEP
             await asyncio.sleep(_STALL_DRAIN_SLEEP)
+            now = time.monotonic()
+            if self.sessions.stalled(now - expected, now):
+                round_ = 0
+                continue
             if round_ >= 2 and self._frames_read == before:
                 return
+            round_ += 1
 
 
 class _Control:

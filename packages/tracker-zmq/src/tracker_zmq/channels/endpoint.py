@@ -15,12 +15,11 @@ the writer drains the connection's bounded outgoing buffer to the client. One ti
 all sockets, every ``idle_timeout / 8`` seconds, closes those silent for ``idle_timeout``
 seconds (phoenix.js heartbeats every 30 s). A socket whose ``Socket.expires_at`` was set
 (its credentials' expiry) has a timer of its own and is closed then, with code 1008. With
-``coalesce_diffs``, a topic's
-``presence_diff`` broadcasts wait in a window (:mod:`~tracker_zmq.channels.coalesce`)
-and go out merged, encoded once per serializer, to the channels that got them. Query
-strings carry tokens, so they are never logged: the endpoint blanks the scope's
-``query_string`` once it has read the params (servers' access logs then show the path
-only).
+``coalesce_diffs``, a topic's ``presence_diff`` broadcasts wait in a window
+(:mod:`~tracker_zmq.channels.coalesce`) and go out merged, encoded once per serializer,
+to the channels that got them. Query strings carry tokens, so they are never logged: the
+endpoint blanks the scope's ``query_string`` once it has read the params (servers'
+access logs then show the path only).
 
 Bans. From its construction until :meth:`Endpoint.shutdown` the endpoint subscribes to
 :data:`~tracker_zmq.channels.BANS_TOPIC`, where a backend's ``disconnect`` with
@@ -266,9 +265,9 @@ class Endpoint:
             ``frames_out``, ``encodes`` (a broadcast to N sockets of one protocol
             version is encoded once), ``overflow_closes``, ``expired`` (closed at
             their ``Socket.expires_at``), ``garbage``, ``refused_banned`` and the
-            others; then the bans: ``banned`` (socket ids
-            banned now), ``bans_heard``, ``bans_invalid`` (malformed ban messages,
-            dropped) and ``bans_evicted`` (forgotten early at ``max_bans``).
+            others; then the bans: ``banned`` (socket ids banned now), ``bans_heard``,
+            ``bans_invalid`` (malformed ban messages, dropped) and ``bans_evicted``
+            (forgotten early at ``max_bans``).
         """
         bans = self.bans.counters
         return {

@@ -10,11 +10,11 @@ under ``/api`` and, on request, a demo page at ``/``. The rules of the tokens li
 Theory of operation. A websocket connect is verified (:func:`~tracker_zmq.standalone.
 tokens.verify_token`; refused: HTTP 403) and the socket is named ``user_socket:<sub>``,
 so the backend's ``disconnect`` reaches it, and its ``expires_at`` is the token's ``exp``
-plus the leeway: the endpoint closes it then (code 1008). Each join runs :class:`BuiltinChannel`,
-which applies the claims: ``channels`` to join, ``track`` to be present (key ``sub``,
-meta the join payload's ``meta`` under the token's), ``follow`` for a payload
-``{"follow": [topics]}``, ``publish`` for pushes (``broadcast_from``: every other
-subscriber of the topic, on every node). The HTTP API calls
+plus the leeway: the endpoint closes it then (code 1008). Each join runs
+:class:`BuiltinChannel`, which applies the claims: ``channels`` to join, ``track`` to be
+present (key ``sub``, meta the join payload's ``meta`` under the token's), ``follow`` for
+a payload ``{"follow": [topics]}``, ``publish`` for pushes (``broadcast_from``: every
+other subscriber of the topic, on every node). The HTTP API calls
 :func:`~tracker_zmq.channels.broadcast`, :func:`~tracker_zmq.channels.disconnect` and
 ``Presence.list`` on this node; PubSub carries the first two to every node.
 """

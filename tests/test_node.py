@@ -490,7 +490,16 @@ def test_a_stalled_node_does_not_expire_clients_that_kept_heartbeating(
             # the client's heartbeats waited in the socket: the node reads them before
             # it judges any lease, so the session lives on
             await until(lambda: _has(cl, "room:stall", {"patient"}), message="an answer")
-            status = await cl.status()
+            # the node may answer the requests that waited in its socket before its
+            # lease timer runs again and notices the stall: ask until it did
+            seen: list[dict[str, Any]] = []
+
+            async def stall_noticed() -> bool:
+                seen.append((await cl.status())["clients"])
+                return bool(seen[-1]["lease_checks_skipped"] >= 1)
+
+            await until(stall_noticed, message="the node to notice its stall")
+            status = {"clients": seen[-1]}
             assert status["clients"]["lease_checks_skipped"] >= 1
             assert status["clients"]["sessions_expired"] == 0
             assert cl.resyncs == 0

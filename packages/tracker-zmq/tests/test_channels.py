@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -720,5 +721,74 @@ def test_mounted_in_starlette_and_served_alone_with_its_lifespan() -> None:
             scope = {"type": "websocket", "path": "/websocket", "query_string": b"user=a"}
             await alone(scope, receive, send)
             assert sent == [{"type": "websocket.close", "code": 1008}]
+
+    run(body)
+
+
+# ---------------------------------------------------------------- Socket.expires_at
+
+
+class ExpiringSocket(UserSocket):
+    """``?ttl=SECONDS``: the socket's credentials expire then; ``ttl=soon`` is garbage."""
+
+    async def connect(self, params: Any, info: Any) -> None:
+        await super().connect(params, info)
+        ttl = params["ttl"]
+        self.expires_at = ttl if ttl == "soon" else time.time() + float(ttl)  # type: ignore[assignment]
+
+
+class RefreshRoom(Room):
+    """``refresh {"ttl": s}`` moves the socket's expiry (a token refreshed over a channel);
+    ``refresh {"ttl": null}`` clears it."""
+
+    async def handle_in(self, event: str, payload: dict[str, Any]) -> Any:
+        if event == "refresh":
+            ttl = payload["ttl"]
+            self.socket.expires_at = None if ttl is None else time.time() + ttl
+            return {"expires_at": self.socket.expires_at}
+        return await super().handle_in(event, payload)
+
+
+def test_a_socket_closes_when_its_expires_at_passes_unless_a_channel_moves_it() -> None:
+    async def body() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            (pubsub,) = await pubsubs(stack, 1)
+            presence = await stack.enter_async_context(Presence(pubsub, **FAST))
+            endpoint = Endpoint(presence, socket=ExpiringSocket, channels={"room:*": RefreshRoom})
+            url = await stack.enter_async_context(serve(endpoint))
+
+            def connected(user: str, ttl: str) -> Any:
+                return connect(f"{url}?vsn=2.0.0&user={user}&ttl={ttl}")
+
+            # an expiry already past, or not a time, refuses the connection (403)
+            for user, ttl in (("late", "-1"), ("odd", "soon")):
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connected(user, ttl):
+                        pass
+                assert refused.value.response.status_code == 403
+            assert endpoint.stats()["rejects"] == 2
+            async with (
+                connected("alice", "2") as a,
+                connected("bob", "2") as b,
+                connected("carol", "2") as c,
+            ):
+                alice, bob, carol = Phx(a), Phx(b), Phx(c)
+                for phx in (alice, bob, carol):
+                    assert (await phx.push("room:exp", "phx_join"))["status"] == "ok"
+                # bob's token is refreshed for longer; carol's expiry is cleared
+                moved = await bob.push("room:exp", "refresh", {"ttl": 3.5})
+                bob_deadline = moved["response"]["expires_at"]
+                assert (await carol.push("room:exp", "refresh", {"ttl": None}))["status"] == "ok"
+                assert await close_code(alice) == 1008
+                assert await close_code(bob) == 1008
+                assert time.time() >= bob_deadline  # not before its new deadline
+                # carol is still served, and alice and bob are no longer present
+                assert await carol.push("phoenix", "heartbeat") == ok()
+                await until(
+                    lambda: set(presence.list("room:exp")) == {"carol"}, message="expired gone"
+                )
+                assert endpoint.stats()["expired"] == 2
+            await until(lambda: endpoint.stats()["sockets"] == 0, message="sockets gone")
+            assert endpoint.stats()["expired"] == 2
 
     run(body)

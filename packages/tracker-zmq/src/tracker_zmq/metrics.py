@@ -500,7 +500,7 @@ _ENDPOINT: dict[str, Entry] = {
     "expired": _c(
         "websocket_token_expired_closes_total",
         "sockets",
-        "Sockets closed because their token expired (the standalone node's tokens).",
+        "Sockets closed at their Socket.expires_at (the standalone node: token exp).",
     ),
 }
 

@@ -24,10 +24,14 @@ gone, misses them (pushes missed are counted).
 The lease timer wakes every ``check_interval``. When it wakes more than an interval late
 (a GC pause, SIGSTOP, a long merge), the sessions' stall rule judges nothing that round
 and this module first lets the loop read the requests that piled up; see
-:mod:`tracker_zmq.sessions`. Diffs reach the tracker's handler, which logs them and
-pushes them to the sessions subscribed to their topics. Frames that do not decode are
-dropped and counted (and answered when they carried a request id); nothing a client
-sends can stop the node.
+:mod:`tracker_zmq.sessions`. Every wait of the timer is measured, those of that reading
+too: a node stuck again while it reads (a second stall on a loaded machine) has that
+time forgiven as well, instead of judging leases against it right after. Diffs reach
+the tracker's handler, which logs them and pushes them to the sessions subscribed to
+their topics, and, on a node made with ``presence=True``, hands them to its
+:class:`~tracker_zmq.Presence` (which publishes them as ``presence_diff`` for the
+channels of this node). Frames that do not decode are dropped and counted (and
+answered when they carried a request id); nothing a client sends can stop the node.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from pubsub_zmq.curve import CurveConfig
 from tracker_zmq.channels import control
 from tracker_zmq.errors import ConfigError, TrackerNotRunning
 from tracker_zmq.options import Options, check_positive
+from tracker_zmq.presence import Presence
 from tracker_zmq.protocol import PROTOCOL_VERSION
 from tracker_zmq.sessions import (
     Action,
@@ -107,6 +112,14 @@ class Node:
             presences at once (graceful permdown), instead of after ``down_period``.
         log_level: Level of the lines about replicas (up, down, permdown), diffs and
             client sessions.
+        presence: True, or a :class:`~tracker_zmq.Presence` subclass (its ``fetch``
+            and ``handle_metas`` hooks): the node also keeps a Presence over its own
+            tracker, :attr:`presence`, fed every diff after the client sessions, so
+            channels (``Endpoint(node.presence, ...)``), the client endpoint's
+            sessions and ``tracker-zmq list`` share one tracker. False: none.
+
+    Attributes:
+        presence: The Presence over the node's tracker (``presence=True``), or None.
 
     Raises:
         ConfigError: An option is invalid (from this class, the Tracker or the PubSub;
@@ -129,9 +142,14 @@ class Node:
         limits: ClientLimits | None = None,
         permdown_on_shutdown: bool = False,
         log_level: int = logging.INFO,
+        presence: bool | type[Presence] = False,
     ) -> None:
         if type(log_level) is not int:
             raise ConfigError(f"log_level must be an int logging level, not {log_level!r}")
+        if type(presence) is not bool and not (
+            isinstance(presence, type) and issubclass(presence, Presence)
+        ):
+            raise ConfigError(f"presence must be a bool or a Presence subclass, not {presence!r}")
         if not isinstance(client_bind, str) or not client_bind.startswith(
             ("tcp://", "ipc://", "inproc://")
         ):
@@ -167,6 +185,10 @@ class Node:
             log_level=log_level,
             **topts,
         )
+        self.presence: Presence | None = None
+        if presence is not False:
+            kind = Presence if presence is True else presence
+            self.presence = kind(self.pubsub, tracker=self.tracker)
         self.limits = limits if limits is not None else ClientLimits()
         self._client_curve: CurveConfig | None = None
         if curve_secret_key is not None:
@@ -243,6 +265,8 @@ class Node:
         self._started_at = time.monotonic()
         try:
             await self.pubsub.start()
+            if self.presence is not None:  # its init hook, before the first diff
+                await self.presence.start()
             await self.tracker.start()
             router, shadow = self._open_clients()
         except BaseException:
@@ -359,7 +383,7 @@ class Node:
 
     # -------------------------------------------------------------- diffs
 
-    def _on_diff(self, diff: Diff) -> None:
+    async def _on_diff(self, diff: Diff) -> None:
         for topic, (joins, leaves) in diff.items():
             if log.isEnabledFor(self.log_level):
                 log.log(
@@ -371,6 +395,8 @@ class Node:
                     extra={"topic": topic, "joins": len(joins), "leaves": len(leaves)},
                 )
             self._carry_out(self.sessions.on_diff(topic, joins, leaves))
+        if self.presence is not None:
+            await self.presence.handle_diff(diff)
 
     # ------------------------------------------------------------ the socket
 
@@ -459,11 +485,24 @@ class Node:
             self._carry_out(self.sessions.expire(now))
 
     async def _drain_input(self) -> None:
-        for round_ in range(_STALL_DRAIN_ROUNDS):
+        # Let the read loop take what piled up: at least 3 short rounds, until one reads
+        # nothing. A round that wakes more than a check interval late is a stall of its
+        # own (the node was stuck again, say SIGSTOPped while it drained): it is not
+        # counted against the leases either, and the reading starts over. Without this,
+        # the lease loop, whose next check is timed from the end of the drain, would
+        # judge against all that silence an interval later.
+        round_ = 0
+        while round_ < _STALL_DRAIN_ROUNDS:
             before = self._frames_read
+            expected = time.monotonic() + _STALL_DRAIN_SLEEP
             await asyncio.sleep(_STALL_DRAIN_SLEEP)
+            now = time.monotonic()
+            if self.sessions.stalled(now - expected, now):
+                round_ = 0
+                continue
             if round_ >= 2 and self._frames_read == before:
                 return
+            round_ += 1
 
 
 class _Control:

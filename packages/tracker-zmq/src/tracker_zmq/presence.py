@@ -5,7 +5,9 @@ Theory of operation
 -------------------
 A :class:`Presence` owns one Tracker (it builds it from the PubSub and the tracker
 options, as ``use Phoenix.Presence`` starts its own tracker) and is that tracker's diff
-handler. It adds three things to the Tracker:
+handler (:meth:`Presence.handle_diff`). It may instead run over a tracker built elsewhere
+(``tracker=``, as a :class:`~tracker_zmq.Node` made with ``presence=True`` does), whose
+handler then passes every diff to ``handle_diff``. It adds three things to the Tracker:
 
 * **Grouping.** ``list(topic)`` turns the Tracker's ``[(key, meta)]`` into Phoenix's
   ``{"<key>": {"metas": [meta, ...]}}`` with every key as a string, then passes it
@@ -166,11 +168,16 @@ class Presence:
     Args:
         pubsub: The node's PubSub (started before the presence, stopped after it).
             Diffs are published on it with ``local_broadcast``.
-        name: The tracker's name: presences of the same name on different nodes
-            replicate with each other.
+        name: The tracker's name (default ``"presence"``): presences of the same name
+            on different nodes replicate with each other.
+        tracker: A Tracker built elsewhere on ``pubsub``, instead of one of the
+            Presence's own: its handler must pass every diff to :meth:`handle_diff`
+            (``Node(..., presence=True)`` builds such a pair). Its owner starts and
+            stops it: this Presence's ``start`` then only calls ``init`` (call it
+            before the tracker starts), and its ``stop`` does nothing.
         **tracker_options: Any other ``Tracker`` option (``pool_size``,
             ``broadcast_period``, ``down_period`` ...), except ``handler``: the
-            Presence is the handler.
+            Presence is the handler. None with ``tracker``.
 
     Attributes:
         tracker: The Tracker this Presence runs.
@@ -179,17 +186,38 @@ class Presence:
             in which an int and a str key met) and ``diffs_published`` (broadcasts).
 
     Raises:
-        ConfigError: A ``handler`` was given, or a tracker option is invalid.
+        ConfigError: A ``handler`` was given, a tracker option is invalid, or a
+            ``tracker`` came with a ``name`` of its own, tracker options, or another
+            PubSub.
     """
 
-    def __init__(self, pubsub: PubSub, name: str = "presence", **tracker_options: Any) -> None:
+    def __init__(
+        self,
+        pubsub: PubSub,
+        name: str | None = None,
+        *,
+        tracker: Tracker | None = None,
+        **tracker_options: Any,
+    ) -> None:
         if "handler" in tracker_options:
             raise ConfigError(
                 "a Presence is its tracker's handler: override Presence.handle_metas, or "
                 "subscribe to the topic's presence_diff broadcasts, instead of a handler"
             )
         self.pubsub = pubsub
-        self.tracker = Tracker(pubsub, name, handler=self._handle_diff, **tracker_options)
+        self._owns_tracker = tracker is None
+        if tracker is None:
+            tracker = Tracker(pubsub, name or "presence", handler=self, **tracker_options)
+        elif not isinstance(tracker, Tracker):
+            raise ConfigError(f"tracker must be a Tracker, not {type(tracker).__name__}")
+        elif tracker_options or (name is not None and name != tracker.name):
+            raise ConfigError(
+                "a Presence over a given tracker takes its name and options from it: "
+                "pass neither a name nor tracker options"
+            )
+        elif tracker.pubsub is not pubsub:
+            raise ConfigError("the tracker given runs on another PubSub than the Presence's")
+        self.tracker = tracker
         self.counters: dict[str, int] = {
             "fetch_errors": 0,
             "handle_metas_errors": 0,
@@ -230,7 +258,8 @@ class Presence:
         await self.stop()
 
     async def start(self) -> None:
-        """Call ``init`` (with client state on) and start the tracker.
+        """Call ``init`` (with client state on) and start the tracker (unless it was
+        given: see ``tracker``).
 
         Raises:
             TrackerNotRunning: Already started, or the PubSub is not running.
@@ -240,12 +269,17 @@ class Presence:
             if inspect.isawaitable(state):
                 state = await state
             self._client_state = state
-        await self.tracker.start()
+        if self._owns_tracker:
+            await self.tracker.start()
         self._started = True
 
     async def stop(self) -> None:
-        """Stop the tracker (idempotent); diffs already queued are published first."""
-        await self.tracker.stop()
+        """Stop the tracker (idempotent); diffs already queued are published first.
+
+        A tracker given to the constructor is left to its owner.
+        """
+        if self._owns_tracker:
+            await self.tracker.stop()
 
     # -------------------------------------------------------------- the API
 
@@ -463,7 +497,16 @@ class Presence:
 
     # -------------------------------------------------------------- diffs
 
-    async def _handle_diff(self, diff: Diff) -> None:
+    async def handle_diff(self, diff: Diff) -> None:
+        """Publish a tracker diff as ``presence_diff`` broadcasts, then run ``handle_metas``.
+
+        The Presence's own tracker calls it, for each diff in order. Over a tracker
+        given to the constructor, that tracker's handler calls it (and awaits it) with
+        each diff it gets; nothing else should.
+
+        Args:
+            diff: ``{topic: (joins, leaves)}``, as the Tracker hands its handler.
+        """
         published: builtins.list[tuple[str, PresenceDiff]] = []
         for topic, (joins, leaves) in diff.items():
             if type(topic) is not str:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOSE_DRAIN",
+    "CLOSE_EXPIRED",
     "CLOSE_GOING_AWAY",
     "CLOSE_INTERNAL",
     "CLOSE_OVERFLOW",
@@ -56,6 +57,8 @@ log = logging.getLogger("tracker_zmq.channels")
 
 CLOSE_GOING_AWAY = 1001
 """Close code of a socket disconnected by its id, or closed for silence."""
+CLOSE_EXPIRED = 1008
+"""Close code of a socket whose ``Socket.expires_at`` passed (Policy Violation)."""
 CLOSE_TOO_BIG = 1009
 """Close code of a socket that sent a frame over ``max_frame_bytes``."""
 CLOSE_INTERNAL = 1011
@@ -91,6 +94,7 @@ class Counters:
         idle_closes: Sockets closed for silence past ``idle_timeout``.
         disconnects: Sockets closed by a ``disconnect`` broadcast on their id.
         drained: Sockets closed by ``shutdown``.
+        expired: Sockets closed because their ``Socket.expires_at`` passed.
         dropped_messages: PubSub messages on a channel topic that were not
             ``{"event": str, "payload": dict}`` (dropped).
         resyncs: ``presence_state`` pushed again after an Overflow of a followed topic.
@@ -122,6 +126,7 @@ class Counters:
     idle_closes: int = 0
     disconnects: int = 0
     drained: int = 0
+    expired: int = 0
     dropped_messages: int = 0
     resyncs: int = 0
     coalesced_diffs: int = 0

@@ -13,12 +13,13 @@ refused with HTTP 403 or accepted (selecting the ``phoenix`` subprotocol when of
 Two tasks serve an accepted socket: the reader hands each frame to the connection, and
 the writer drains the connection's bounded outgoing buffer to the client. One timer for
 all sockets, every ``idle_timeout / 8`` seconds, closes those silent for ``idle_timeout``
-seconds (phoenix.js heartbeats every 30 s). With ``coalesce_diffs``, a topic's
-``presence_diff`` broadcasts wait in a window (:mod:`~tracker_zmq.channels.coalesce`)
-and go out merged, encoded once per serializer, to the channels that got them. Query
-strings carry tokens, so they are never logged: the endpoint blanks the scope's
-``query_string`` once it has read the params (servers' access logs then show the path
-only).
+seconds (phoenix.js heartbeats every 30 s). A socket whose ``Socket.expires_at`` was set
+(its credentials' expiry) has a timer of its own and is closed then, with code 1008. With
+``coalesce_diffs``, a topic's ``presence_diff`` broadcasts wait in a window
+(:mod:`~tracker_zmq.channels.coalesce`) and go out merged, encoded once per serializer,
+to the channels that got them. Query strings carry tokens, so they are never logged: the
+endpoint blanks the scope's ``query_string`` once it has read the params (servers'
+access logs then show the path only).
 
 Bans. From its construction until :meth:`Endpoint.shutdown` the endpoint subscribes to
 :data:`~tracker_zmq.channels.BANS_TOPIC`, where a backend's ``disconnect`` with
@@ -36,6 +37,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
@@ -48,7 +50,14 @@ from tracker_zmq.errors import ConfigError
 from .bans import BanTable
 from .channel import Channel
 from .coalesce import DiffMerger
-from .connection import CLOSE_DRAIN, CLOSE_GOING_AWAY, CLOSE_INTERNAL, Connection, Counters
+from .connection import (
+    CLOSE_DRAIN,
+    CLOSE_EXPIRED,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    Connection,
+    Counters,
+)
 from .control import BANS_TOPIC
 from .errors import FrameError, Reject
 from .socket import Socket
@@ -225,6 +234,7 @@ class Endpoint:
         self._logged: dict[str, int] = {}
         self._windows: dict[str, _Window] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._expiries: dict[Connection, asyncio.TimerHandle] = {}  # Socket.expires_at
         self.bans = BanTable(self.options.max_bans)
         """The socket ids banned here, until when (see :mod:`~tracker_zmq.channels.bans`)."""
         self._socket_ids: dict[str, int] = {}  # ids of the sockets connected here: count
@@ -253,10 +263,11 @@ class Endpoint:
             ``sockets`` (open now), ``channels`` (joined now), and the running totals
             of :class:`~tracker_zmq.channels.connection.Counters`: ``frames_in``,
             ``frames_out``, ``encodes`` (a broadcast to N sockets of one protocol
-            version is encoded once), ``overflow_closes``, ``garbage``,
-            ``refused_banned`` and the others; then the bans: ``banned`` (socket ids
-            banned now), ``bans_heard``, ``bans_invalid`` (malformed ban messages,
-            dropped) and ``bans_evicted`` (forgotten early at ``max_bans``).
+            version is encoded once), ``overflow_closes``, ``expired`` (closed at
+            their ``Socket.expires_at``), ``garbage``, ``refused_banned`` and the
+            others; then the bans: ``banned`` (socket ids banned now), ``bans_heard``,
+            ``bans_invalid`` (malformed ban messages, dropped) and ``bans_evicted``
+            (forgotten early at ``max_bans``).
         """
         bans = self.bans.counters
         return {
@@ -341,6 +352,32 @@ class Endpoint:
                 conn.close(CLOSE_GOING_AWAY)
         loop = asyncio.get_running_loop()
         self._sweeper = loop.call_later(self._sweep_period(), self._sweep)
+
+    # ------------------------------------------------------------- expiry
+
+    def _expire_later(self, conn: Connection, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._expiries[conn] = loop.call_later(max(0.0, delay), self._expire, conn)
+
+    def _expire(self, conn: Connection) -> None:
+        # the deadline the endpoint knew has come: the app may have moved expires_at
+        # since (a token refreshed over a channel), later or to None
+        self._expiries.pop(conn, None)
+        if conn.closed:
+            return
+        try:
+            expires_at = _deadline(conn.socket)
+        except TypeError as exc:  # set to garbage after connect: the socket ends now
+            log.error("closing a socket: %s", exc)
+            expires_at = -math.inf
+        if expires_at is None:
+            return
+        remaining = expires_at - time.time()
+        if remaining > 0:
+            self._expire_later(conn, remaining)
+            return
+        self.counters.expired += 1
+        conn.close(CLOSE_EXPIRED)
 
     # ------------------------------------------------------------- coalescing
 
@@ -508,6 +545,10 @@ class Endpoint:
                 self.counters.refused_banned += 1
                 self.log_limited("banned", "refused a connection of a banned socket id")
                 return None
+            expires_at = _deadline(socket)
+            if expires_at is not None and expires_at <= time.time():
+                self.log_limited("expired", "refused a connection whose expires_at has passed")
+                return None
         except Reject as exc:
             self.log_limited("reject", "%s refused a connection: %s", type(socket).__name__, exc)
             return None
@@ -531,6 +572,8 @@ class Endpoint:
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._sweep_period(), self._sweep)
         self.counters.connects += 1
+        if conn.socket.expires_at is not None:  # checked by _connect
+            self._expire_later(conn, conn.socket.expires_at - time.time())
         gone = False
         writer = loop.create_task(self._write(conn, send), name="websocket writer")
         conn.abort = writer.cancel
@@ -560,6 +603,9 @@ class Endpoint:
                 reader.cancel()
             writer.cancel()
             await asyncio.gather(writer, *([reader] if reader else []), return_exceptions=True)
+            expiry = self._expiries.pop(conn, None)
+            if expiry is not None:
+                expiry.cancel()
             await conn.stop()
             self._connections.discard(conn)
             if socket_id is not None:
@@ -589,3 +635,16 @@ class Endpoint:
                 return
             conn.wake.clear()
             await conn.wake.wait()
+
+
+def _deadline(socket: Socket) -> float | None:
+    # Socket.expires_at, checked: seconds since the epoch, or None
+    expires_at: Any = socket.expires_at
+    if expires_at is None:
+        return None
+    if type(expires_at) not in (int, float) or not math.isfinite(expires_at):
+        raise TypeError(
+            f"{type(socket).__name__}.expires_at must be None or seconds since the epoch "
+            f"(time.time()), not {expires_at!r}"
+        )
+    return float(expires_at)

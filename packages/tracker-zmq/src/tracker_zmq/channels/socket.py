@@ -19,7 +19,9 @@ class Socket:
     ```python
     class UserSocket(Socket):
         async def connect(self, params, info):        # raise Reject -> HTTP 403
-            self.assigns["user_id"] = verify(params.get("token") or info["auth_token"])
+            claims = verify(params.get("token") or info["auth_token"])
+            self.assigns["user_id"] = claims["sub"]
+            self.expires_at = claims["exp"]             # closed (1008) when it passes
 
         def id(self):
             return f"user_socket:{self.assigns['user_id']}"
@@ -34,6 +36,15 @@ class Socket:
             (``(host, port)`` or None), ``uri`` (without the query string), ``origin``
             (or None) and ``auth_token`` (phoenix.js's ``authToken``, or None).
         vsn: The protocol version the client asked for (``"2.0.0"``, ``"1.0.0"``).
+        expires_at: When the connection must end, in seconds since the epoch (as
+            ``time.time()`` and a JWT's ``exp``), or None (the default: never). Set it
+            in ``connect``, from the credentials' expiry: the endpoint closes the
+            socket then (code 1008, :data:`~tracker_zmq.channels.connection.
+            CLOSE_EXPIRED`; phoenix.js reconnects, and its ``params`` function can
+            hand it a fresh token) and counts it in ``expired``. A time already past
+            refuses the connection (HTTP 403). A channel may move it later (a token
+            refreshed over a channel) or clear it: the endpoint reads it again when
+            the time it knew comes.
     """
 
     def __init__(self) -> None:
@@ -41,6 +52,7 @@ class Socket:
         self.params: dict[str, str] = {}
         self.info: dict[str, Any] = {}
         self.vsn = ""
+        self.expires_at: float | None = None
 
     async def connect(self, params: Mapping[str, str], info: Mapping[str, Any]) -> None:
         """Accept or refuse the connection (Phoenix's ``connect/3``); default: accept.

@@ -15,7 +15,7 @@ the ``tracker-zmq[web]`` extra.
 
 from __future__ import annotations
 
-from .app import BuiltinChannel, StandaloneApp, TokenEndpoint, TokenSocket
+from .app import BuiltinChannel, StandaloneApp, TokenSocket
 from .server import WebNode, WebOptions, WebServer, parse_bind, read_secret_file
 from .tokens import (
     Claims,
@@ -33,7 +33,6 @@ __all__ = [
     "SecretFileError",
     "StandaloneApp",
     "TokenConfig",
-    "TokenEndpoint",
     "TokenError",
     "TokenSocket",
     "WebNode",

@@ -9,22 +9,20 @@ under ``/api`` and, on request, a demo page at ``/``. The rules of the tokens li
 
 Theory of operation. A websocket connect is verified (:func:`~tracker_zmq.standalone.
 tokens.verify_token`; refused: HTTP 403) and the socket is named ``user_socket:<sub>``,
-so the backend's ``disconnect`` reaches it. :class:`TokenEndpoint` closes a socket when
-its token's ``exp`` (plus the leeway) passes. Each join runs :class:`BuiltinChannel`,
-which applies the claims: ``channels`` to join, ``track`` to be present (key ``sub``,
-meta the join payload's ``meta`` under the token's), ``follow`` for a payload
-``{"follow": [topics]}``, ``publish`` for pushes (``broadcast_from``: every other
-subscriber of the topic, on every node). The HTTP API calls
+so the backend's ``disconnect`` reaches it, and its ``expires_at`` is the token's ``exp``
+plus the leeway: the endpoint closes it then (code 1008). Each join runs
+:class:`BuiltinChannel`, which applies the claims: ``channels`` to join, ``track`` to be
+present (key ``sub``, meta the join payload's ``meta`` under the token's), ``follow`` for
+a payload ``{"follow": [topics]}``, ``publish`` for pushes (``broadcast_from``: every
+other subscriber of the topic, on every node). The HTTP API calls
 :func:`~tracker_zmq.channels.broadcast`, :func:`~tracker_zmq.channels.disconnect` and
 ``Presence.list`` on this node; PubSub carries the first two to every node.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,7 +33,7 @@ from pubsub_zmq import PubSubError
 from tracker_zmq.channels import Channel, Endpoint, JoinError, Socket
 from tracker_zmq.channels import broadcast as broadcast_to
 from tracker_zmq.channels import disconnect as disconnect_id
-from tracker_zmq.channels.connection import Connection
+from tracker_zmq.channels.connection import CLOSE_EXPIRED
 from tracker_zmq.errors import ConfigError, TooManyPresences
 
 from .tokens import (
@@ -57,7 +55,6 @@ __all__ = [
     "MAX_FOLLOW",
     "BuiltinChannel",
     "StandaloneApp",
-    "TokenEndpoint",
     "TokenSocket",
 ]
 
@@ -66,10 +63,6 @@ log = logging.getLogger("tracker_zmq.standalone")
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-CLOSE_EXPIRED = 1008
-"""The websocket close code of a socket whose token expired (policy violation):
-phoenix.js reconnects, and its ``params`` function can hand it a fresh token."""
 
 MAX_API_BODY_BYTES = 1 << 20
 """The largest HTTP API request body (a larger one gets 413)."""
@@ -86,7 +79,9 @@ class TokenSocket(Socket):
 
     Made per connection by the endpoint; :meth:`with_config` binds the configuration.
     Its ``assigns["claims"]`` holds the token's :class:`~tracker_zmq.standalone.tokens.
-    Claims`.
+    Claims`, and its ``expires_at`` the token's ``exp`` plus the leeway: the endpoint
+    closes the socket then with :data:`CLOSE_EXPIRED` (phoenix.js reconnects, and its
+    ``params`` function can hand it a fresh token).
 
     Attributes:
         config: The token rules (a class attribute, set by :meth:`with_config`).
@@ -109,7 +104,9 @@ class TokenSocket(Socket):
         if config is None:
             raise ConfigError("TokenSocket needs a TokenConfig: use TokenSocket.with_config")
         token = params.get("token") or info.get("auth_token")
-        self.assigns["claims"] = verify_token(token, config)
+        claims = self.assigns["claims"] = verify_token(token, config)
+        if claims.exp is not None:
+            self.expires_at = claims.exp + config.leeway
 
     def id(self) -> str:
         """``user_socket:<sub>``: the backend's ``disconnect`` names it so."""
@@ -181,45 +178,6 @@ class BuiltinChannel(Channel):
 def _claims(channel: Channel) -> Claims:
     claims: Claims = channel.socket.assigns["claims"]
     return claims
-
-
-class TokenEndpoint(Endpoint):
-    """The endpoint of token sockets: a socket closes when its token expires.
-
-    Its ``exp`` plus the leeway: the socket is closed with :data:`CLOSE_EXPIRED`, and
-    counted in :attr:`expired`. Other arguments are :class:`~tracker_zmq.channels.
-    Endpoint`'s.
-
-    Attributes:
-        expired: Sockets closed because their token expired.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.expired = 0
-
-    def stats(self) -> dict[str, int]:
-        """The endpoint's stats and ``expired``."""
-        return {**super().stats(), "expired": self.expired}
-
-    async def _serve(self, scope: Scope, conn: Connection, receive: Receive, send: Send) -> None:
-        socket = conn.socket
-        handle: asyncio.TimerHandle | None = None
-        if isinstance(socket, TokenSocket) and socket.claims.exp is not None:
-            config = socket.config
-            leeway = config.leeway if config is not None else 0.0
-            delay = max(0.0, socket.claims.exp + leeway - time.time())
-            handle = asyncio.get_running_loop().call_later(delay, self._expire, conn)
-        try:
-            await super()._serve(scope, conn, receive, send)
-        finally:
-            if handle is not None:
-                handle.cancel()
-
-    def _expire(self, conn: Connection) -> None:
-        if not conn.closed:
-            self.expired += 1
-            conn.close(CLOSE_EXPIRED)
 
 
 # ---------------------------------------------------------------------- HTTP

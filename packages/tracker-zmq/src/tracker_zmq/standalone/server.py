@@ -2,8 +2,9 @@
 
 Not pure (files, sockets, the event loop). ``tracker-zmq node --websocket-bind HOST:PORT
 --token-secret-file FILE`` builds a :class:`WebNode` (a :class:`~tracker_zmq.node.Node`
-whose tracker also feeds a :class:`~tracker_zmq.Presence`, so browsers, the client
-endpoint's sessions and ``tracker-zmq list`` see the same presences) and a
+made with ``presence=True``, whose tracker also feeds a :class:`~tracker_zmq.Presence`,
+so browsers, the client endpoint's sessions and ``tracker-zmq list`` see the same
+presences) and a
 :class:`WebServer`: uvicorn's programmatic server running :class:`~tracker_zmq.
 standalone.app.StandaloneApp` in the node's own event loop. The node owns the signals:
 on SIGTERM the server drains its sockets in batches (1012, phoenix.js reconnects to
@@ -26,14 +27,14 @@ from typing import Any
 
 import uvicorn
 
+from tracker_zmq.channels import Endpoint
 from tracker_zmq.channels.server import DrainingServer
 from tracker_zmq.channels.wire import OriginCheck
 from tracker_zmq.errors import ConfigError
 from tracker_zmq.node import Node
 from tracker_zmq.presence import Presence
-from tracker_zmq.shard import Diff
 
-from .app import BuiltinChannel, StandaloneApp, TokenEndpoint, TokenSocket
+from .app import BuiltinChannel, StandaloneApp, TokenSocket
 from .tokens import SecretFileError, TokenConfig, parse_secret_file
 
 __all__ = ["WebNode", "WebOptions", "WebServer", "parse_bind", "read_secret_file"]
@@ -109,32 +110,23 @@ def parse_bind(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _NodePresence(Presence):
-    # a Presence over the node's own tracker (the node's diff handler feeds it), instead
-    # of a second tracker of the same name on the same PubSub
-    def __init__(self, node: Node) -> None:
-        super().__init__(node.pubsub, node.tracker.name)  # builds an idle Tracker ...
-        self.tracker = node.tracker  # ... replaced by the node's, started by the node
-
-
 class WebNode(Node):
-    """A :class:`~tracker_zmq.node.Node` whose presences are also a Presence's.
+    """A :class:`~tracker_zmq.node.Node` with a Presence: ``Node(..., presence=True)``.
 
-    Its tracker's diffs go to the client sessions (as a Node's) and to :attr:`presence`,
-    which publishes them as ``presence_diff`` to the channels of this node. Arguments
-    are :class:`~tracker_zmq.node.Node`'s.
+    What ``tracker-zmq node --websocket-bind`` runs. Arguments are
+    :class:`~tracker_zmq.node.Node`'s (``presence`` defaults to True here).
 
     Attributes:
-        presence: The Presence of the node's tracker (list, track with a Task owner).
+        presence: The Presence over the node's tracker (list, track with a Task owner).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.presence: Presence = _NodePresence(self)
+    presence: Presence
 
-    async def _on_diff(self, diff: Diff) -> None:  # type: ignore[override]
-        super()._on_diff(diff)
-        await self.presence._handle_diff(diff)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("presence", True)
+        super().__init__(*args, **kwargs)
+        if self.presence is None:
+            raise ConfigError("a WebNode has a Presence: presence=False is a plain Node")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +176,7 @@ class _Server(DrainingServer):
 
 
 class WebServer:
-    """The websocket endpoint and HTTP API of a :class:`WebNode`, served by uvicorn.
+    """The websocket endpoint and HTTP API of a node with a Presence, served by uvicorn.
 
     ```python
     async with node, WebServer(node, options) as web:
@@ -192,7 +184,8 @@ class WebServer:
     ```
 
     Args:
-        node: The started node (its presence and PubSub).
+        node: The node (a :class:`WebNode`, or a Node made with ``presence=True``):
+            its presence and PubSub.
         options: What to serve.
 
     Attributes:
@@ -200,11 +193,16 @@ class WebServer:
         app: The ASGI app.
         url: The socket URL phoenix.js connects to (``ws://HOST:PORT/socket``), known
             once started.
+
+    Raises:
+        ConfigError: The node has no Presence.
     """
 
-    def __init__(self, node: WebNode, options: WebOptions) -> None:
+    def __init__(self, node: Node, options: WebOptions) -> None:
+        if node.presence is None:
+            raise ConfigError("WebServer needs a node made with presence=True (a WebNode)")
         self.options = options
-        self.endpoint = TokenEndpoint(
+        self.endpoint = Endpoint(
             node.presence,
             socket=TokenSocket.with_config(options.tokens),
             channels={"*": BuiltinChannel},

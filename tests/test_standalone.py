@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -573,6 +574,8 @@ def test_bad_flags_and_secret_files_are_refused_with_the_fix(files, tmp_path):
     bind = ("--websocket-bind", "127.0.0.1:0")
     secret = ("--token-secret-file", str(files["secret"]))
     open_file = write_secret(tmp_path / "open", SECRET, mode=0o640)
+    if os.geteuid() == 0:  # a file owned by root may be group-readable (PostgreSQL's rule)
+        os.chown(open_file, 65534, 65534)  # so this one belongs to nobody, as a user's would
     open_key = write_secret(tmp_path / "key", API_KEY, mode=0o604)
     cases = [
         (bind, "--websocket-bind needs --token-secret-file"),

@@ -182,6 +182,7 @@ def transfer(start: Start, n: int, cap: float) -> dict[str, Any]:
         "transfer": None if answer["at"] is None else answer["at"] - fresh.started,
         "waited": waited,
         "got": answer["count"],
+        "lag": answer.get("lag"),
         "stats": stats["totals"],
         "status": stats["replicas"].get(holder.name, {}).get("status"),
     }

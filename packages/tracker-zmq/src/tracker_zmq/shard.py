@@ -74,7 +74,7 @@ from crdt_state import (
     Topic,
     check_ids,
 )
-from crdt_state.bulk import BULK_SIZE, gc_paused
+from crdt_state.bulk import BULK_SIZE, CollectorPause, gc_paused
 from crdt_state.clock import Clock, append_clock, clockset_replicas
 from tracker_zmq.errors import AlreadyTracked, NoPresence
 from tracker_zmq.options import Options
@@ -204,6 +204,7 @@ class _Request:
     parts: set[int] = field(default_factory=set)
     last: int | None = None
     assembly: Assembly | None = None
+    collector: CollectorPause | None = None
 
 
 class Shard:
@@ -653,15 +654,36 @@ class Shard:
         pending.parts.add(message.part)
         if message.last:
             pending.last = message.part
+        if message.kind == "snapshot":
+            # A full state's values are merged part by part, as they arrive: each
+            # merge costs what its part carries, so the loop keeps heartbeating and
+            # answering during a large catch-up (a delta answer is bounded by
+            # max_delta_sizes and is merged whole, at the end).
+            part = pending.assembly.take_values(message.sender)
+            if part is not None:
+                if pending.collector is None and pending.assembly.size >= BULK_SIZE:
+                    # A large state: the collector waits until the transfer is over
+                    # (see crdt_state.bulk.CollectorPause); _forget_request resumes it.
+                    pending.collector = CollectorPause()
+                    pending.collector.pause()
+                with gc_paused():
+                    out.report(*self.state.merge(part))
         if pending.last is None or len(pending.parts) != pending.last + 1:
             return
+        # The collector resumes once the last merge is done (whatever happens to it).
+        collector, pending.collector = pending.collector, None
         self._forget_request(message.request)
         try:
-            payload = pending.assembly.finish()
-        except MessageError:
-            self._count_drop("invalid")
-            return
-        out.report(*self.state.merge(payload))
+            try:
+                payload = pending.assembly.finish()
+            except MessageError:
+                self._count_drop("invalid")
+                return
+            with gc_paused():
+                out.report(*self.state.merge(payload))
+        finally:
+            if collector is not None:
+                collector.resume()
         if isinstance(payload, Delta):
             self.generations.push(self.state, payload)
         else:
@@ -694,8 +716,21 @@ class Shard:
 
     def _forget_request(self, request: tuple[Ref, int]) -> None:
         pending = self._requests.pop(request, None)
-        if pending is not None and self._asking.get(pending.responder[0]) == request:
+        if pending is None:
+            return
+        if pending.collector is not None:
+            pending.collector.resume()
+        if self._asking.get(pending.responder[0]) == request:
             del self._asking[pending.responder[0]]
+
+    def close(self) -> None:
+        """Forget every outstanding transfer request (the Tracker calls it as it stops).
+
+        A large transfer being received pauses the garbage collector until it is merged
+        or abandoned; closing resumes it.
+        """
+        for request in list(self._requests):
+            self._forget_request(request)
 
     def _send(self, out: Output, message: Any, node: str | None = None, *, version: int) -> None:
         data = self._encoder(encode(message, self.options.pool_size, version))
@@ -757,11 +792,16 @@ def _answer(
     costly part, happens as the caller pulls the parts, so an event loop can heartbeat in
     between. It touches no Shard: pulling it or not changes nothing but what is sent.
     ``version`` is the answer's tracker version; ``transfer_format`` the form of its
-    parts, of which format 1 (:func:`~tracker_zmq.wire.iter_parts`) is the only one.
+    parts (:func:`~tracker_zmq.wire.iter_parts`: 1, rows; 2, columns).
     """
-    assert transfer_format == 1, "set_versions admits transfer formats this node writes"
     kind = "snapshot" if isinstance(payload, Snapshot) else "delta"
-    parts = iter_parts(payload, options.transfer_part_values, options.transfer_part_bytes, encoder)
+    parts = iter_parts(
+        payload,
+        options.transfer_part_values,
+        options.transfer_part_bytes,
+        encoder,
+        transfer_format,
+    )
     for i, (part, data, last) in enumerate(parts):
         ack = TransferAck(sender, request, i, last, kind, part)
         yield Send(encode_transfer_ack(ack, options.pool_size, data, encoder, version), node)

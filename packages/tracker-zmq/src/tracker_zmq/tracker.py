@@ -380,6 +380,7 @@ class Tracker:
             task.cancel()
         await asyncio.gather(*ticks, return_exceptions=True)
         for runner in self._runners:
+            runner.shard.close()  # outstanding transfers: a paused collector resumes
             if runner.sub is not None:
                 with contextlib.suppress(PubSubError):
                     self.pubsub.unsubscribe(runner.sub)

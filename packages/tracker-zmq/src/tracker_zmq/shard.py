@@ -54,6 +54,7 @@ already down are not reported down again.
 from __future__ import annotations
 
 import base64
+import binascii
 import builtins
 import json
 import random
@@ -166,6 +167,9 @@ class Output:
 
 _NO_TOPIC = object()
 
+_b2a = binascii.b2a_base64
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
 
 def _no_append(item: tuple[Key, Meta]) -> None:
     raise AssertionError("unreachable: the first entry always looks its topic up")
@@ -251,6 +255,9 @@ class Shard:
         self._request_counter = 0
         self._answered_full: dict[str, float] = {}
         self._ref_counter = 0
+        fixed = (vsn % 2**64).to_bytes(8, "big") + (index % 2**16).to_bytes(2, "big")
+        self._ref_head = base64.urlsafe_b64encode(fixed[:9]).decode("ascii")
+        self._ref_low = fixed[9:]
         self._next_tick: float | None = None
         self._versions = Versions()
         self._refused_refs: set[Ref] = set()
@@ -331,17 +338,22 @@ class Shard:
         """
         if not checked:
             check_ids(owner, topic, key)
+        ref, stored = self._join(owner, topic, key, meta)
+        return ref, Output(diff={topic: ([(key, stored)], [])})
+
+    def _join(self, owner: Owner, topic: Topic, key: Key, meta: Meta) -> tuple[str, Meta]:
+        """:meth:`track` without the id checks and the Output: the ``phx_ref`` and the
+        meta stored. The Tracker's hot path calls it and reports the join itself."""
         check_meta(meta)
         ref = self._new_ref()
+        stored = {**meta, "phx_ref": ref}
         try:
-            entry = self.state.join(owner, topic, key, {**meta, "phx_ref": ref}, checked=True)
+            self.state.join(owner, topic, key, stored, checked=True)
         except DuplicatePresence as exc:
             raise AlreadyTracked(
                 f"owner {owner!r} already tracks {key!r} in topic {topic!r}"
             ) from exc
-        out = Output()
-        out.report([entry], [])
-        return ref, out
+        return ref, stored
 
     def untrack(self, owner: Owner, topic: Topic, key: Key) -> Output:
         """Stop tracking one presence; nothing happens when it is not tracked."""
@@ -742,14 +754,15 @@ class Shard:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def _new_ref(self) -> str:
-        """A ``phx_ref`` unique across nodes and restarts: vsn, shard and a counter."""
+        """A ``phx_ref`` unique across nodes and restarts: vsn, shard and a counter.
+
+        The URL-safe base64 of 16 bytes (vsn 8, shard 2, counter 6; the padding
+        stripped). The first 9 bytes never change: their 12 characters are made once,
+        and each ref encodes only the last 7 (10 characters).
+        """
         self._ref_counter += 1
-        raw = (
-            (self.vsn % 2**64).to_bytes(8, "big")
-            + (self.index % 2**16).to_bytes(2, "big")
-            + (self._ref_counter % 2**48).to_bytes(6, "big")
-        )
-        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+        tail = self._ref_low + (self._ref_counter % 2**48).to_bytes(6, "big")
+        return self._ref_head + _b2a(tail, newline=False).translate(_URLSAFE)[:10].decode()
 
     def stats(self) -> dict[str, Any]:
         """Counters, replicas and their status, presences held, pending delta size.

@@ -617,7 +617,14 @@ def check_meta(meta: object, _depth: int = 0) -> None:
     """
     if type(meta) is not dict:
         raise TypeError(f"a meta must be a dict, not {type(meta).__name__}")
-    _check_value(meta, 0)
+    # _check_value(meta, 0) with its first level inlined: flat metas (the common case)
+    # need no call per value.
+    for key, value in meta.items():
+        if type(key) is not str:
+            raise TypeError(f"meta keys must be str, not {type(key).__name__}")
+        kind = type(value)
+        if kind is not str and kind is not int and kind is not bool and value is not None:
+            _check_value(value, 1)
 
 
 def _check_value(value: object, depth: int) -> None:

@@ -1199,7 +1199,8 @@ class State:
                 gone = [c for c in cloud if c in held and c not in theirs]
             else:
                 upto = context.get(r, 0)
-                gone = [c for c in held if c not in theirs and (c <= upto or c in cloud)]
+                # held minus theirs in one C-level pass (a full state holds most of it)
+                gone = [c for c in held.keys() - theirs.keys() if c <= upto or c in cloud]
             if not gone:
                 continue
             mine = relay.get(r)
@@ -1224,6 +1225,8 @@ class State:
             held = self._values.get(r)
             if held is None:
                 held = self._values[r] = {}
+            if max(theirs) <= upto:
+                continue  # all seen (a full state whose parts were merged as they came)
             visible = r not in down
             items: Iterable[tuple[int, Record]] = theirs.items()
             if (

@@ -1342,3 +1342,13 @@ def test_a_bulk_admission_ends_where_the_value_by_value_one_does(
     assert bulk.get_by_key("t1", "k1") == [("owner1", {"i": 1})]  # the older one left
     assert sorted(owner for owner, _ in bulk.get_by_key("t7", "k7")) == ["b-owner7", "owner7"]
     assert bulk.get_by_key("t5", "k5") == [("owner5", {"i": 5})]  # the stale one dropped
+
+
+def test_presences_of_one_topic_share_its_name() -> None:
+    state = State("a")
+    first, second = "".join(["room:", "42"]), "".join(["room", ":42"])
+    assert first == second and first is not second  # noqa: PT018 (one precondition)
+    state.join("o1", first, "k1", {})
+    entry = state.join("o2", second, "k2", {})
+    assert entry.topic is first
+    assert {e.topic for e in state.online_list()} == {"room:42"}

@@ -598,6 +598,11 @@ class State:
         context = self._context
         now = context[replica] + 1
         context[replica] = now
+        if keys is not None:
+            # Equal topics share one object: the one the topic's first record holds (a
+            # topic decoded from each client's message is a new string every time).
+            first = next(iter(keys.values()))
+            topic = first[0][0] if isinstance(first, list) else first[0]
         record: Record = (topic, owner, key, meta, replica, now)
         self._own[now] = record
         if keys is None:

@@ -25,7 +25,9 @@ the simulator (:mod:`tracker_zmq.testing`) drives the same class with virtual ti
   ``replica_down``, ``remove_down_replicas``) and reports it.
 * **Transfers**: a request is answered with the smallest delta generation that brings
   the requester up to date, else the full state, in parts; an answer is merged only if
-  it matches an outstanding request to a replica that is up, once all its parts came.
+  it matches an outstanding request to a replica that is up: a delta once all its parts
+  came, a full state part by part as they come (each part's values first, then the
+  whole payload's context, clouds and removes), so no step costs more than a part.
 * **Versions** are an input, like time: the Shard does not negotiate. The caller (the
   Tracker, from the ranges every node announces on its PubSub, through
   :mod:`pubsub_zmq.versions`) hands it a :class:`Versions` with :meth:`Shard.set_versions`

@@ -37,9 +37,9 @@ and answers in the highest both ends know (:mod:`pubsub_zmq.versions`); the Shar
 which (:class:`~tracker_zmq.shard.Versions`). Version 1 of either is what the release
 before negotiation sent, byte for byte: that release reads messages with ``dict.get``
 and ignores fields it does not know, so a later version may add fields, but nothing is
-added at version 1. Transfer format 1 is the only one and carries no marker; a later
-format must mark its parts, and is only ever sent to a node whose ``transfer`` range
-holds it.
+added at version 1. Transfer format 1 (rows) carries no marker; format 2 (columns: a
+topic table and one column group per replica, see :func:`iter_parts`) marks every part
+with ``"f": 2`` and is only ever sent to a node whose ``transfer`` range holds it.
 """
 
 from __future__ import annotations

@@ -171,6 +171,9 @@ _NO_TOPIC = object()
 
 _b2a = binascii.b2a_base64
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_LAST_BYTE = [_B64[b >> 2] + _B64[(b & 3) << 4] for b in range(256)]
+"""The two characters of a phx_ref's last byte (URL-safe base64, padding stripped)."""
 
 
 def _no_append(item: tuple[Key, Meta]) -> None:
@@ -260,6 +263,8 @@ class Shard:
         fixed = (vsn % 2**64).to_bytes(8, "big") + (index % 2**16).to_bytes(2, "big")
         self._ref_head = base64.urlsafe_b64encode(fixed[:9]).decode("ascii")
         self._ref_low = fixed[9:]
+        self._ref_high = -1
+        self._ref_prefix = ""
         self._next_tick: float | None = None
         self._versions = Versions()
         self._refused_refs: set[Ref] = set()
@@ -759,12 +764,17 @@ class Shard:
         """A ``phx_ref`` unique across nodes and restarts: vsn, shard and a counter.
 
         The URL-safe base64 of 16 bytes (vsn 8, shard 2, counter 6; the padding
-        stripped). The first 9 bytes never change: their 12 characters are made once,
-        and each ref encodes only the last 7 (10 characters).
+        stripped). Base64 takes 3 bytes at a time: the first 15 bytes change only every
+        256 refs (their 20 characters are made then), the last byte is a table lookup.
         """
         self._ref_counter += 1
-        tail = self._ref_low + (self._ref_counter % 2**48).to_bytes(6, "big")
-        return self._ref_head + _b2a(tail, newline=False).translate(_URLSAFE)[:10].decode()
+        counter = self._ref_counter % 2**48
+        high = counter >> 8
+        if high != self._ref_high:
+            self._ref_high = high
+            middle = _b2a(self._ref_low + high.to_bytes(5, "big"), newline=False)
+            self._ref_prefix = self._ref_head + middle.translate(_URLSAFE).decode()
+        return self._ref_prefix + _LAST_BYTE[counter & 255]
 
     def stats(self) -> dict[str, Any]:
         """Counters, replicas and their status, presences held, pending delta size.

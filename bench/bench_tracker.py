@@ -27,7 +27,9 @@ system-wide, so stamps taken in different processes compare directly.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
+import gc
 import os
 import statistics
 import subprocess
@@ -38,8 +40,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the root, for tests.support
+import orjson
+from bench_crdt_state import bench_bytes
+
+from crdt_state import State
+from pubsub_zmq import PubSub
 from tests.support.proc import CommandNode, spawner
 from tests.support.proc import wait_until as _wait_until
+from tracker_zmq import Tracker
+from tracker_zmq.wire import iter_parts
 
 NODE = Path(__file__).with_name("tracker_bench_node.py")
 PERIOD = 0.05
@@ -167,9 +176,11 @@ def transfer(start: Start, n: int, cap: float) -> dict[str, Any]:
     fresh = start(f"new{n}", [holder.endpoint], "--watch", f"big:{n}", *timeout)
     deadline = time.monotonic() + cap
     answer = {"at": None}
+    cpu_new = None
     while time.monotonic() < deadline:
         answer = fresh.call("reached", timeout=120.0, topic="big")
         if answer["at"] is not None:
+            cpu_new = fresh.cpu()  # its CPU seconds so far: start-up and the catch-up
             break
         time.sleep(0.1)
     stats = fresh.call("stats", timeout=60.0)
@@ -182,6 +193,8 @@ def transfer(start: Start, n: int, cap: float) -> dict[str, Any]:
         "transfer": None if answer["at"] is None else answer["at"] - fresh.started,
         "waited": waited,
         "got": answer["count"],
+        "lag": answer.get("lag"),
+        "cpu": cpu_new,
         "stats": stats["totals"],
         "status": stats["replicas"].get(holder.name, {}).get("status"),
     }
@@ -208,6 +221,184 @@ def idle_cpu(start: Start, n: int, window: float) -> tuple[list[float], float]:
     return [(x - y) / elapsed * 100 for x, y in zip(after, before, strict=True)], elapsed
 
 
+# ------------------------------------------------------- the table of issue 15
+#
+# Each row beside its floor or anchor, measured in the same run (the ratio is what
+# compares across machines and loads). In-process rows are CPU seconds of this
+# process (time.process_time), the median of rounds, with the collector on as users run.
+
+
+def read_floor(n: int) -> float:
+    """CPU seconds to merely read n presences' rows in Python: orjson decode of the
+    transfer parts (format 1, as a holder sends them), one dict insert each, the
+    collector off."""
+    source = State(("holder", 1))
+    for i in range(n):
+        source.join(i, "big", i, {"phx_ref": f"{i:022d}"})
+    source.reset_delta()
+    snapshot = source.extract(("new", 2), {("holder", 1): 0})
+    frames = [data for _, data, _ in iter_parts(snapshot, 20_000, 512 * 1024, orjson.dumps)]
+    del source, snapshot
+    gc.disable()
+    try:
+        start = time.process_time()
+        rows: dict[Any, Any] = {}
+        for frame in frames:
+            for value in orjson.loads(frame)["values"]:
+                rows[value[4][1]] = value
+        return time.process_time() - start
+    finally:
+        gc.enable()
+
+
+def cpu(fn: Callable[[], object]) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def state_figures(n: int) -> dict[str, float]:
+    """Building n presences with State.join, and joins into a state of n (per call)."""
+    state = State(("a", 1))
+    join = state.join
+
+    def build_state() -> None:
+        for i in range(n):
+            join(i, "big", i, {"phx_ref": "x"})
+            if i % 1000 == 999:
+                state.reset_delta()
+
+    def more_joins(start: int) -> None:
+        for i in range(start, start + 20_000):
+            join(i, "more", i, {})
+        state.reset_delta()
+
+    built = cpu(build_state)
+    rounds = []
+    for r in range(3):
+        gc.collect()  # each round starts from the same collector state, as the Tracker's
+        rounds.append(cpu(functools.partial(more_joins, n + r * 20_000)))
+    return {"state_build": built, "join": statistics.median(rounds) / 20_000}
+
+
+async def in_process(n: int) -> dict[str, float]:
+    """Tracker.track and State.join per call at n, building n both ways, list of 10k."""
+    out = state_figures(n)
+    gc.collect()
+    async with (
+        PubSub("bench-table", bind="tcp://127.0.0.1:0") as pubsub,
+        Tracker(pubsub, broadcast_period=1.5, handler=lambda diff: None) as tracker,
+    ):
+        track = tracker.track
+        elapsed = 0.0
+        for base in range(0, n, 1000):  # the handler and heartbeats run between chunks
+            start = time.process_time()
+            for i in range(base, min(n, base + 1000)):
+                track(i, "big", i, {})
+            elapsed += time.process_time() - start
+            await asyncio.sleep(0)
+        out["tracker_build"] = elapsed
+        rounds = []
+        for r in range(3):
+            gc.collect()
+            start = time.process_time()
+            for i in range(n + r * 20_000, n + (r + 1) * 20_000):
+                track(i, "more", i, {})
+            rounds.append(time.process_time() - start)
+            await asyncio.sleep(0.1)
+        out["track"] = statistics.median(rounds) / 20_000
+        for i in range(10_000):
+            track(f"owner:{i}", "room:10k", f"user:{i}", {"status": "online"})
+        await asyncio.sleep(0.1)
+        answer = dict(tracker.list("room:10k"))
+        assert len(answer) == 10_000
+        lists = [cpu(lambda: tracker.list("room:10k")) for _ in range(50)]
+        copies = [cpu(lambda: list(answer.items())) for _ in range(50)]
+        out["list"] = statistics.median(lists)
+        out["copy"] = statistics.median(copies)
+    return out
+
+
+def table(catch_up: dict[str, Any] | None, n: int) -> None:
+    """Print the issue's table: each measure, its floor or anchor, the ratio, the target."""
+
+    floor = read_floor(n)
+    figures = asyncio.run(in_process(n))
+    gc.collect()
+    held = bench_bytes(n)
+    print()
+    print(f"Issue 15 table, {n:,} presences (floor or anchor measured in this run)")
+    head = f"{'measure':<52} {'figure':>10} {'floor/anchor':>13} {'ratio':>7}  target"
+    print(head)
+
+    def line(measure: str, figure: str, anchor: str, ratio: float | None, target: str) -> None:
+        shown = "" if ratio is None else f"{ratio:.2f}x"
+        print(f"{measure:<52} {figure:>10} {anchor:>13} {shown:>7}  {target}", flush=True)
+
+    if catch_up is not None and catch_up["transfer"] is not None:
+        seconds = catch_up["transfer"]
+        line(
+            f"catch-up of {n:,}, PubSub start to last join (s)",
+            f"{seconds:.2f}",
+            f"{floor:.2f}",
+            seconds / floor,
+            "<= 4x the floor (moonshot 2.5x)",
+        )
+        if catch_up.get("cpu") is not None:
+            line(
+                "  CPU of the new node until then (s)",
+                f"{catch_up['cpu']:.2f}",
+                f"{floor:.2f}",
+                catch_up["cpu"] / floor,
+                "(start-up included; steadier than wall time under load)",
+            )
+        lag = catch_up.get("lag")
+        if lag is not None:
+            line(
+                "  longest loop step of the new node until then (s)",
+                f"{lag:.3f}",
+                f"{PERIOD:.3f}",
+                lag / PERIOD,
+                "<= 1 broadcast_period",
+            )
+    else:
+        line(f"catch-up of {n:,} (s)", "not run", f"{floor:.2f}", None, "")
+    line(
+        f"Tracker.track at {n:,} (us), State.join",
+        f"{figures['track'] * 1e6:.2f}",
+        f"{figures['join'] * 1e6:.2f}",
+        figures["track"] / figures["join"],
+        "<= 3 us (1.9x State.join's 1.6)",
+    )
+    line(
+        f"building {n:,} through the Tracker (s), State",
+        f"{figures['tracker_build']:.2f}",
+        f"{figures['state_build']:.2f}",
+        figures["tracker_build"] / figures["state_build"],
+        "<= 1.5x",
+    )
+    line(
+        f"bytes per presence held at {n:,}, Elixir ETS",
+        f"{held:.0f}",
+        "424",
+        held / 424,
+        "<= 450 bytes",
+    )
+    line(
+        "Tracker.list of a 10k topic (ms), a copy",
+        f"{figures['list'] * 1e3:.3f}",
+        f"{figures['copy'] * 1e3:.3f}",
+        figures["list"] / figures["copy"],
+        "<= 1 ms",
+    )
+    print(
+        "    floor: CPU time of an orjson decode of the same rows as format 1 sends them, "
+        "one dict insert each, collector off; catch-up: wall time over two processes; "
+        "Tracker rows: CPU time in this process, collector on; copy: list() of the "
+        "answer's 10k (key, meta) pairs"
+    )
+
+
 def row(measure: str, figure: object, target: str = "") -> None:
     print(f"{measure:<50} {figure!s:>14} {target:>10}", flush=True)
 
@@ -216,6 +407,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller N, fewer repetitions")
     parser.add_argument("--verbose", action="store_true", help="show the nodes' log lines")
+    parser.add_argument(
+        "--table", action="store_true", help="only the catch-up and the table of issue 15"
+    )
     args = parser.parse_args()
     quick = args.quick
     per_node = 20 if quick else 60
@@ -229,6 +423,14 @@ def main() -> int:
     print()
     row("measure", "figure", "target")
     # every node is stopped on the way out, whatever happens
+    catch_up: dict[str, Any] | None = None
+    if args.table:
+        n = sizes[-1]
+        with spawner(Node) as start:
+            catch_up = transfer(start, n, 30.0 if n < 1_000_000 else 90.0)
+        table(catch_up, n)
+        print(f"\nbench took {time.monotonic() - began:.0f} s")
+        return 0
     with spawner(Node) as start:
         nodes = start_five(start)
         lat = join_latency(nodes, per_node)
@@ -258,6 +460,8 @@ def main() -> int:
                     f"merged {totals['transfers_merged']}; drops: {drops}"
                 )
             row(f"  building {n:,} on the holder (s)", f"{t['fill']:.2f}")
+            if n == sizes[-1]:
+                catch_up = t
             if t["transfer"] is None and n < sizes[-1]:
                 print(f"    larger sizes skipped: {n:,} did not complete")
                 break
@@ -268,6 +472,7 @@ def main() -> int:
             f"    2-node cluster, both holding them, broadcast_period {PERIOD} s (the bench's), "
             f"CPU over {elapsed:.0f} s idle"
         )
+    table(catch_up, sizes[-1])
     print(f"\nbench took {time.monotonic() - began:.0f} s")
     return 0
 

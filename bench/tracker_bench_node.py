@@ -14,7 +14,10 @@ with one JSON line on stdout. The handler stamps every join and leave with
 * ``fill`` (topic, n[, chunk, pause]): tracks ``n`` presences in one loop, no round trip
   per presence (with ``chunk``: a pause of ``pause`` seconds after every chunk);
 * ``joins`` / ``leaves`` (topic): ``{key: time the handler got it}``;
-* ``reached`` (topic): when the handler's join count for ``--watch TOPIC`` reached N;
+* ``reached`` (topic): when the handler's join count for ``--watch TOPIC`` reached N,
+  and ``lag``: the longest step of the node's event loop until then (how late a 5 ms
+  sleep woke up, at most);
+* ``lag``: ``{"max": S}``, the longest step of the loop since the node started;
 * ``count`` (topic): presences listed; ``stats``; ``stop``.
 
 Its command line, PubSub, Tracker and command loop are the test nodes' ones
@@ -35,6 +38,9 @@ from pubsub_zmq import PubSub
 from tests.support.node import arguments, pubsub, serve_commands, tracker
 from tracker_zmq import Tracker
 from tracker_zmq.shard import Diff
+
+_LAG_TICK = 0.005
+"""Seconds between two wake-ups of the loop-lag monitor."""
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -60,14 +66,30 @@ async def serve(args: argparse.Namespace) -> None:
             for key, _ in left:
                 gone.setdefault(key, now)
 
+    lag = {"max": 0.0}
+
+    async def monitor() -> None:
+        # the longest step of the loop: how late a short sleep wakes up, at most
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(_LAG_TICK)
+            late = time.monotonic() - before - _LAG_TICK
+            if late > lag["max"]:
+                lag["max"] = late
+                if watch["at"] is None:
+                    watch["lag"] = late
+
+    watch["lag"] = 0.0
+    lag_task = asyncio.create_task(monitor())
     async with pubsub(args, PubSub, start_timeout=10.0) as ps:
         node = tracker(ps, args, handler=handler, transfer_timeout=args.transfer_timeout)
         started = time.monotonic()
         async with node:
             await serve_commands(
                 {"ready": args.name, "endpoint": ps.endpoint, "vsn": node.vsn, "started": started},
-                commands(args.name, node, joins, leaves, watch),
+                commands(args.name, node, joins, leaves, watch, lag),
             )
+    lag_task.cancel()
 
 
 def commands(
@@ -76,6 +98,7 @@ def commands(
     joins: dict[str, dict[Any, float]],
     leaves: dict[str, dict[Any, float]],
     watch: dict[str, Any],
+    lag: dict[str, float],
 ) -> dict[str, Any]:
     """The bench node's commands (see the module docstring)."""
 
@@ -113,7 +136,8 @@ def commands(
         "fill": fill,
         "joins": lambda c: joins.get(str(c["topic"]), {}),
         "leaves": lambda c: leaves.get(str(c["topic"]), {}),
-        "reached": lambda c: {"at": watch["at"], "count": watch["count"]},
+        "reached": lambda c: {"at": watch["at"], "count": watch["count"], "lag": watch["lag"]},
+        "lag": lambda c: lag,
         "count": lambda c: {"count": len(node.list(c["topic"]))},
         "stats": stats,
     }

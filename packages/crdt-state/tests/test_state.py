@@ -28,6 +28,7 @@ from crdt_state import (
     StateError,
     merge_deltas,
 )
+from crdt_state import state as state_module
 from crdt_state.testing import ReplicaMachine, presences
 
 OUTSIDER = ("outsider", 0)  # a requester that is none of the states, to extract everything
@@ -1291,3 +1292,63 @@ def test_payload_length_and_value_replicas_without_building_entries():
     assert snapshot.value_replicas() == {("a", 1)}
     assert len(State(("c", 1)).take_delta()) == 0
     assert State(("c", 1)).take_delta().value_replicas() == set()
+
+
+# ------------------------------------------------------------ bulk admission
+
+
+def _bulk_case() -> tuple[State, Delta]:
+    """A state that already holds some of the payload's keys (another replica's, and an
+    older value of the same replica), and a payload of 600 unseen values of ``a`` in
+    which one presence also comes twice (a stale and a newer value)."""
+    holder = State("z")
+    for r in ("a", "b"):
+        holder.replica_up(r)
+    b = State("b")
+    b.replica_up("z")
+    for i in range(0, 600, 7):
+        b.join(f"b-owner{i}", f"t{i % 13}", f"k{i}", {"b": i})  # same keys, another owner
+    holder.merge(b.take_delta())
+    older = {
+        "replica": "a",
+        "clouds": [["a", [1]]],
+        "values": [["t1", "owner1", "k1", {"old": True}, ["a", 1]]],
+        "range": [[["a", 0]], [["a", 1]]],
+    }
+    holder.merge(Delta.from_wire(older))
+    rows = [[f"t{i % 13}", f"owner{i}", f"k{i}", {"i": i}, ["a", i + 10]] for i in range(600)]
+    rows.append(["t5", "owner5", "k5", {"stale": True}, ["a", 5]])  # older than clock 15
+    payload = {
+        "replica": "a",
+        "clouds": [["a", [row[4][1] for row in rows]]],
+        "values": rows,
+        "range": [[["a", 1]], [["a", 700]]],
+    }
+    return holder, Delta.from_wire(payload)
+
+
+def test_a_bulk_admission_ends_where_the_value_by_value_one_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bulk, payload = _bulk_case()
+    bulk_diff = bulk.merge(payload)
+    one_by_one, payload = _bulk_case()
+    monkeypatch.setattr(state_module, "_BULK_MIN", 10**9)
+    slow_diff = one_by_one.merge(payload)
+    assert sorted(map(repr, bulk.online_list())) == sorted(map(repr, one_by_one.online_list()))
+    assert bulk.clocks() == one_by_one.clocks()
+    for mine, theirs in zip(bulk_diff, slow_diff, strict=True):
+        assert sorted(map(repr, mine)) == sorted(map(repr, theirs))
+    assert bulk.get_by_key("t1", "k1") == [("owner1", {"i": 1})]  # the older one left
+    assert sorted(owner for owner, _ in bulk.get_by_key("t7", "k7")) == ["b-owner7", "owner7"]
+    assert bulk.get_by_key("t5", "k5") == [("owner5", {"i": 5})]  # the stale one dropped
+
+
+def test_presences_of_one_topic_share_its_name() -> None:
+    state = State("a")
+    first, second = "".join(["room:", "42"]), "".join(["room", ":42"])
+    assert first == second and first is not second  # noqa: PT018 (one precondition)
+    state.join("o1", first, "k1", {})
+    entry = state.join("o2", second, "k2", {})
+    assert entry.topic is first
+    assert {e.topic for e in state.online_list()} == {"room:42"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 
 import pytest
@@ -16,6 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crdt_state import Delta, Snapshot, State, StateError, WireError
+from crdt_state.bulk import CollectorPause
+from crdt_state.wire import PayloadReader, columns_out, iter_records
 
 # ------------------------------------------------------------------------- fixtures
 
@@ -590,8 +593,6 @@ def _pieces(payload, size):
 
 @given(size=st.integers(1, 8), reverse=st.booleans())
 def test_a_payload_read_in_pieces_equals_one_read_whole(size, reverse):
-    from crdt_state.wire import PayloadReader
-
     state = State(("a", 1))
     for i in range(9):
         state.join(f"pid-{i}", "topic", i, {"n": i})
@@ -607,8 +608,6 @@ def test_a_payload_read_in_pieces_equals_one_read_whole(size, reverse):
 
 
 def test_a_payload_reader_checks_across_pieces():
-    from crdt_state.wire import PayloadReader
-
     state = State(("a", 1))
     for i in range(4):
         state.join(f"pid-{i}", "topic", i, {})
@@ -642,10 +641,100 @@ def test_a_payload_reader_checks_across_pieces():
     )
 )
 def test_a_payload_reader_rejects_garbage_with_wire_error(garbage):
-    from crdt_state.wire import PayloadReader
-
     for kind in (Snapshot, Delta):
         reader = PayloadReader(kind)
         for step in (reader.add_values, reader.add_cloud_tags, reader.finish):
             with contextlib.suppress(WireError):  # any other exception fails the test
                 step(garbage)
+
+
+# ------------------------------------------------------- the columnar form
+
+
+def _payload_with_three_replicas() -> tuple[State, Snapshot]:
+    a, b, c = State(("a", 1)), State(2), State("c")
+    for s in (a, b, c):
+        for other in (a, b, c):
+            if other is not s:
+                s.replica_up(other.replica)
+    for i in range(50):
+        a.join(f"o{i}", f"t{i % 3}", i, {"i": i})
+        b.join(i, i % 4, f"k{i}", {"nested": {"x": [1, None]}})
+    a.leave("o1", "t1", 1)
+    c.merge(a.take_delta())
+    c.merge(b.take_delta())
+    return c, c.extract("new", {("a", 1): 0, 2: 0, "c": 0})
+
+
+def test_columns_round_trip_through_a_payload_reader_in_pieces() -> None:
+    _, snapshot = _payload_with_three_replicas()
+    records = list(iter_records(snapshot))
+    reader = PayloadReader(Snapshot)
+    for start in range(0, len(records), 17):
+        reader.add_columns(json.loads(json.dumps(columns_out(records[start : start + 17]))))
+    head = snapshot.to_wire()
+    reader.add_clouds(head["clouds"])
+    assert reader.size == snapshot.size()
+    assert reader.finish({"replica": head["replica"], "context": head["context"]}) == snapshot
+
+
+def test_take_values_hands_each_piece_over_once_and_merging_them_first_changes_nothing() -> None:
+    _source, snapshot = _payload_with_three_replicas()
+    records = list(iter_records(snapshot))
+    reader = PayloadReader(Snapshot)
+    pieces = State("new")
+    whole = State("new")
+    for s in (pieces, whole):
+        for r in (("a", 1), 2, "c"):
+            s.replica_up(r)
+    taken = 0
+    for start in range(0, len(records), 20):
+        reader.add_columns(columns_out(records[start : start + 20]))
+        part = reader.take_values("c")
+        assert part is not None
+        assert reader.take_values("c") is None
+        taken += len(part)
+        pieces.merge(part)
+    assert taken == len(records)
+    wired = snapshot.to_wire()
+    reader.add_clouds(wired["clouds"])
+    pieces.merge(reader.finish({"replica": wired["replica"], "context": wired["context"]}))
+    whole.merge(snapshot)
+    assert sorted(map(repr, pieces.online_list())) == sorted(map(repr, whole.online_list()))
+    assert pieces.clocks() == whole.clocks()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"topics": ["t"], "values": [["a", [1], [0], ["o"], ["k"], [{}]]], "extra": 1},
+        {"topics": [1.5], "values": []},
+        {"topics": ["t"], "values": [["a", [True], [0], ["o"], ["k"], [{}]]]},
+        {"topics": ["t"], "values": [["a", [2**63], [0], ["o"], ["k"], [{}]]]},
+        {"topics": ["t"], "values": [["a", [1], [-1], ["o"], ["k"], [{}]]]},
+        {"topics": ["t"], "values": [["a", [1], [0], [None], ["k"], [{}]]]},
+        {"topics": ["t"], "values": [["a", [1], [0], ["o"], ["k"], [{"x": 1, 2: 3}]]]},
+        {"topics": ["t"], "values": [["a", [1, 1], [0, 0], ["o", "p"], ["k", "l"], [{}, {}]]]},
+        {"topics": ["t"], "values": [[None, [1], [0], ["o"], ["k"], [{}]]]},
+        {"topics": ["t"], "values": [["a", [1], [0], ["o"], ["k"]]]},
+    ],
+)
+def test_malformed_columns_raise_wire_errors(data: object) -> None:
+    with pytest.raises(WireError):
+        PayloadReader(Snapshot).add_columns(data)
+
+
+def test_a_collector_pause_resumes_only_what_it_paused() -> None:
+    assert gc.isenabled()
+    pause, other = CollectorPause(), CollectorPause()
+    pause.pause()
+    other.pause()  # already disabled: not this one's to resume
+    assert not gc.isenabled()
+    assert pause.held
+    assert not other.held
+    other.resume()
+    assert not gc.isenabled()
+    pause.resume()
+    pause.resume()
+    assert gc.isenabled()
+    assert not pause.held

@@ -9,6 +9,7 @@ dropped, garbage never raising, the stall rule.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from dataclasses import replace
@@ -640,3 +641,14 @@ def test_transfer_parts_are_encoded_once_and_counted_when_the_answer_is_decided(
     for send in sends:
         assert a.receive(send.message, 2.1).events == []
     assert len(a.list(T)) == 10
+
+
+def test_phx_refs_are_the_url_safe_base64_of_vsn_shard_and_counter() -> None:
+    vsn, index = 1_765_000_000_123_456_789, 3
+    shard = Shard("a", vsn, index, OPTS, random.Random(0))
+    for counter in (1, 2, 255, 256, 257, 65_535, 65_536, 2**40 + 7, 2**48 - 1, 2**48, 2**48 + 1):
+        shard._ref_counter = counter - 1
+        raw = (
+            vsn.to_bytes(8, "big") + index.to_bytes(2, "big") + (counter % 2**48).to_bytes(6, "big")
+        )
+        assert shard._new_ref() == base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -66,9 +66,9 @@ def beat(shard: Shard, now: float) -> dict[str, Any]:
 # ------------------------------------------------------------------ the codec
 
 
-def test_this_release_speaks_version_1_of_both() -> None:
+def test_this_release_speaks_tracker_version_1_and_transfer_formats_1_to_2() -> None:
     assert (LOWEST_PROTOCOL, PROTOCOL) == (1, 1)
-    assert (LOWEST_TRANSFER_FORMAT, TRANSFER_FORMAT) == (1, 1)
+    assert (LOWEST_TRANSFER_FORMAT, TRANSFER_FORMAT) == (1, 2)
 
 
 def test_decode_accepts_the_versions_of_the_range_only() -> None:
@@ -205,7 +205,7 @@ def test_trackers_announce_their_ranges_and_negotiate() -> None:
             for tracker in trackers:
                 await stack.enter_async_context(tracker)
             await until(lambda: all(sees_up(t, trackers) for t in trackers), message="up")
-            ranges = {"pubsub": Range(1, 1), "tracker": Range(1, 1), "transfer": Range(1, 1)}
+            ranges = {"pubsub": Range(1, 1), "tracker": Range(1, 1), "transfer": Range(1, 2)}
             assert n0.versions("n0") == ranges
             # a plain PubSub reads them, through gossip
             await until(
@@ -216,15 +216,15 @@ def test_trackers_announce_their_ranges_and_negotiate() -> None:
             await until(
                 lambda: (
                     trackers[0].stats()["versions"]["peers"]
-                    == {"n1": {"tracker": 1, "transfer": 1}}
+                    == {"n1": {"tracker": 1, "transfer": 2}}
                 ),
                 message="n0 negotiated with n1",
             )
             assert trackers[0].stats()["versions"] == {
                 "tracker": [1, 1],
-                "transfer": [1, 1],
+                "transfer": [1, 2],
                 "broadcast": 1,
-                "peers": {"n1": {"tracker": 1, "transfer": 1}},
+                "peers": {"n1": {"tracker": 1, "transfer": 2}},
                 "refused": {},
                 "left_out": [],
             }

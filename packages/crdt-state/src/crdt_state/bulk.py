@@ -19,7 +19,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["BULK_SIZE", "gc_paused"]
+__all__ = ["BULK_SIZE", "CollectorPause", "gc_paused"]
 
 BULK_SIZE = 10_000
 """Payloads with at least this many values are merged or decoded with the collector paused."""
@@ -40,3 +40,41 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+class CollectorPause:
+    """A pause of the cyclic garbage collector that spans several steps of a bulk job.
+
+    For work spread over many event-loop turns, such as a large transfer merged part by
+    part as its parts arrive: with the collector running, the state grows by a quarter
+    again and again while it fills, and each time a full collection walks all of it
+    (CPython never untracks a tuple that holds a dict, and every stored record holds its
+    meta). Paused from the first part to the last, the collector runs once after.
+
+    :meth:`resume` re-enables the collector only if :meth:`pause` disabled it, so pauses
+    of several jobs at once, or an application that runs with the collector disabled,
+    are left as they were; the owner of a pause must resume it whatever happens to the
+    job (completed, abandoned, timed out).
+    """
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held = False
+
+    @property
+    def held(self) -> bool:
+        """Whether this pause disabled the collector and has not resumed it yet."""
+        return self._held
+
+    def pause(self) -> None:
+        """Disable the collector if it is enabled (and remember that this pause did)."""
+        if not self._held and gc.isenabled():
+            gc.disable()
+            self._held = True
+
+    def resume(self) -> None:
+        """Re-enable the collector if this pause disabled it; idempotent."""
+        if self._held:
+            self._held = False
+            gc.enable()

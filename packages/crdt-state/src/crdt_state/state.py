@@ -45,6 +45,9 @@ and the records of pending deltas are shared, never copied: they are immutable.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import partial
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Literal, Self, TypeAlias, cast
 
 from crdt_state import clock as _clock
@@ -71,6 +74,13 @@ __all__ = ["Delta", "Snapshot", "State", "check_id", "check_ids", "merge_deltas"
 _Values: TypeAlias = "dict[Replica, dict[int, Record]]"
 _Clouds: TypeAlias = "dict[Replica, set[int]]"
 _Slot: TypeAlias = "Record | list[Record]"
+
+_BULK_MIN = 256
+"""Merges admit at least this many unseen values of one replica with the bulk path."""
+
+_TOPIC, _OWNER, _KEY, _META, _CLOCK = (itemgetter(i) for i in (0, 1, 2, 3, 5))
+_ENTRY = partial(_tuple_new, Entry)
+"""An Entry from its five fields as one tuple, without a Python-level call."""
 
 _EMPTY_SET: frozenset[int] = frozenset()
 _EMPTY_DICT: Mapping[int, Record] = {}
@@ -588,6 +598,11 @@ class State:
         context = self._context
         now = context[replica] + 1
         context[replica] = now
+        if keys is not None:
+            # Equal topics share one object: the one the topic's first record holds (a
+            # topic decoded from each client's message is a new string every time).
+            first = next(iter(keys.values()))
+            topic = first[0][0] if isinstance(first, list) else first[0]
         record: Record = (topic, owner, key, meta, replica, now)
         self._own[now] = record
         if keys is None:
@@ -1098,12 +1113,85 @@ class State:
         # snapshot that raises the context purges what it covers), so this costs what
         # it folds, not the cloud's size.
         now = self._context[replica]
+        size = len(cloud)
+        if now + 1 in cloud and now + size in cloud and max(cloud) == now + size:
+            # n distinct clocks above ``now`` whose largest is now + n: all contiguous,
+            # all fold (the parts of a transfer come this way), in one C-level pass.
+            self._context[replica] = now + size
+            del self._clouds[replica]
+            return
         while now + 1 in cloud:
             now += 1
             cloud.remove(now)
         self._context[replica] = now
         if not cloud:
             del self._clouds[replica]
+
+    def _admit_bulk(
+        self,
+        replica: Replica,
+        theirs: dict[int, Record],
+        held: dict[int, Record],
+        joins: list[Entry] | None,
+    ) -> list[Record]:
+        """Admit unseen values whose keys no value holds yet in their topics, in bulk.
+
+        Indexes by topic in one Python pass and does everything else (the held values,
+        the owner index when its owners are new, the joins) in C-level passes.
+
+        Returns:
+            The records whose (topic, key) some value already holds: the caller admits
+            them one by one, as any other merge does.
+        """
+        by_topic = self._by_topic
+        fast: list[Record] = []
+        slow: list[Record] = []
+        keep, defer = fast.append, slow.append
+        for record in theirs.values():
+            topic, key = record[0], record[2]
+            keys = by_topic.get(topic)
+            if keys is None:
+                by_topic[topic] = {key: record}
+            elif key in keys:
+                defer(record)
+                continue
+            else:
+                keys[key] = record
+            keep(record)
+        if len(fast) == len(theirs):
+            held.update(theirs)
+        else:
+            held.update(zip(map(_CLOCK, fast), fast, strict=False))
+        by_owner = self._by_owner
+        owners = list(map(_OWNER, fast))
+        unique = set(owners)
+        if len(unique) == len(owners) and by_owner.keys().isdisjoint(unique):
+            by_owner.update(zip(owners, fast, strict=False))
+        else:
+            for record in fast:
+                owner = record[1]
+                slot = by_owner.get(owner)
+                if slot is None:
+                    by_owner[owner] = record
+                elif isinstance(slot, list):
+                    slot.append(record)
+                else:
+                    by_owner[owner] = [slot, record]
+        if joins is not None:
+            joins.extend(
+                map(
+                    _ENTRY,
+                    zip(
+                        map(_TOPIC, fast),
+                        owners,
+                        map(_KEY, fast),
+                        map(_META, fast),
+                        zip(repeat(replica), map(_CLOCK, fast)),
+                        strict=False,
+                    ),
+                )
+            )
+        return slow
 
     def _merge(
         self, values: _Values, clouds: _Clouds, context: Context | None
@@ -1131,7 +1219,8 @@ class State:
                 gone = [c for c in cloud if c in held and c not in theirs]
             else:
                 upto = context.get(r, 0)
-                gone = [c for c in held if c not in theirs and (c <= upto or c in cloud)]
+                # held minus theirs in one C-level pass (a full state holds most of it)
+                gone = [c for c in held.keys() - theirs.keys() if c <= upto or c in cloud]
             if not gone:
                 continue
             mine = relay.get(r)
@@ -1156,8 +1245,23 @@ class State:
             held = self._values.get(r)
             if held is None:
                 held = self._values[r] = {}
+            if max(theirs) <= upto:
+                continue  # all seen (a full state whose parts were merged as they came)
             visible = r not in down
-            for c, record in theirs.items():
+            items: Iterable[tuple[int, Record]] = theirs.items()
+            if (
+                len(theirs) >= _BULK_MIN
+                and min(theirs) > upto
+                and cloud.isdisjoint(theirs)
+                and held.keys().isdisjoint(theirs)
+            ):
+                # Every value is unseen (a transfer's part, a new replica's state):
+                # admitted in bulk, only keys already held go the way below.
+                slow = self._admit_bulk(r, theirs, held, joins if visible else None)
+                if not slow:
+                    continue
+                items = ((rec[5], rec) for rec in slow)
+            for c, record in items:
                 if c <= upto or c in cloud or c in held:
                     continue
                 topic, owner, key, meta, _, _ = record

@@ -25,7 +25,9 @@ the simulator (:mod:`tracker_zmq.testing`) drives the same class with virtual ti
   ``replica_down``, ``remove_down_replicas``) and reports it.
 * **Transfers**: a request is answered with the smallest delta generation that brings
   the requester up to date, else the full state, in parts; an answer is merged only if
-  it matches an outstanding request to a replica that is up, once all its parts came.
+  it matches an outstanding request to a replica that is up: a delta once all its parts
+  came, a full state part by part as they come (each part's values first, then the
+  whole payload's context, clouds and removes), so no step costs more than a part.
 * **Versions** are an input, like time: the Shard does not negotiate. The caller (the
   Tracker, from the ranges every node announces on its PubSub, through
   :mod:`pubsub_zmq.versions`) hands it a :class:`Versions` with :meth:`Shard.set_versions`
@@ -54,6 +56,7 @@ already down are not reported down again.
 from __future__ import annotations
 
 import base64
+import binascii
 import builtins
 import json
 import random
@@ -74,7 +77,7 @@ from crdt_state import (
     Topic,
     check_ids,
 )
-from crdt_state.bulk import BULK_SIZE, gc_paused
+from crdt_state.bulk import BULK_SIZE, CollectorPause, gc_paused
 from crdt_state.clock import Clock, append_clock, clockset_replicas
 from tracker_zmq.errors import AlreadyTracked, NoPresence
 from tracker_zmq.options import Options
@@ -171,6 +174,12 @@ class Output:
 
 _NO_TOPIC = object()
 
+_b2a = binascii.b2a_base64
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_LAST_BYTE = [_B64[b >> 2] + _B64[(b & 3) << 4] for b in range(256)]
+"""The two characters of a phx_ref's last byte (URL-safe base64, padding stripped)."""
+
 
 def _no_append(item: tuple[Key, Meta]) -> None:
     raise AssertionError("unreachable: the first entry always looks its topic up")
@@ -209,6 +218,7 @@ class _Request:
     parts: set[int] = field(default_factory=set)
     last: int | None = None
     assembly: Assembly | None = None
+    collector: CollectorPause | None = None
 
 
 class Shard:
@@ -255,6 +265,11 @@ class Shard:
         self._request_counter = 0
         self._answered_full: dict[str, float] = {}
         self._ref_counter = 0
+        fixed = (vsn % 2**64).to_bytes(8, "big") + (index % 2**16).to_bytes(2, "big")
+        self._ref_head = base64.urlsafe_b64encode(fixed[:9]).decode("ascii")
+        self._ref_low = fixed[9:]
+        self._ref_high = -1
+        self._ref_prefix = ""
         self._next_tick: float | None = None
         self._versions = Versions()
         self._refused_refs: set[Ref] = set()
@@ -345,17 +360,29 @@ class Shard:
         """
         if not checked:
             check_ids(owner, topic, key)
+        ref, stored = self.track_unreported(owner, topic, key, meta, phx_ref)
+        return ref, Output(diff={topic: ([(key, stored)], [])})
+
+    def track_unreported(
+        self, owner: Owner, topic: Topic, key: Key, meta: Meta, phx_ref: str | None = None
+    ) -> tuple[str, Meta]:
+        """:meth:`track` without the id checks and the Output: the ``phx_ref`` and the
+        meta stored. The Tracker's hot path calls it and reports the join itself.
+
+        Raises:
+            AlreadyTracked: This node already tracks (owner, topic, key).
+            TypeError: A meta that is not JSON-able.
+        """
         check_meta(meta)
         ref = self._new_ref() if phx_ref is None else phx_ref
+        stored = {**meta, "phx_ref": ref}
         try:
-            entry = self.state.join(owner, topic, key, {**meta, "phx_ref": ref}, checked=True)
+            self.state.join(owner, topic, key, stored, checked=True)
         except DuplicatePresence as exc:
             raise AlreadyTracked(
                 f"owner {owner!r} already tracks {key!r} in topic {topic!r}"
             ) from exc
-        out = Output()
-        out.report([entry], [])
-        return ref, out
+        return ref, stored
 
     def untrack(self, owner: Owner, topic: Topic, key: Key) -> Output:
         """Stop tracking one presence; nothing happens when it is not tracked."""
@@ -680,15 +707,36 @@ class Shard:
         pending.parts.add(message.part)
         if message.last:
             pending.last = message.part
+        if message.kind == "snapshot":
+            # A full state's values are merged part by part, as they arrive: each
+            # merge costs what its part carries, so the loop keeps heartbeating and
+            # answering during a large catch-up (a delta answer is bounded by
+            # max_delta_sizes and is merged whole, at the end).
+            part = pending.assembly.take_values(message.sender)
+            if part is not None:
+                if pending.collector is None and pending.assembly.size >= BULK_SIZE:
+                    # A large state: the collector waits until the transfer is over
+                    # (see crdt_state.bulk.CollectorPause); _forget_request resumes it.
+                    pending.collector = CollectorPause()
+                    pending.collector.pause()
+                with gc_paused():
+                    out.report(*self.state.merge(part))
         if pending.last is None or len(pending.parts) != pending.last + 1:
             return
+        # The collector resumes once the last merge is done (whatever happens to it).
+        collector, pending.collector = pending.collector, None
         self._forget_request(message.request)
         try:
-            payload = pending.assembly.finish()
-        except MessageError:
-            self._count_drop("invalid")
-            return
-        out.report(*self.state.merge(payload))
+            try:
+                payload = pending.assembly.finish()
+            except MessageError:
+                self._count_drop("invalid")
+                return
+            with gc_paused():
+                out.report(*self.state.merge(payload))
+        finally:
+            if collector is not None:
+                collector.resume()
         if isinstance(payload, Delta):
             self.generations.push(self.state, payload)
         else:
@@ -721,8 +769,21 @@ class Shard:
 
     def _forget_request(self, request: tuple[Ref, int]) -> None:
         pending = self._requests.pop(request, None)
-        if pending is not None and self._asking.get(pending.responder[0]) == request:
+        if pending is None:
+            return
+        if pending.collector is not None:
+            pending.collector.resume()
+        if self._asking.get(pending.responder[0]) == request:
             del self._asking[pending.responder[0]]
+
+    def close(self) -> None:
+        """Forget every outstanding transfer request (the Tracker calls it as it stops).
+
+        A large transfer being received pauses the garbage collector until it is merged
+        or abandoned; closing resumes it.
+        """
+        for request in list(self._requests):
+            self._forget_request(request)
 
     def _send(self, out: Output, message: Any, node: str | None = None, *, version: int) -> None:
         data = self._encoder(encode(message, self.options.pool_size, version))
@@ -734,14 +795,20 @@ class Shard:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def _new_ref(self) -> str:
-        """A ``phx_ref`` unique across nodes and restarts: vsn, shard and a counter."""
+        """A ``phx_ref`` unique across nodes and restarts: vsn, shard and a counter.
+
+        The URL-safe base64 of 16 bytes (vsn 8, shard 2, counter 6; the padding
+        stripped). Base64 takes 3 bytes at a time: the first 15 bytes change only every
+        256 refs (their 20 characters are made then), the last byte is a table lookup.
+        """
         self._ref_counter += 1
-        raw = (
-            (self.vsn % 2**64).to_bytes(8, "big")
-            + (self.index % 2**16).to_bytes(2, "big")
-            + (self._ref_counter % 2**48).to_bytes(6, "big")
-        )
-        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+        counter = self._ref_counter % 2**48
+        high = counter >> 8
+        if high != self._ref_high:
+            self._ref_high = high
+            middle = _b2a(self._ref_low + high.to_bytes(5, "big"), newline=False)
+            self._ref_prefix = self._ref_head + middle.translate(_URLSAFE).decode()
+        return self._ref_prefix + _LAST_BYTE[counter & 255]
 
     @property
     def transfers_outstanding(self) -> int:
@@ -793,11 +860,16 @@ def _answer(
     costly part, happens as the caller pulls the parts, so an event loop can heartbeat in
     between. It touches no Shard: pulling it or not changes nothing but what is sent.
     ``version`` is the answer's tracker version; ``transfer_format`` the form of its
-    parts, of which format 1 (:func:`~tracker_zmq.wire.iter_parts`) is the only one.
+    parts (:func:`~tracker_zmq.wire.iter_parts`: 1, rows; 2, columns).
     """
-    assert transfer_format == 1, "set_versions admits transfer formats this node writes"
     kind = "snapshot" if isinstance(payload, Snapshot) else "delta"
-    parts = iter_parts(payload, options.transfer_part_values, options.transfer_part_bytes, encoder)
+    parts = iter_parts(
+        payload,
+        options.transfer_part_values,
+        options.transfer_part_bytes,
+        encoder,
+        transfer_format,
+    )
     for i, (part, data, last) in enumerate(parts):
         ack = TransferAck(sender, request, i, last, kind, part)
         yield Send(encode_transfer_ack(ack, options.pool_size, data, encoder, version), node)

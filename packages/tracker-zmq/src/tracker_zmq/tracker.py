@@ -463,6 +463,7 @@ class Tracker:
             task.cancel()
         await asyncio.gather(*ticks, return_exceptions=True)
         for runner in self._runners:
+            runner.shard.close()  # outstanding transfers: a paused collector resumes
             if runner.sub is not None:
                 with contextlib.suppress(PubSubError):
                     self.pubsub.unsubscribe(runner.sub)  # shared by two sets: idempotent
@@ -504,24 +505,34 @@ class Tracker:
             TypeError: An id is not a str or an int, or the meta does not encode.
             TrackerNotRunning: The tracker is not running.
         """
-        self._check_running()
+        if self._state is not _Phase.RUNNING:
+            self._check_running()
         # The ids are checked here, once (the owner in _owner_id): not again below.
-        check_id("topic", topic)
-        check_id("key", key)
+        if not (type(topic) is str or type(topic) is int):
+            check_id("topic", topic)
+        if not (type(key) is str or type(key) is int):
+            check_id("key", key)
         limit = self.options.max_presences
         if limit is not None and self.local_presences() >= limit:
             raise TooManyPresences(
                 f"node {self.node!r} already tracks {limit} presences (max_presences)", limit
             )
-        runner = self._runner(topic)
-        owner_id = self._owner_id(owner, create=True)
-        assert owner_id is not None
+        if type(owner) is str or type(owner) is int:
+            owner_id: str | int = owner
+        else:
+            task_id = self._owner_id(owner, create=True)
+            assert task_id is not None
+            owner_id = task_id
         if self.sharding.migrating:
             return self._migrating_write(
                 self._sets_().track(owner_id, topic, key, meta, checked=True)
             )
-        ref, out = runner.shard.track(owner_id, topic, key, meta, checked=True)
-        self._apply(runner, out)
+        runners = self._runners
+        runner = runners[0] if len(runners) == 1 else self._runner(topic)
+        # The hot path: the shard's join, and its one-presence diff queued as _apply would.
+        ref, stored = runner.shard.track_unreported(owner_id, topic, key, meta)
+        self.counters["diffs_reported"] += 1
+        runner.queue.put_nowait({topic: ([(key, stored)], [])})
         return ref
 
     def untrack(self, owner: OwnerArg, topic: Topic | None = None, key: Key | None = None) -> None:

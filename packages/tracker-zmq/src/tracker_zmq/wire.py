@@ -37,9 +37,9 @@ and answers in the highest both ends know (:mod:`pubsub_zmq.versions`); the Shar
 which (:class:`~tracker_zmq.shard.Versions`). Version 1 of either is what the release
 before negotiation sent, byte for byte: that release reads messages with ``dict.get``
 and ignores fields it does not know, so a later version may add fields, but nothing is
-added at version 1. Transfer format 1 is the only one and carries no marker; a later
-format must mark its parts, and is only ever sent to a node whose ``transfer`` range
-holds it.
+added at version 1. Transfer format 1 (rows) carries no marker; format 2 (columns: a
+topic table and one column group per replica, see :func:`iter_parts`) marks every part
+with ``"f": 2`` and is only ever sent to a node whose ``transfer`` range holds it.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from typing import Any
 
 from crdt_state import Delta, Snapshot, WireError
 from crdt_state.bulk import gc_paused
-from crdt_state.wire import PayloadReader, iter_wire_values, wire_head
+from crdt_state.wire import PayloadReader, columns_out, iter_records, iter_wire_values, wire_head
 from tracker_zmq.errors import MessageError
 from tracker_zmq.replica import Ref
 
@@ -91,7 +91,7 @@ PROTOCOL = 1
 LOWEST_PROTOCOL = 1
 """The oldest version of the tracker's messages this node still reads and writes."""
 
-TRANSFER_FORMAT = 1
+TRANSFER_FORMAT = 2
 """The newest form of a transfer answer's ``data`` this node speaks."""
 
 LOWEST_TRANSFER_FORMAT = 1
@@ -359,30 +359,86 @@ def iter_parts(
     part_values: int,
     part_bytes: int = 512 * 1024,
     encoder: Callable[[object], bytes] = encode_json,
+    transfer_format: int = LOWEST_TRANSFER_FORMAT,
 ) -> Iterator[tuple[dict[str, Any], bytes, bool]]:
     """A payload's wire form in parts that each fit in one frame, made one at a time.
 
     Yields ``(part, encoded, last)``: each part is encoded once, by ``encoder``, and
-    measured by the length of that encoding. A payload that fits goes whole, as its
-    wire form. Otherwise its values and its cloud tags (a delta has one per value, and
-    more) are spread over parts of at most ``part_values`` of each and at most
-    ``part_bytes`` bytes (a part too large is cut down until it fits or holds a single
-    item). Each part has ``values`` and ``cloud`` (tags as ``[replica, clock]`` pairs);
-    the first also carries the payload's other fields. Nothing is built before the
-    first ``next``, so a caller can spread the work over several event-loop turns.
+    measured by the length of that encoding. Its values and its cloud tags (a delta has
+    one per value, and more) are spread over parts of at most ``part_values`` of each
+    and at most ``part_bytes`` bytes (a part too large is cut down until it fits or
+    holds a single item); the first part also carries the payload's other fields.
+    Nothing is built before the first ``next``, so a caller can spread the work over
+    several event-loop turns.
+
+    Format 1 (``transfer_format``): a payload that fits goes whole, as its wire form;
+    otherwise each part has ``values`` (rows) and ``cloud`` (tags as ``[replica,
+    clock]`` pairs). Format 2 marks every part with ``"f": 2`` and carries the values as
+    columns (``topics`` and ``values`` of :func:`crdt_state.wire.columns_out`) and the
+    cloud tags grouped by replica (``cloud``: ``[[replica, [clock, ...]], ...]``), even
+    when it all fits in one part.
     """
     count = len(payload)
     head = wire_head(payload)
-    tags = sum(len(clocks) for _, clocks in head["clouds"])
-    if count + tags <= part_values:
-        data = {**head, "values": list(iter_wire_values(payload))}
-        encoded = encoder(data)
-        if len(encoded) <= part_bytes:
-            yield data, encoded, True
-            return
-    del head["clouds"]  # they travel as [replica, clock] pairs, spread over the parts
-    values = iter_wire_values(payload)
-    pairs = ([r, c] for r, clocks in wire_head(payload)["clouds"] for c in clocks)
+    clouds = head.pop("clouds")
+    tags = sum(len(clocks) for _, clocks in clouds)
+    pairs = ((r, c) for r, clocks in clouds for c in clocks)
+    if transfer_format == 1:
+        if count + tags <= part_values:
+            data = {**wire_head(payload), "values": list(iter_wire_values(payload))}
+            encoded = encoder(data)
+            if len(encoded) <= part_bytes:
+                yield data, encoded, True
+                return
+        yield from _parts(
+            count,
+            tags,
+            head,
+            iter_wire_values(payload),
+            pairs,
+            _part_v1,
+            part_values,
+            part_bytes,
+            encoder,
+        )
+        return
+    check_version(transfer_format, LOWEST_TRANSFER_FORMAT, TRANSFER_FORMAT)
+    yield from _parts(
+        count, tags, head, iter_records(payload), pairs, _part_v2, part_values, part_bytes, encoder
+    )
+
+
+def _part_v1(values: list[Any], pairs: list[tuple[Any, int]]) -> dict[str, Any]:
+    return {"values": values, "cloud": [[r, c] for r, c in pairs]}
+
+
+def _part_v2(records: list[Any], pairs: list[tuple[Any, int]]) -> dict[str, Any]:
+    cloud: dict[Any, list[int]] = {}
+    for r, c in pairs:
+        key = tuple(r) if type(r) is list else r
+        found = cloud.get(key)
+        if found is None:
+            cloud[key] = [c]
+        else:
+            found.append(c)
+    return {
+        "f": 2,
+        **columns_out(records),
+        "cloud": [[list(r) if type(r) is tuple else r, cs] for r, cs in cloud.items()],
+    }
+
+
+def _parts(
+    count: int,
+    tags: int,
+    head: dict[str, Any],
+    values: Iterator[Any],
+    pairs: Iterator[tuple[Any, int]],
+    build: Callable[[list[Any], list[tuple[Any, int]]], dict[str, Any]],
+    part_values: int,
+    part_bytes: int,
+    encoder: Callable[[object], bytes],
+) -> Iterator[tuple[dict[str, Any], bytes, bool]]:
     # Parts are built one at a time from the payload, so a large one never sits whole in
     # its wire form; their sizes follow what the measured parts weighed, aiming at 90%
     # of part_bytes, so that a part is seldom measured twice.
@@ -395,7 +451,7 @@ def iter_parts(
             held_values += islice(values, max(0, step - len(held_values)))
             held_pairs += islice(pairs, max(0, step - len(held_pairs)))
             vals, cloud = held_values[:step], held_pairs[:step]
-            part: dict[str, Any] = {"values": vals, "cloud": cloud}
+            part = build(vals, cloud)
             if first:
                 part.update(head)  # the first part carries the other fields
             encoded = encoder(part)
@@ -405,7 +461,10 @@ def iter_parts(
             if step > 1:
                 step = min(fit, step // 2)
                 continue
-            del cloud[:]  # one value and one tag: the value goes alone (whatever its size)
+            cloud = []  # one value and one tag: the value goes alone (whatever its size)
+            part = build(vals, cloud)
+            if first:
+                part.update(head)
             encoded = encoder(part)
         del held_values[: len(vals)]
         del held_pairs[: len(cloud)]
@@ -429,9 +488,12 @@ def split_payload(
 class Assembly:
     """A transfer answer put together from its parts, each part checked as it arrives.
 
-    Part data is what :func:`iter_parts` yields. A part's values and cloud tags are read
-    (and checked) at once, so only the read presences are held, never the parts' wire
-    form; the head fields come with part 0 and are checked at :meth:`finish`.
+    Part data is what :func:`iter_parts` yields, in either transfer format (a part of
+    format 2 says so; one answer keeps to one format). A part's values and cloud tags
+    are read (and checked) at once, so only the read presences are held, never the
+    parts' wire form; the head fields come with part 0 and are checked at
+    :meth:`finish`. :meth:`take_values` hands the values read so far to a caller that
+    merges them part by part.
 
     Args:
         kind: ``"snapshot"`` or ``"delta"``.
@@ -451,6 +513,7 @@ class Assembly:
         self._head: dict[str, Any] | None = None
         self._whole: dict[str, Any] | None = None
         self._parts = 0
+        self._format: int | None = None
 
     def add(self, index: int, data: dict[str, Any]) -> None:
         """Read part ``index``.
@@ -461,28 +524,58 @@ class Assembly:
         self._parts += 1
         if type(data) is not dict:
             raise MessageError(f"a transfer part must be a dict, not {type(data).__name__}")
-        if "clouds" in data:  # a payload small enough to go whole
+        fmt = data.get("f", 1)
+        if fmt not in (1, 2):
+            raise MessageError(f"unknown transfer format {fmt!r:.20}")
+        if self._format is None:
+            self._format = fmt
+        elif fmt != self._format:
+            raise MessageError("the parts of one answer differ in transfer format")
+        if fmt == 1 and "clouds" in data:  # a payload small enough to go whole
             if index != 0 or self._parts != 1:
                 raise MessageError("a whole payload must be the only part")
             self._whole = data
             return
         if self._whole is not None:
             raise MessageError("a whole payload must be the only part")
-        values, cloud = data.get("values"), data.get("cloud")
-        if type(values) is not list or type(cloud) is not list:
-            raise MessageError("a transfer part must carry values and cloud lists")
+        if fmt == 1:
+            body: tuple[str, ...] = ("values", "cloud")
+            values, cloud = data.get("values"), data.get("cloud")
+            if type(values) is not list or type(cloud) is not list:
+                raise MessageError("a transfer part must carry values and cloud lists")
+        else:
+            body = ("f", "topics", "values", "cloud")
+            values = {"topics": data.get("topics"), "values": data.get("values")}
+            cloud = data.get("cloud")
         if index == 0:
-            self._head = {k: v for k, v in data.items() if k not in ("values", "cloud")}
+            self._head = {k: v for k, v in data.items() if k not in body}
         try:
             # Without the pause, the collector would run several times per part, and
             # each full run walks every presence read so far (records hold a meta dict,
             # so they stay tracked): a million-presence transfer spent most of its time
             # there. Paused, the part's allocations are judged in one run after it.
             with gc_paused():
-                self._reader.add_values(values)
-                self._reader.add_cloud_tags(cloud)
+                if fmt == 1:
+                    self._reader.add_values(values)
+                    self._reader.add_cloud_tags(cloud)
+                else:
+                    self._reader.add_columns(values)
+                    self._reader.add_clouds(cloud)
         except WireError as exc:
             raise MessageError(f"bad transfer part: {exc}") from exc
+
+    @property
+    def size(self) -> int:
+        """Values plus cloud tags read so far."""
+        return self._reader.size
+
+    def take_values(self, sender: Ref) -> Delta | None:
+        """The values read since the last call, as a Delta to merge now, or None.
+
+        See :meth:`crdt_state.wire.PayloadReader.take_values`: the payload from
+        :meth:`finish`, merged after, brings its context, clouds and removes.
+        """
+        return self._reader.take_values(sender)
 
     def finish(self) -> Snapshot | Delta:
         """The payload, once every part was added.
@@ -524,7 +617,14 @@ def check_meta(meta: object, _depth: int = 0) -> None:
     """
     if type(meta) is not dict:
         raise TypeError(f"a meta must be a dict, not {type(meta).__name__}")
-    _check_value(meta, 0)
+    # _check_value(meta, 0) with its first level inlined: flat metas (the common case)
+    # need no call per value.
+    for key, value in meta.items():
+        if type(key) is not str:
+            raise TypeError(f"meta keys must be str, not {type(key).__name__}")
+        kind = type(value)
+        if kind is not str and kind is not int and kind is not bool and value is not None:
+            _check_value(value, 1)
 
 
 def _check_value(value: object, depth: int) -> None:

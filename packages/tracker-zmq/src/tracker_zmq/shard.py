@@ -360,14 +360,17 @@ class Shard:
         """
         if not checked:
             check_ids(owner, topic, key)
-        ref, stored = self.track_unreported(owner, topic, key, meta, phx_ref)
-        return ref, Output(diff={topic: ([(key, stored)], [])})
+        ref, entry = self.track_unreported(owner, topic, key, meta, phx_ref)
+        out = Output()
+        out.report([entry], [])
+        return ref, out
 
     def track_unreported(
         self, owner: Owner, topic: Topic, key: Key, meta: Meta, phx_ref: str | None = None
-    ) -> tuple[str, Meta]:
+    ) -> tuple[str, Entry]:
         """:meth:`track` without the id checks and the Output: the ``phx_ref`` and the
-        meta stored. The Tracker's hot path calls it and reports the join itself.
+        entry stored (its meta has the ref). The Tracker's hot path calls it and reports
+        the join itself.
 
         Raises:
             AlreadyTracked: This node already tracks (owner, topic, key).
@@ -377,12 +380,12 @@ class Shard:
         ref = self._new_ref() if phx_ref is None else phx_ref
         stored = {**meta, "phx_ref": ref}
         try:
-            self.state.join(owner, topic, key, stored, checked=True)
+            entry = self.state.join(owner, topic, key, stored, checked=True)
         except DuplicatePresence as exc:
             raise AlreadyTracked(
                 f"owner {owner!r} already tracks {key!r} in topic {topic!r}"
             ) from exc
-        return ref, stored
+        return ref, entry
 
     def untrack(self, owner: Owner, topic: Topic, key: Key) -> Output:
         """Stop tracking one presence; nothing happens when it is not tracked."""

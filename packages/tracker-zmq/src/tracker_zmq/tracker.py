@@ -530,9 +530,9 @@ class Tracker:
         runners = self._runners
         runner = runners[0] if len(runners) == 1 else self._runner(topic)
         # The hot path: the shard's join, and its one-presence diff queued as _apply would.
-        ref, stored = runner.shard.track_unreported(owner_id, topic, key, meta)
+        ref, entry = runner.shard.track_unreported(owner_id, topic, key, meta)
         self.counters["diffs_reported"] += 1
-        runner.queue.put_nowait({topic: ([(key, stored)], [])})
+        runner.queue.put_nowait({topic: ([(key, entry[3])], [])})
         return ref
 
     def untrack(self, owner: OwnerArg, topic: Topic | None = None, key: Key | None = None) -> None:

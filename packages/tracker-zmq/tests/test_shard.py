@@ -463,6 +463,30 @@ def test_transfer_parts_are_merged_only_when_all_came_and_once() -> None:
     assert a.drops == {"unexpected_transfer": 4}
 
 
+def test_a_second_full_request_in_one_window_is_answered_when_the_window_ends() -> None:
+    options = Options(**{**_fields(OPTS), "max_delta_sizes": (1,)})  # no delta fits: full
+    a, b = make("a", options=options), make("b", options=options)
+    for i in range(3):
+        b.track(i, T, i, {})
+    tick(b, 0.0)
+    a.receive(beat(b, 1.0), 1.0)
+    requests = [s for t in (1.0, 2.0) for s in tick(a, t).sends if s.message["t"] == "treq"]
+    first = wire(requests[0].message)
+    assert b.receive(first, 2.0).later  # answered: one full snapshot in this window
+    again = {**first, "id": [first["id"][0], first["id"][1] + 1]}  # the answer was lost
+    assert b.receive(again, 2.5).later == []  # not twice in one window...
+    assert b.drops == {"full_transfer_already_answered": 1}
+    assert b.counters["transfers_answered_full"] == 1
+    window = OPTS.broadcast_period * OPTS.clock_sample_periods
+    late = tick(b, 2.0 + window)  # ...but once it ends, without a new request
+    sends = [send for parts in late.later for send in parts]
+    assert sends
+    assert {s.node for s in sends} == {"a"}
+    assert all(wire(s.message)["id"] == again["id"] for s in sends)
+    assert b.counters["transfers_answered_full"] == 2
+    assert tick(b, 2.0 + 2 * window).later == []  # and only once
+
+
 def test_an_unrequested_transfer_ack_is_dropped() -> None:
     a, b, c = make("a"), make("b"), make("c")
     b.track("pid", T, "k", {})

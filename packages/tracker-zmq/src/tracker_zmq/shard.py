@@ -264,6 +264,9 @@ class Shard:
         self._asking: dict[str, tuple[Ref, int]] = {}
         self._request_counter = 0
         self._answered_full: dict[str, float] = {}
+        # A full-state request refused inside the window: answered when the window ends
+        # (the requester would otherwise wait for its request's timeout to ask again)
+        self._deferred: dict[str, tuple[TransferRequest, int]] = {}
         self._ref_counter = 0
         fixed = (vsn % 2**64).to_bytes(8, "big") + (index % 2**16).to_bytes(2, "big")
         self._ref_head = base64.urlsafe_b64encode(fixed[:9]).decode("ascii")
@@ -483,7 +486,7 @@ class Shard:
         out = Output(next_tick=self._next_tick)
         self._heartbeat(out)
         self._sample_clocks(now, out)
-        self._expire(now)
+        self._expire(now, out)
         if stalled:
             self._count_drop("down_judgement_skipped_after_stall")
         else:
@@ -560,7 +563,7 @@ class Shard:
             return (replica[0], replica[1])
         return None
 
-    def _expire(self, now: float) -> None:
+    def _expire(self, now: float, out: Output) -> None:
         timeout = self.options.timeout
         for request, pending in list(self._requests.items()):
             if now - pending.sent_at > timeout:
@@ -570,6 +573,9 @@ class Shard:
         for name, at in list(self._answered_full.items()):
             if now - at >= window:
                 del self._answered_full[name]
+                deferred = self._deferred.pop(name, None)
+                if deferred is not None:  # answered now, from the state of now
+                    self._on_transfer_request(deferred[0], now, out, deferred[1])
         self.replicas.expire(now)
 
     # -------------------------------------------------------------- receive
@@ -650,7 +656,9 @@ class Shard:
         payload = self.generations.extract(self.state, requester, message.clock)
         if isinstance(payload, Snapshot):
             if requester[0] in self._answered_full:
+                # one full snapshot per requester per window; this one comes at its end
                 self._count_drop("full_transfer_already_answered")
+                self._deferred[requester[0]] = (message, version)
                 return
             self._answered_full[requester[0]] = now
             self.counters["transfers_answered_full"] += 1
@@ -766,6 +774,7 @@ class Shard:
                 if request is not None:
                     self._forget_request(request)
                 self._answered_full.pop(ref[0], None)
+                self._deferred.pop(ref[0], None)
             out.events.append(event)
 
     # -------------------------------------------------------------- helpers

@@ -121,11 +121,17 @@ class Server:
 
     async def wait_ready(self, count: int) -> dict[str, str]:
         """Wait until ``count`` workers said ready (in all, since the start)."""
-        async with asyncio.timeout(START_TIMEOUT):
-            while len(self.ready()) < count:
-                if self.proc.poll() is not None:
-                    raise NodeError(f"{self.kind} exited{self.tail()}")
-                await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                while len(self.ready()) < count:
+                    if self.proc.poll() is not None:
+                        raise NodeError(f"{self.kind} exited{self.tail()}")
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(
+                f"{self.kind}: {len(self.ready())} of {count} workers ready after "
+                f"{START_TIMEOUT} s{self.tail()}"
+            ) from None
         return self.ready()
 
     def tail(self) -> str:

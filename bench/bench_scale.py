@@ -14,8 +14,12 @@ Three parts, printed in turn:
   (100), P presences spread evenly over them (every simulated node holds all P), churn of
   C tracks per second cluster-wide (1,000; each track replaces an untracked presence, so
   P stays level), and once per simulated minute one node SIGKILLed (20 s into the
-  churn, then every 60 s; 12 s with ``--quick``) and restarted 35 s later (past
-  down_period), its clients re-tracking their presences.
+  churn, then every 60 s; 12 s with ``--quick``) and restarted 12 s later, as a
+  supervisor would, its clients re-tracking their presences. The nodes run the default
+  options but ``max_delta_sizes=(100, 1000)``, the setting the Scaling page gives for
+  this churn (at the default, a node's delta generations cost each heartbeat it
+  receives more than the rest of its work: the full run measures the three settings
+  on 40 nodes first).
   It reports the time until a join is visible on every node that was up when it was
   tracked (p50, p99, in broadcast periods; one join in 5 sampled), the bytes each node
   sends and receives per second at steady churn (a window of whole periods before the
@@ -412,7 +416,7 @@ def per_node_rates(
     churn: float,
     options: Options,
     counter: float,
-    extra_us: float = 0.0,
+    relay_us: float | None = None,
 ) -> dict[str, float]:
     """Steady churn: bytes per second one node sends (= receives), and its CPU share.
 
@@ -421,8 +425,8 @@ def per_node_rates(
     leaves, and relays every leave it observed from the others since its last heartbeat
     (Phoenix's delta CRDT does the same: observed removes go into the local delta), so
     each heartbeat's clouds hold about every leave of the cluster in one period.
-    extra_us: what a steady-state receiver pays per heartbeat beyond a fresh one (its
-    delta generations: measured in the simulation).
+    relay_us: µs a receiver spends per relayed leave tag (measured in the simulation's
+    steady state); None: the calibration's cost per own join or leave.
     """
     period = options.broadcast_period
     own = churn / n * period  # own joins (and as many own leaves) per period
@@ -438,7 +442,9 @@ def per_node_rates(
     wire = tracker + (n - 1) * hb_rate * cal.frame_header
     gossip = (n - 1) * cal.gossip(n) / cal.gossip_interval
     ops = (2 * own + relayed) * scale  # what a receiver merges per heartbeat
-    recv_us = (heartbeat_us(cal.recv_fit, n, ops) + extra_us) * (n - 1) * hb_rate
+    per_tag = cal.recv_fit[2] if relay_us is None else relay_us
+    one = heartbeat_us(cal.recv_fit, n, 2 * own * scale) + per_tag * relayed * scale
+    recv_us = one * (n - 1) * hb_rate
     send_us = heartbeat_us(cal.send_fit, n, ops) * hb_rate
     return {
         "tracker_bytes_per_s": tracker,
@@ -447,6 +453,9 @@ def per_node_rates(
         "cpu_share": (recv_us + send_us) / 1e6,
         "heartbeats_in_per_s": (n - 1) * hb_rate,
         "heartbeat_bytes": per_s / hb_rate,
+        "receive_us": one,
+        "relayed_per_heartbeat": relayed * scale,
+        "own_ops_per_heartbeat": 2 * own * scale,
         "ops_per_heartbeat": ops,
     }
 
@@ -528,7 +537,7 @@ class SimResult:
     hb_in_per_s: list[float] = field(default_factory=list)
     ops_per_hb: float = 0.0
     receive_us: float = 0.0  # per heartbeat received, steady state (Meter)
-    generations_us: float = 0.0  # what steady state adds to a fresh receiver's cost
+    relay_us: float = 0.0  # µs per relayed leave tag received, steady state
     tick_us: float = 0.0  # per tick, steady state (Meter)
     ticks_per_s: float = 0.0
     restarts: list[dict[str, Any]] = field(default_factory=list)
@@ -538,8 +547,10 @@ class SimResult:
 class Sim:
     """The simulated cluster and its churn, kills and restarts."""
 
-    def __init__(self, nodes: int, presences: int, churn: float, seed: int) -> None:
-        self.options = Options()
+    def __init__(
+        self, nodes: int, presences: int, churn: float, seed: int, options: Options
+    ) -> None:
+        self.options = options
         self.names = node_names(nodes)
         self.presences = presences
         self.churn = churn
@@ -633,13 +644,14 @@ class Sim:
         carry = 0.0
         # steady: before the first kill, a whole number of periods (the nodes' first
         # ticks are jittered within a quarter period: their phases are close)
-        first_kill = 20.0 if seconds >= 80 else 12.0
+        first_kill = 20.0 if seconds >= 60 else 12.0
         window = (start + 3.0, start + 3.0 + (6 if first_kill < 20 else 11) * period)
         snap: dict[str, tuple[int, int, int]] = {}
         victims = list(self.names[1:])
         self.rng.shuffle(victims)
-        # a kill 20 s into the churn and every 60 s after; each victim restarts 35 s
-        # later (past down_period: its presences left meanwhile)
+        # a kill 20 s into the churn and every 60 s after; each victim restarts 12 s
+        # later, as a supervisor restarts a crashed process (its new incarnation
+        # replaces the old one at once: no wait for down_period)
         kills = [start + first_kill + 60.0 * m for m in range(int(seconds // 60) + 1)]
         killed: list[str] = []
         restart_watch: dict[str, Any] | None = None
@@ -686,7 +698,7 @@ class Sim:
                 log(f"  {t - start:.0f} s: {victim} killed")
             if (
                 killed
-                and abs(t - (start + first_kill + 60.0 * (len(killed) - 1) + 35.0)) < step / 2
+                and abs(t - (start + first_kill + 60.0 * (len(killed) - 1) + 12.0)) < step / 2
             ):
                 victim = killed[-1]
                 node = cluster.node(victim)
@@ -740,6 +752,42 @@ class Sim:
         return result
 
 
+SIM_OPTIONS = Options(max_delta_sizes=(100, 1000))
+
+
+def generations_cost(sizes: tuple[int, ...], log: Callable[[str], None]) -> dict[str, float]:
+    """µs per heartbeat received and per tick at steady churn, with these delta caps.
+
+    40 nodes, 4,000 presences, 400 tracks/s (the 100-node run's churn per node), 20 s
+    to reach a steady state, then 6 s timed on 3 nodes.
+    """
+    sim = Sim(40, 4000, 400.0, 15, Options(max_delta_sizes=sizes))
+    cluster = sim.cluster
+    for name in sim.names:
+        for _ in range(100):
+            sim.track(name)
+    cluster.run_for(3.0)
+    meter = Meter()
+    for phase, seconds in (("warm", 20.0), ("timed", 6.0)):
+        if phase == "timed":
+            for name in sim.names[1:4]:
+                for shard in cluster.node(name).shards:
+                    meter.wrap(shard)
+        end = cluster.now + seconds
+        while cluster.now < end:
+            cluster.run_for(0.05)
+            for _ in range(20):
+                sim.churn_op(False)
+    meter.unwrap()
+    row = {
+        "receive_us": meter.receive_s / max(meter.receives, 1) * 1e6,
+        "tick_us": meter.tick_s / max(meter.ticks, 1) * 1e6,
+    }
+    log(f"  max_delta_sizes={sizes}: {row['receive_us']:.0f} µs per heartbeat received, "
+        f"{row['tick_us']:.0f} µs per tick")  # fmt: skip
+    return row
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -750,7 +798,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10k presences, 50 s simulated")
+    parser.add_argument("--quick", action="store_true", help="10k presences, 32 s simulated")
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--sizes", default=None, help="presences, comma-separated")
     parser.add_argument("--churn", type=float, default=1000.0, help="tracks/s cluster-wide")
@@ -760,7 +808,7 @@ def main() -> None:
     parser.add_argument("--charts", action="store_true", help="render docs/assets charts")
     args = parser.parse_args()
     sizes = [int(s) for s in (args.sizes or ("10000" if args.quick else "10000,100000")).split(",")]
-    seconds = args.seconds or (50.0 if args.quick else 120.0)
+    seconds = args.seconds or (32.0 if args.quick else 40.0)
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -776,10 +824,10 @@ def main() -> None:
     fit_costs(cal)
     print("\n## Calibration (this process, orjson, N = nodes a heartbeat's clock lists)\n")
     print(
-        f"heartbeat bytes = {cal.hb_base:.0f} + {cal.hb_clock:.1f} N"
-        f" [+ {cal.delta_base:.0f} + {cal.per_join:.1f} j + {cal.per_leave:.1f} L"
-        f" + {cal.per_cloud:.0f} (R - 1) when it carries a delta: j own joins, L leave tags"
-        " (own and relayed), R replicas they are of]"
+        f"heartbeat bytes H = {cal.hb_base:.0f} + {cal.hb_clock:.1f} N (+ the clock counter's "
+        f"digits - 1, per entry) [+ {cal.delta_base:+.0f} + {cal.per_join:.1f} j + "
+        f"{cal.per_leave:.1f} l + (digits + 1) x r + {cal.per_cloud:.0f} R when it carries a "
+        "delta: j own joins, l own leaves, r relayed leave tags, R replicas they are of]"
     )
     print(f"PubSub + ZMTP frame header per message: {cal.frame_header:.0f} B")
     print(
@@ -806,15 +854,21 @@ def main() -> None:
     )
     print(f"(calibration {time.monotonic() - t0:.0f} s)")
 
+    generations: dict[str, dict[str, float]] = {}
+    if not args.quick:
+        print("\n## Delta generations: the cost of max_delta_sizes at steady churn (40 nodes)\n")
+        for caps in ((100, 1000, 10000), (100, 1000), (100,)):
+            generations[str(caps)] = generations_cost(caps, log)
     results = []
     for presences in sizes:
         print(
             f"\n## Simulation: {args.nodes} nodes, {presences:,} presences, churn "
             f"{args.churn:,.0f} tracks/s, a kill and a restart per minute, {seconds:.0f} s "
-            f"(broadcast_period {options.broadcast_period} s, down_period {options.down} s)\n"
+            f"(broadcast_period {options.broadcast_period} s, down_period {options.down} s, "
+            f"max_delta_sizes {SIM_OPTIONS.max_delta_sizes})\n"
         )
         started = time.monotonic()
-        sim = Sim(args.nodes, presences, args.churn, args.seed)
+        sim = Sim(args.nodes, presences, args.churn, args.seed, SIM_OPTIONS)
         result = sim.run(seconds, log)
         del sim
         gc.collect()
@@ -859,17 +913,19 @@ def main() -> None:
         decode_us = min(DECODE_US_PER_KB) * hb_bytes / 1e3
         steady_us = r.receive_us + decode_us
         cpu_sim = (hb_sim * steady_us + r.ticks_per_s * r.tick_us) / 1e6
-        fresh_us = heartbeat_us(cal.recv_fit, r.nodes, rates["ops_per_heartbeat"])
-        r.generations_us = max(0.0, steady_us - fresh_us)
+        own_us = heartbeat_us(cal.recv_fit, r.nodes, rates["own_ops_per_heartbeat"])
+        r.relay_us = max(0.0, steady_us - own_us) / max(rates["relayed_per_heartbeat"], 1.0)
         print(
-            f"| {p} | µs per heartbeat received: steady state in the simulation (Shard.receive"
-            f" timed on 3 nodes, + frame decode) / a fresh receiver (calibration fit) | "
-            f"{steady_us:.0f} ({r.receive_us:.0f} + {decode_us:.0f}) | {fresh_us:.0f} |"
+            f"| {p} | µs per heartbeat received, steady state (Shard.receive timed on 3 "
+            f"nodes + frame decode) | {steady_us:.0f} ({r.receive_us:.0f} + {decode_us:.0f}):"
+            f" {own_us:.0f} for its own joins and leaves (calibration fit) + "
+            f"{r.relay_us:.2f} per relayed tag x {rates['relayed_per_heartbeat']:.0f} | |"
         )
+        modelled = per_node_rates(cal_sim, r.nodes, r.churn, options, counter, r.relay_us)
         print(
             f"| {p} | CPU per node for heartbeats (share of a core) | {cpu_sim * 100:.1f} % "
-            f"(simulated counts x steady-state costs) | {rates['cpu_share'] * 100:.1f} % "
-            "(fresh receiver) |"
+            "(simulated counts x steady-state costs) | "
+            f"{modelled['cpu_share'] * 100:.1f} % (its per-tag cost taken from this run) |"
         )
         for w in r.restarts:
             moved = sum(w["bytes_by_kind"].values())
@@ -905,8 +961,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     table = []
     for n in (3, 10, 25, 50, 100, 200, 300, 500, 1000):
-        extra = max((r.generations_us for r in results), default=0.0)
-        rates = per_node_rates(cal, n, args.churn, options, day_counter(n, args.churn), extra)
+        relay = max((r.relay_us for r in results), default=None)
+        rates = per_node_rates(cal, n, args.churn, options, day_counter(n, args.churn), relay)
         table.append({"nodes": n, **rates})
         print(
             f"| {n} | {fmt(rates['tracker_bytes_per_s'])} | {fmt(rates['wire_bytes_per_s'])} | "
@@ -933,6 +989,7 @@ def main() -> None:
             for r in results
         ],
         "catchup": catchup_series(args.quick, options, cal),
+        "generations": generations,
     }
     print("\n## Catch-up CPU against presences (in-process transfer, holder + new node)\n")
     print("| presences | bytes | holder s | new node s |")

@@ -117,6 +117,11 @@ def render_fanout(rows: list[dict[str, Any]], date: str) -> list[Path]:
         print(f"charts: {reason}")
         return []
     plt = _pyplot()
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    keep = ("n", "kind", "p50", "p99", "all")
+    (ASSETS / "channels-fanout.json").write_text(
+        json.dumps({"date": date, "rows": [{k: r[k] for k in keep} for r in rows]}, indent=1) + "\n"
+    )
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for kind, label, marker in (
         ("plain", "websockets.broadcast (floor)", "s"),
@@ -147,7 +152,7 @@ def main() -> int:
         print(__doc__)
         return 2
     data = json.loads(Path(sys.argv[2]).read_text())
-    render_fanout(data["rows"], data["date"])
+    render_fanout(data["rows"], data["date"])  # writes docs/assets/channels-fanout.json too
     return 0
 
 

@@ -970,7 +970,33 @@ def main() -> None:
             f"{rates['heartbeats_in_per_s']:.0f} | {rates['cpu_share'] * 100:.1f} % | "
             f"{fmt(transfer_bytes(cal, 1_000_000))} |"
         )
+    relay = max((r.relay_us for r in results), default=None)
+    knee = next(
+        (
+            n
+            for n in range(10, 3001, 10)
+            if per_node_rates(cal, n, args.churn, options, day_counter(n, args.churn), relay)[
+                "cpu_share"
+            ]
+            >= 0.25
+        ),
+        None,
+    )
+    print(
+        f"\nAt {args.churn:,.0f} tracks/s a node's heartbeats take a quarter of a core from "
+        f"N = {knee} nodes (the formula, with the per-tag receive cost of the simulation)"
+    )
+    table_sim = []
+    if results:  # the same formula with the simulator's shapes: its points lie on it
+        r0 = results[0]
+        for n in (3, 10, 25, 50, 100, 200, 300, 500, 1000):
+            counter = r0.presences / n + 2 * args.churn / n * 12.0
+            table_sim.append(
+                {"nodes": n, **per_node_rates(cal_sim, n, args.churn, options, counter, relay)}
+            )
     figures = {
+        "knee_nodes": knee,
+        "formula_table_sim": table_sim,
         "date": time.strftime("%Y-%m-%d"),
         "load": load,
         "churn": args.churn,

@@ -50,6 +50,15 @@ def _save(plt: Any, fig: Any, name: str) -> Path:
     return path
 
 
+def _plain_ticks(ax: Any) -> None:
+    """Log axes labelled 0.1, 1, 10 rather than 10^-1, 10^0, 10^1."""
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(NullFormatter())
+
+
 def render_scale(figures: dict[str, Any]) -> list[Path]:
     """bench_scale's charts: bytes per node against cluster size; catch-up against presences."""
     reason = unavailable()
@@ -74,6 +83,15 @@ def render_scale(figures: dict[str, Any]) -> list[Path]:
         marker="s",
         label="+ PubSub frame headers and gossip (formula)",
     )
+    sim_table = figures.get("formula_table_sim") or []
+    if sim_table:
+        ax.plot(
+            [row["nodes"] for row in sim_table],
+            [row["tracker_bytes_per_s"] / 1e6 for row in sim_table],
+            linestyle="--",
+            color="gray",
+            label="tracker heartbeats (formula, the simulator's short vsns)",
+        )
     for sim in figures["simulated"]:
         ax.scatter(
             [sim["nodes"]],
@@ -89,10 +107,9 @@ def render_scale(figures: dict[str, Any]) -> list[Path]:
     ax.set_xlabel("nodes (full mesh)")
     ax.set_ylabel("MB/s each node sends (and receives)")
     churn = figures.get("churn", 1000)
-    ax.set_title(
-        f"Bytes per node at {churn:,.0f} tracks/s cluster-wide, broadcast_period 1.5 s ({date})"
-    )
-    ax.legend(fontsize=8)
+    ax.set_title(f"Bytes per node, {churn:,.0f} tracks/s cluster-wide, period 1.5 s ({date})")
+    _plain_ticks(ax)
+    ax.legend(fontsize=7)
     paths.append(_save(plt, fig, "scale-bytes-per-node.png"))
 
     rows = figures["catchup"]
@@ -105,6 +122,7 @@ def render_scale(figures: dict[str, Any]) -> list[Path]:
     ax.set_xlabel("presences transferred")
     ax.set_ylabel("CPU seconds")
     ax.set_title(f"Full-state transfer CPU against presences, one process ({date})")
+    _plain_ticks(ax)
     ax.legend(fontsize=8)
     paths.append(_save(plt, fig, "scale-catchup.png"))
     return paths

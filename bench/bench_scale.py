@@ -13,30 +13,37 @@ Three parts, printed in turn:
 * **Simulation** (:mod:`tracker_zmq.testing`, virtual time, the real Shards): N nodes
   (100), P presences spread evenly over them (every simulated node holds all P), churn of
   C tracks per second cluster-wide (1,000; each track replaces an untracked presence, so
-  P stays level), and once per simulated minute one node SIGKILLed (20 s into the
-  churn, then every 60 s; 12 s with ``--quick``) and restarted 12 s later, as a
-  supervisor would, its clients re-tracking their presences. The nodes run the default
-  options but ``max_delta_sizes=(100, 1000)``, the setting the Scaling page gives for
-  this churn (at the default, a node's delta generations cost each heartbeat it
-  receives more than the rest of its work: the full run measures the three settings
-  on 40 nodes first).
-  It reports the time until a join is visible on every node that was up when it was
-  tracked (p50, p99, in broadcast periods; one join in 5 sampled), the bytes each node
-  sends and receives per second at steady churn (a window of whole periods before the
-  first kill), the cost of a restart (bytes moved to
+  P stays level), and once per simulated minute one node SIGKILLed (20 s into the churn,
+  then every 60 s; 12 s with ``--quick``) and restarted 12 s later (4 s with
+  ``--quick``), as a supervisor would, its clients re-tracking their presences. The
+  nodes run the default options but ``max_delta_sizes=(100, 1000)``, the setting the
+  Scaling page gives for this churn (at the default, a node's delta generations cost
+  each heartbeat it receives more than the rest of its work: the full run measures the
+  three settings on 40 nodes first). It reports the time until a join is visible on
+  every node that was up when it was tracked (p50, p99, in broadcast periods; one join in
+  5 sampled), the bytes each node sends and receives per second at steady churn (a
+  window of whole periods before the first kill), the cost of a restart (bytes moved to
   the new node by kind, virtual time until it lists as many presences as a node that
-  stayed up), and CPU per node: the simulated message counts times the calibrated costs.
-* **Formulas**, fitted from the calibration, printed beside the simulated figures
-  where the sizes overlap, and extended to 1M presences and 1,000 nodes.
+  stayed up), and CPU per node: the simulated message counts times the per-message
+  costs, timed on 3 nodes' real Shards in their steady state.
+* **Formulas**, fitted from the calibration (and the per-tag receive cost timed in the
+  simulation), printed beside the simulated figures where the sizes overlap, and
+  extended to 1M presences and 1,000 nodes.
 
 Bytes are the tracker messages' encoded length (what the simulator counts, per
 receiver: a PUB socket writes a broadcast on each subscriber's connection); "on the
 wire" adds the PubSub frame header (topic, version, kind, incarnation, sequence,
-sender) and ZMTP's 9-byte frame header, not TCP/IP. The simulator's CPU cost is not the
-node's (it decodes with the stdlib json and runs 100 nodes in one process); the CPU
-figures come from the calibration only. ``--json FILE`` writes every figure, for the
-charts (``--charts``, or BENCH_CHARTS=1: bench/charts.py renders them into docs/assets
-with matplotlib; without it the bench says why and goes on).
+sender) and ZMTP's 9-byte frame header, not TCP/IP. The simulator's own cost is not a
+node's (it decodes with the stdlib json and runs 100 nodes in one process): the CPU
+figures are the timed Shard methods and the calibration only. ``--json FILE`` writes
+every figure; ``--charts`` (or BENCH_CHARTS=1, which ``make bench`` sets) renders the
+charts into docs/assets with bench/charts.py (matplotlib; without it the bench says why
+and goes on).
+
+Run time: the simulation costs about 18 s of CPU per simulated second at 100 nodes and
+1,000 tracks/s (100 nodes' work in one process): ``--quick`` (10k presences, 20 s) takes
+about 8 minutes of CPU, the full run (10k and 100k, 40 s each, and the generations
+table) about 35.
 """
 
 from __future__ import annotations
@@ -645,6 +652,7 @@ class Sim:
         # steady: before the first kill, a whole number of periods (the nodes' first
         # ticks are jittered within a quarter period: their phases are close)
         first_kill = 20.0 if seconds >= 60 else 12.0
+        down_for = 12.0 if seconds >= 30 else 4.0  # from a kill to the restart
         window = (start + 3.0, start + 3.0 + (6 if first_kill < 20 else 11) * period)
         snap: dict[str, tuple[int, int, int]] = {}
         victims = list(self.names[1:])
@@ -698,7 +706,7 @@ class Sim:
                 log(f"  {t - start:.0f} s: {victim} killed")
             if (
                 killed
-                and abs(t - (start + first_kill + 60.0 * (len(killed) - 1) + 12.0)) < step / 2
+                and abs(t - (start + first_kill + 60.0 * (len(killed) - 1) + down_for)) < step / 2
             ):
                 victim = killed[-1]
                 node = cluster.node(victim)
@@ -720,7 +728,7 @@ class Sim:
                 if w["caught_up"] is None and self.online[name] >= self.online[w["reference"]]:
                     w["caught_up"] = t - w["at"]
                 if t - w["at"] >= 20 * period or (
-                    w["caught_up"] is not None and (t - w["at"] >= w["caught_up"] + 5 * period)
+                    w["caught_up"] is not None and (t - w["at"] >= w["caught_up"] + 2 * period)
                 ):
                     node = cluster.node(name)
                     got = {
@@ -798,7 +806,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10k presences, 32 s simulated")
+    parser.add_argument("--quick", action="store_true", help="10k presences, 20 s simulated")
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--sizes", default=None, help="presences, comma-separated")
     parser.add_argument("--churn", type=float, default=1000.0, help="tracks/s cluster-wide")
@@ -808,7 +816,7 @@ def main() -> None:
     parser.add_argument("--charts", action="store_true", help="render docs/assets charts")
     args = parser.parse_args()
     sizes = [int(s) for s in (args.sizes or ("10000" if args.quick else "10000,100000")).split(",")]
-    seconds = args.seconds or (32.0 if args.quick else 40.0)
+    seconds = args.seconds or (20.0 if args.quick else 40.0)
 
     def log(line: str) -> None:
         print(line, flush=True)

@@ -89,15 +89,19 @@ test: lint typecheck pytest check-install docs-build ## Everything CI runs: lint
 docs: $(STAMP) ## Serve the docs on http://127.0.0.1:8000
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
 
-bench: $(STAMP) ## Benchmarks: print the figures tables (not a test)
+# the benches render their charts into docs/assets (matplotlib); `make bench CHARTS=` skips them
+CHARTS ?= 1
+bench: $(STAMP) ## Benchmarks: print the figures tables, render the charts (not a test)
 	$(BIN)/python bench/bench_crdt_state.py
 	$(BIN)/python bench/bench_pubsub.py
 	$(BIN)/python bench/bench_partitions.py
 	$(BIN)/python bench/bench_tracker.py
-	$(BIN)/python bench/bench_channels.py
+	BENCH_CHARTS=$(CHARTS) $(BIN)/python bench/bench_channels.py
 	$(BIN)/python bench/bench_metrics.py
 	$(BIN)/python bench/bench_client.py
 	$(BIN)/python bench/bench_standalone.py
+	BENCH_CHARTS=$(CHARTS) $(BIN)/python bench/bench_scale.py
+	$(BIN)/python bench/bench_redis.py
 
 soak: $(STAMP) ## Soak: 5 nodes, churn, kills, pauses, cut-offs; exact end checks (not a test)
 	$(BIN)/python scripts/soak.py

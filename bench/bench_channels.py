@@ -587,6 +587,7 @@ def main() -> None:
     parser.add_argument("--ws-impls", default="websockets-sansio,websockets,wsproto")
     parser.add_argument("--quick", action="store_true", help="1k sockets, a 300-socket storm")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--charts", action="store_true", help="render the fan-out chart")
     args = parser.parse_args()
     if args.role == "server":
         asyncio.run(run_server(args))
@@ -608,18 +609,24 @@ def main() -> None:
         out()
         out("| N | server | p50 ms | p99 ms | all ms | max ms | encodes | KiB/socket | joins/s |")
         out("|---|---|---|---|---|---|---|---|---|")
+        fanout_rows = []  # for the chart (bench/charts.py)
         for n in sizes:
             for kind, label in (
                 ("plain", "websockets.broadcast (floor)"),
                 ("endpoint", "Endpoint"),
             ):
                 r = bench.run_size(kind, n)
+                fanout_rows.append({"n": n, "kind": kind, **r})
                 out(
                     f"| {n:,} | {label} | {r['p50']:.1f} | {r['p99']:.1f} | {r['all']:.1f} "
                     f"| {r['max']:.1f} | {r['encodes']:g} | {r['kib_per_socket']:.1f} "
                     f"| {r['joins_per_s']:,.0f} |"
                 )
             sys.stdout.flush()
+        if args.charts or os.environ.get("BENCH_CHARTS"):
+            import charts  # bench/charts.py: docs/assets/channels-fanout.png
+
+            charts.render_fanout(fanout_rows, time.strftime("%Y-%m-%d"))
         out()
         out(
             f"## Memory per idle socket, {args.memory_size:,} sockets, by uvicorn ws implementation"

@@ -676,3 +676,52 @@ def test_an_answer_from_a_responder_marked_down_meanwhile_is_still_merged() -> N
         out = b.receive(wire(send.message), now)
     assert keys(out.diff[TOPIC][0]) == ["alice", "anna"]
     assert keys(b.list(TOPIC)) == ["alice", "anna"]
+
+
+def test_traffic_counts_bytes_per_receiver_and_by_kind() -> None:
+    cluster = Cluster(PHOENIX, seed=3, nodes=["a", "b", "c"])
+    cluster.track("a", "pid-1", TOPIC, "alice", {"status": "online"})
+    assert cluster.settle()
+    for name in "abc":  # every broadcast reaches the two others: each counts twice
+        expected = sum(
+            2 * len(json.dumps(s.message, separators=(",", ":")).encode())
+            for s in cluster.sent
+            if s.sender[0] == name
+        )
+        assert cluster.node(name).traffic.total_sent() == expected
+    nodes = [cluster.node(n) for n in "abc"]
+    # a reliable network: what was sent was received, message for message
+    assert sum(n.traffic.total_sent() for n in nodes) == sum(
+        n.traffic.total_received() for n in nodes
+    )
+    assert sum(sum(n.traffic.messages_sent.values()) for n in nodes) == 2 * len(cluster.sent)
+    assert set(cluster.node("a").traffic.bytes_sent) == {"hb"}
+
+    cluster.crash("c")  # messages to a dead node are sent, never received
+    before = cluster.node("c").traffic.total_received()
+    cluster.run_for(PHOENIX.broadcast_period * 4)
+    assert cluster.node("c").traffic.total_received() == before
+    assert sum(n.traffic.total_sent() for n in nodes) > sum(
+        n.traffic.total_received() for n in nodes
+    )
+    cluster.restart("c")  # the new incarnation fetches the state: a transfer
+    assert cluster.settle()
+    traffic = cluster.node("c").traffic
+    assert traffic.bytes_received["tack"] > 0
+    assert traffic.messages_sent["treq"] >= 1
+
+
+def test_diffs_seen_through_on_diff_without_recording() -> None:
+    cluster = Cluster(PHOENIX, seed=4, nodes=["a", "b"])
+    cluster.record_messages = cluster.record_diffs = False
+    seen: list[tuple[str, float, Any]] = []
+    cluster.on_diff = lambda node, record: seen.append((node.name, record.time, record.diff))
+    cluster.track("a", "pid-1", TOPIC, "alice", {})
+    assert cluster.settle()
+    assert cluster.sent == []
+    assert cluster.node("a").diffs == cluster.node("b").diffs == []
+    assert [(name, keys(diff[TOPIC][0])) for name, _, diff in seen] == [
+        ("a", ["alice"]),
+        ("b", ["alice"]),
+    ]
+    assert seen[0][1] == 0.0 < seen[1][1] <= PHOENIX.broadcast_period * 1.25 + 0.005

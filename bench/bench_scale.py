@@ -1,6 +1,7 @@
 """A 100-node tracker cluster, simulated and modelled (not a test).
 
-Run with ``make bench`` or ``.venv/bin/python bench/bench_scale.py [--quick] [--charts]``.
+Run with ``make bench`` (its ``--quick`` form), ``make bench-scale`` (the full run) or
+``.venv/bin/python bench/bench_scale.py [--quick] [--charts]``.
 Three parts, printed in turn:
 
 * **Calibration, in this process** (a real process, the real codec: orjson, as the

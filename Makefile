@@ -70,8 +70,8 @@ browser-deps: ## Install Debian's chromium and chromium-driver for the browser t
 pytest: $(STAMP) $(JS_STAMP) ## Run every test (package tests and real-process cluster tests)
 	$(WITH_NODE) $(BIN)/pytest -q
 
-test-fast: $(STAMP) ## The inner loop: package tests without real-process clusters or Node.js
-	$(BIN)/pytest -q -n 2 -m "not cluster" packages/crdt-state/tests packages/pubsub-zmq/tests \
+test-fast: $(STAMP) ## The inner loop: package tests without real-process clusters, Node.js or the slow ones
+	$(BIN)/pytest -q -n 2 -m "not cluster and not slow" packages/crdt-state/tests packages/pubsub-zmq/tests \
 		packages/tracker-zmq/tests
 
 format: $(STAMP) ## ruff: fix what can be fixed and format the code

@@ -578,6 +578,7 @@ def test_limits_and_garbage_are_answered_or_counted() -> None:
     run(body)
 
 
+@pytest.mark.slow
 def test_a_slow_socket_is_closed_while_others_get_every_broadcast_in_order() -> None:
     async def body() -> None:
         options = {"max_buffered_frames": 16}

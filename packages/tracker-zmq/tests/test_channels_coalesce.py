@@ -55,6 +55,7 @@ async def join(phx: Phx, topic: str, payload: dict[str, Any]) -> dict[str, Any]:
     return dict((await phx.event(topic, "presence_state"))["payload"])
 
 
+@pytest.mark.slow
 def test_joins_within_the_window_reach_each_socket_as_one_frame() -> None:
     async def body() -> None:
         topic = "room:storm"

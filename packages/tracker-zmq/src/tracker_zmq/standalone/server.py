@@ -31,6 +31,7 @@ from tracker_zmq.channels import Endpoint
 from tracker_zmq.channels.server import DrainingServer
 from tracker_zmq.channels.wire import OriginCheck
 from tracker_zmq.errors import ConfigError
+from tracker_zmq.health import parse_host_port
 from tracker_zmq.node import Node
 from tracker_zmq.presence import Presence
 
@@ -100,14 +101,12 @@ def parse_bind(text: str) -> tuple[str, int]:
     Raises:
         ConfigError: Not HOST:PORT, or a port outside 0..65535.
     """
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    try:
+        return parse_host_port(text)  # the one HOST:PORT rule of the node's flags
+    except ConfigError:
         raise ConfigError(
             f"a websocket bind looks like HOST:PORT (port 0: a free one), not {text!r}"
-        )
-    return host, int(port)
+        ) from None
 
 
 class WebNode(Node):

@@ -123,6 +123,11 @@ def test_a_ban_closes_and_refuses_a_socket_id_on_both_nodes_until_it_ends() -> N
             erin = await stack.enter_async_context(client(urls[1], "erin"))
             for phx in (*daves, erin):
                 assert (await phx.push("room:b", "phx_join", {"track": False}))["status"] == "ok"
+            # the other node's dave subscribed to his id topic: its filter reached node 0
+            await until(
+                lambda: nodes[0].remote_subscribers("user_socket:dave") == 1,
+                message="node 1's subscription to dave's socket id",
+            )
             disconnect(nodes[0], "user_socket:dave", ban_seconds=1.5)
             for phx in daves:
                 assert await close_code(phx) == 1001

@@ -1215,8 +1215,12 @@ class State:
                 continue
             theirs = values.get(r, _EMPTY_DICT)
             cloud = clouds.get(r, _EMPTY_SET)
+            gone: Iterable[int]
             if context is None:
-                gone = [c for c in cloud if c in held and c not in theirs]
+                # in C, over the smaller side: a heartbeat relays hundreds of tags
+                gone = held.keys() & cloud
+                if gone and theirs:
+                    gone -= theirs.keys()
             else:
                 upto = context.get(r, 0)
                 # held minus theirs in one C-level pass (a full state holds most of it)

@@ -845,7 +845,7 @@ class Shard:
             "presences": len(self.state),
             "visible": self.state.online_count(),
             "pending_delta": self.state.delta_size() if self.state.has_delta() else 0,
-            "generations": [gen.size() for gen in self.generations.generations],
+            "generations": self.generations.sizes(),
             "transfers_outstanding": len(self._requests),
             **self.counters,
             "drops": dict(self.drops),

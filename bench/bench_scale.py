@@ -760,7 +760,7 @@ class Sim:
                     result.restarts.append(w)
                     log(
                         f"  restart of {name} at {w['at'] - start:.0f} s: caught up after "
-                        f"{w['caught_up']} s, received {fmt(sum(got.values()))} "
+                        f"{w['caught_up']:.2f} s, received {fmt(sum(got.values()))} "
                         f"({', '.join(f'{k} {fmt(v)}' for k, v in sorted(got.items()))})"
                     )
                     restart_watch = None

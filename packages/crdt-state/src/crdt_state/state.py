@@ -507,6 +507,7 @@ class State:
         self._own: dict[int, Record] = {}
         self._values: _Values = {replica: self._own}
         self._by_topic: dict[Topic, dict[Key, _Slot]] = {}
+        # the local replica's values only: leave_owner is a local write
         self._by_owner: dict[Owner, _Slot] = {}
         # topic -> how many of its keys hold several presences (a list slot)
         self._shared_keys: dict[Topic, int] = {}
@@ -748,13 +749,22 @@ class State:
         return None if found is None else entry_of(found)
 
     def get_by_owner(self, owner: Owner) -> list[Entry]:
-        """Every presence held by ``owner``, of every replica, down ones included."""
+        """Every presence held by ``owner``, of every replica, down ones included.
+
+        The local replica's come from an index; the other replicas' values are walked
+        (time in proportion to everything held), as Phoenix's ``get_by_pid`` matches
+        its whole values table: owners are indexed for :meth:`leave_owner`, which only
+        the local replica does, and an index of every remote owner would cost about 45
+        bytes per presence and a fifth of a transfer's merge.
+        """
         slot = self._by_owner.get(owner)
-        if slot is None:
-            return []
-        if not isinstance(slot, list):
-            return [entry_of(slot)]
-        return [entry_of(record) for record in slot]
+        local = [] if slot is None else [slot] if not isinstance(slot, list) else slot
+        out = [entry_of(record) for record in local]
+        replica = self._replica
+        for r, vals in self._values.items():
+            if r != replica:
+                out.extend(entry_of(record) for record in vals.values() if record[1] == owner)
+        return out
 
     def get_by_topic(self, topic: Topic) -> list[tuple[Key, Meta]]:
         """Every visible presence of a topic as ``(key, meta)``; down replicas are hidden.
@@ -1070,6 +1080,8 @@ class State:
                 self._shared_keys[topic] = self._shared_keys.get(topic, 0) + 1
             else:
                 slot.append(record)
+        if record[4] != self._replica:
+            return  # the owner index holds the local replica's values only
         by_owner = self._by_owner
         slot = by_owner.get(owner)
         if slot is None:
@@ -1096,6 +1108,8 @@ class State:
                     del shared[topic]
                 else:
                     shared[topic] -= 1
+        if record[4] != self._replica:
+            return
         by_owner = self._by_owner
         slot = by_owner[owner]
         if not isinstance(slot, list):
@@ -1137,7 +1151,7 @@ class State:
         """Admit unseen values whose keys no value holds yet in their topics, in bulk.
 
         Indexes by topic in one Python pass and does everything else (the held values,
-        the owner index when its owners are new, the joins) in C-level passes.
+        the joins) in C-level passes. Remote values are not indexed by owner.
 
         Returns:
             The records whose (topic, key) some value already holds: the caller admits
@@ -1162,28 +1176,13 @@ class State:
             held.update(theirs)
         else:
             held.update(zip(map(_CLOCK, fast), fast, strict=False))
-        by_owner = self._by_owner
-        owners = list(map(_OWNER, fast))
-        unique = set(owners)
-        if len(unique) == len(owners) and by_owner.keys().isdisjoint(unique):
-            by_owner.update(zip(owners, fast, strict=False))
-        else:
-            for record in fast:
-                owner = record[1]
-                slot = by_owner.get(owner)
-                if slot is None:
-                    by_owner[owner] = record
-                elif isinstance(slot, list):
-                    slot.append(record)
-                else:
-                    by_owner[owner] = [slot, record]
         if joins is not None:
             joins.extend(
                 map(
                     _ENTRY,
                     zip(
                         map(_TOPIC, fast),
-                        owners,
+                        map(_OWNER, fast),
                         map(_KEY, fast),
                         map(_META, fast),
                         zip(repeat(replica), map(_CLOCK, fast)),
@@ -1240,7 +1239,7 @@ class State:
 
         # 2. Admissions: unseen values of known remote replicas, newest per presence.
         cancelled: set[Tag] = set()
-        by_topic, by_owner = self._by_topic, self._by_owner
+        by_topic = self._by_topic
         for r, theirs in values.items():
             if r == local or r not in known or not theirs:
                 continue
@@ -1293,13 +1292,6 @@ class State:
                         by_topic[topic] = {key: record}
                     else:
                         keys[key] = record
-                    slot = by_owner.get(owner)
-                    if slot is None:
-                        by_owner[owner] = record
-                    elif isinstance(slot, list):
-                        slot.append(record)
-                    else:
-                        by_owner[owner] = [slot, record]
                 if visible:
                     joins.append(_tuple_new(Entry, (topic, owner, key, meta, (r, c))))
         if cancelled:

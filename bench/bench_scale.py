@@ -1032,6 +1032,8 @@ def main() -> None:
                 "visible_p99": percentile(r.visible_periods, 0.99),
                 "sent_per_s": statistics.fmean(r.sent_per_s),
                 "recv_per_s": statistics.fmean(r.recv_per_s),
+                "receive_us": r.receive_us,
+                "relay_us": r.relay_us,
                 "restarts": r.restarts,
             }
             for r in results

@@ -92,11 +92,11 @@ def render_scale(figures: dict[str, Any]) -> list[Path]:
             color="gray",
             label="tracker heartbeats (formula, the simulator's short vsns)",
         )
-    for sim in figures["simulated"]:
+    for sim, marker in zip(figures["simulated"], ("x", "+", "*", "D"), strict=False):
         ax.scatter(
             [sim["nodes"]],
             [sim["sent_per_s"] / 1e6],
-            marker="x",
+            marker=marker,
             s=60,
             color="black",
             zorder=3,

@@ -11,13 +11,14 @@ import contextlib
 import copy
 import gc
 import json
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crdt_state import Delta, Snapshot, State, StateError, WireError
-from crdt_state.bulk import CollectorPause
+from crdt_state.bulk import COLLECT_AFTER, CollectorPause, gc_paused
 from crdt_state.wire import PayloadReader, columns_out, iter_records
 
 # ------------------------------------------------------------------------- fixtures
@@ -738,3 +739,39 @@ def test_a_collector_pause_resumes_only_what_it_paused() -> None:
     pause.resume()
     assert gc.isenabled()
     assert not pause.held
+
+
+def _full_collections_during(action: Callable[[], object]) -> int:
+    seen: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.callbacks.append(record)
+    try:
+        action()
+    finally:
+        gc.callbacks.remove(record)
+    return seen.count(2)
+
+
+def test_a_collector_pause_that_piled_up_objects_ends_with_one_full_collection() -> None:
+    """Once instead of three walks (young, middle-aged, then the full pass they trigger)."""
+    gc.collect()
+    pause = CollectorPause()
+    pause.pause()
+    held = [{"n": i} for i in range(COLLECT_AFTER + 10_000)]  # tracked, and kept
+    assert gc.get_count()[0] >= COLLECT_AFTER
+    assert _full_collections_during(pause.resume) == 1
+    assert gc.isenabled()
+    assert gc.get_count()[0] < 1_000  # the young generation was emptied
+    small = CollectorPause()
+    small.pause()
+    held += [{"n": i} for i in range(1_000)]
+    assert _full_collections_during(small.resume) == 0
+    with gc_paused():
+        held += [{"n": i} for i in range(COLLECT_AFTER + 10_000)]
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    assert gc.get_count()[0] < 1_000

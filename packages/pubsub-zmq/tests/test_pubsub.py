@@ -165,6 +165,51 @@ def test_callbacks_sync_and_async(run: Run, wait: Wait) -> None:
     run(body)
 
 
+def test_a_busy_callback_subscription_lets_the_loop_run_between_messages(
+    run: Run, wait: Wait, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past CALLBACK_STEP of callbacks, the messages left wait for a later loop step.
+
+    A tracker merges a large transfer's parts in a callback, one part per message: the
+    node must still heartbeat between parts. With the step at 0 every message is a step.
+    """
+    import pubsub_zmq.subscription as subscription
+
+    async def body() -> None:
+        async with PubSub("solo") as ps:
+            events: list[Any] = []
+            ps.subscribe("t", callback=lambda m: events.append(m))
+
+            async def ticker() -> None:
+                while True:
+                    events.append("tick")
+                    await asyncio.sleep(0)
+
+            for i in range(5):
+                ps.broadcast("t", i)
+            task = asyncio.create_task(ticker())
+            await wait(lambda: 4 in events)
+            task.cancel()
+            delivered = [e for e in events if e != "tick"]
+            assert delivered == [0, 1, 2, 3, 4]
+            first, last = events.index(0), events.index(4)
+            assert events[first:last].count("tick") >= 4, events
+
+            # the default step runs a backlog of cheap callbacks in one go
+            monkeypatch.setattr(subscription, "CALLBACK_STEP", 5.0)
+            events.clear()
+            for i in range(5):
+                ps.broadcast("t", i)
+            task = asyncio.create_task(ticker())
+            await wait(lambda: 4 in events)
+            task.cancel()
+            first, last = events.index(0), events.index(4)
+            assert "tick" not in events[first:last], events
+
+    monkeypatch.setattr(subscription, "CALLBACK_STEP", 0.0)
+    run(body)
+
+
 def test_overflow_marker_for_iterators_and_callbacks(run: Run, wait: Wait) -> None:
     async def body() -> None:
         async with PubSub("solo", queue_size=3) as ps:

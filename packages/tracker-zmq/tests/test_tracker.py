@@ -410,6 +410,37 @@ def test_handlers(caplog: pytest.LogCaptureFixture) -> None:
     assert sum("handler raised" in r.getMessage() for r in caplog.records) == 4
 
 
+def test_a_backlog_of_diffs_reaches_the_handler_a_step_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst of tracks queues a diff each; the handler gets them in order, in bounded
+    steps (HANDLER_STEP), so the rest of the loop runs while it works through them."""
+    import tracker_zmq.tracker as tracker_module
+
+    async def body(step: float) -> list[Any]:
+        monkeypatch.setattr(tracker_module, "HANDLER_STEP", step)
+        events: list[Any] = []
+        async with PubSub("h", gossip_interval=0.1, peer_timeout=1.0) as pubsub:
+            handler = lambda diff: events.extend(key for key, _ in diff["room"][0])  # noqa: E731
+            async with Tracker(pubsub, handler=handler, **FAST) as tracker:
+                for i in range(20):
+                    tracker.track("o", "room", i, {})
+
+                async def ticker() -> None:
+                    while True:
+                        events.append("tick")
+                        await asyncio.sleep(0)
+
+                task = asyncio.create_task(ticker())
+                await until(lambda: 19 in events)
+                task.cancel()
+        assert [e for e in events if e != "tick"] == list(range(20))
+        return events[events.index(0) : events.index(19)]
+
+    assert run(lambda: body(0.0)).count("tick") >= 19  # a diff per step
+    assert "tick" not in run(lambda: body(5.0))  # cheap diffs: one step for all
+
+
 def test_stats_shape() -> None:
     async def body() -> None:
         async with cluster(2, pool_size=2) as (a, b):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 __all__ = ["Callback", "Subscription"]
 
 log = logging.getLogger("pubsub_zmq")
+
+CALLBACK_STEP = 0.005
+"""Seconds of one subscription's callbacks per event-loop step: past them, the messages
+left wait for a later step (a node catching up on a million presences merges its
+transfer's parts through a callback, and must still heartbeat and answer meanwhile)."""
 
 Callback = Callable[[Any], Awaitable[object] | object]
 """A subscription callback: called with each message (or Overflow marker); may be async."""
@@ -123,16 +129,20 @@ class Subscription(Mailbox):
         self._scheduled = False
         callback = self._callback
         assert callback is not None
+        deadline = time.monotonic() + CALLBACK_STEP
         while self._active and (self._items or self._pending_drops):
             item = self.pop()
             try:
                 result = callback(item)
             except Exception:
                 log.exception("subscription callback for %r raised", self.topic)
-                continue
+                result = None
             if inspect.isawaitable(result):
                 self._scheduled = True
                 self._pubsub._spawn(self._await_callback(result))
+                return
+            if (self._items or self._pending_drops) and time.monotonic() >= deadline:
+                self._wake()  # the rest in a later step
                 return
 
     async def _await_callback(self, awaitable: Awaitable[object]) -> None:

@@ -26,7 +26,9 @@ notifications are reported with its partition.
 
 Reading follows the drain pattern measured in the reference notes: await readiness on
 the asyncio socket, then read with non-blocking calls on a synchronous shadow socket, at
-most ``read_budget`` frames per turn before yielding. Every socket has LINGER 0 and is
+most ``read_budget`` frames per turn before yielding, and sooner once a turn has spent
+:data:`READ_STEP` seconds on large frames (a transfer's parts are up to 512 KiB each,
+and a node catching up must still heartbeat between them). Every socket has LINGER 0 and is
 closed by :meth:`Transport.close`, which also stops the tasks and the authenticator.
 """
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -432,6 +435,7 @@ class Transport:
         budget = self._budget
         while True:
             await sock.poll()
+            deadline = time.monotonic() + READ_STEP
             for _ in range(budget):
                 try:
                     data = shadow.recv(zmq.NOBLOCK)
@@ -441,6 +445,9 @@ class Transport:
                     handle(data)
                 except Exception:
                     log.exception("error while handling a frame")
+                if len(data) >= _LARGE_FRAME and time.monotonic() >= deadline:
+                    await asyncio.sleep(0)
+                    break
             else:
                 await asyncio.sleep(0)  # budget spent: let the others run
 
@@ -450,6 +457,7 @@ class Transport:
         budget = self._budget
         while True:
             await router.poll()
+            deadline = time.monotonic() + READ_STEP
             for _ in range(budget):
                 try:
                     parts = shadow.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -465,10 +473,14 @@ class Transport:
                         user_id = str(frame.get("User-Id"))
                     except zmq.ZMQError:
                         user_id = None
+                data = frame.bytes
                 try:
-                    self._on_control(frame.bytes, user_id)
+                    self._on_control(data, user_id)
                 except Exception:
                     log.exception("error while handling a control frame")
+                if len(data) >= _LARGE_FRAME and time.monotonic() >= deadline:
+                    await asyncio.sleep(0)
+                    break
             else:
                 await asyncio.sleep(0)
 
@@ -486,6 +498,14 @@ class Transport:
                         self._on_subscription(data[1:], data[0] == 1, partition)
             else:
                 await asyncio.sleep(0)
+
+
+READ_STEP = 0.005
+"""Seconds of reading one socket per event-loop turn, checked after each large frame."""
+
+_LARGE_FRAME = 16 * 1024
+"""Frames from this size on are costly to handle (decode, then merge): the clock is read
+after each; smaller ones are bounded by the frame count alone."""
 
 
 def _client_options(sock: zmq.Socket[Any]) -> None:

@@ -128,6 +128,9 @@ def _new_vsn(node: str, floor: int, rng: random.Random) -> int:
     return vsn
 
 
+HANDLER_STEP = 0.005
+"""Seconds of handler calls per event-loop step while diffs are queued."""
+
 _OneJoin: TypeAlias = tuple[Topic, Key, Meta]
 """A queued diff of one join, ``(topic, key, meta)``: what Tracker.track queues."""
 
@@ -139,16 +142,19 @@ class _DiffQueue:
     ``join``) for its single handler task, at a third of the cost per put: every
     ``Tracker.track`` queues one diff. Such a diff waits as one ``(topic, key, meta)``
     tuple rather than the five objects of ``{topic: ([(key, meta)], [])}``: a burst of
-    tracks leaves fewer objects for the cyclic collector to walk while they wait.
+    tracks leaves fewer objects for the cyclic collector to walk while they wait. A
+    backlog is handed out :data:`HANDLER_STEP` seconds per event-loop step (a million
+    tracks in one burst would otherwise hold the loop while the handler sees them all).
     """
 
-    __slots__ = ("_items", "_joiners", "_unfinished", "_waiter")
+    __slots__ = ("_items", "_joiners", "_step_end", "_unfinished", "_waiter")
 
     def __init__(self) -> None:
         self._items: deque[Diff | _OneJoin] = deque()
         self._unfinished = 0  # queued, or taken and not yet task_done
         self._waiter: asyncio.Future[None] | None = None
         self._joiners: list[asyncio.Future[None]] = []
+        self._step_end = 0.0  # when the consumer's current loop step has had its share
 
     def put_nowait(self, diff: Diff | _OneJoin) -> None:
         self._items.append(diff)
@@ -161,6 +167,10 @@ class _DiffQueue:
 
     async def get(self) -> Diff | _OneJoin:
         items = self._items
+        if items:
+            if time.monotonic() < self._step_end:
+                return items.popleft()
+            await asyncio.sleep(0)  # a backlog: the rest of the loop runs first
         while not items:
             waiter = asyncio.get_running_loop().create_future()
             self._waiter = waiter
@@ -169,6 +179,7 @@ class _DiffQueue:
             finally:
                 if self._waiter is waiter:
                     self._waiter = None
+        self._step_end = time.monotonic() + HANDLER_STEP
         return items.popleft()
 
     def task_done(self) -> None:

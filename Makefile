@@ -103,7 +103,7 @@ bench: $(STAMP) ## Benchmarks: print the figures tables, render the charts (not 
 	BENCH_CHARTS=$(CHARTS) $(BIN)/python bench/bench_scale.py --quick
 	$(BIN)/python bench/bench_redis.py
 
-bench-scale: $(STAMP) ## The full 100-node simulation (10k and 100k presences): ~40 min of CPU, 9 GB
+bench-scale: $(STAMP) ## The full 100-node simulation (10k and 100k presences): ~25 min of CPU, 9 GB
 	BENCH_CHARTS=$(CHARTS) $(BIN)/python bench/bench_scale.py
 
 soak: $(STAMP) ## Soak: 5 nodes, churn, kills, pauses, cut-offs; exact end checks (not a test)

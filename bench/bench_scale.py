@@ -41,10 +41,11 @@ every figure; ``--charts`` (or BENCH_CHARTS=1, which ``make bench`` sets) render
 charts into docs/assets with bench/charts.py (matplotlib; without it the bench says why
 and goes on).
 
-Run time: the simulation costs about 18 s of CPU per simulated second at 100 nodes,
-10k presences and 1,000 tracks/s, 30 s at 100k (100 nodes' work in one process):
-``--quick`` (10k presences, 20 s) takes about 8 minutes of CPU, the full run (10k and
-100k, 40 s each, and the generations table) about 40, and 9 GB of memory at 100k.
+Run time, on an idle machine: the simulation costs about 14 s of CPU per simulated
+second at 100 nodes, 10k presences and 1,000 tracks/s, 23 s at 100k (100 nodes' work in
+one process): ``--quick`` (10k presences, 20 s) takes about 5 minutes of CPU, the full
+run (10k and 100k, 40 s each, and the generations table) about 25, and 9 GB of memory at
+100k.
 """
 
 from __future__ import annotations

@@ -91,10 +91,11 @@ class DeltaGenerations:
             delta: The delta just sent or merged.
         """
         if not self._gens:
-            start = state.delta
-            self._gens = [start.copy() for _ in self.max_sizes]
+            start = state.delta  # a copy already: the first generation takes it
             index = _index_of(start)
-            self._indexes = [_copy_index(index) for _ in self.max_sizes]
+            rest = range(len(self.max_sizes) - 1)
+            self._gens = [start, *(start.copy() for _ in rest)]
+            self._indexes = [index, *(_copy_index(index) for _ in rest)]
         tags = _clouds_size(delta._clouds)
         gens: list[Delta] = []
         indexes: list[_Index] = []
@@ -212,6 +213,7 @@ def _merge_into(local: Delta, index: _Index, remote: Delta) -> None:
     """
     lvalues, lclouds = local._values, local._clouds
     rvalues, rclouds = remote._values, remote._clouds
+    emptied: list[Replica] = []
     # a local value whose tag the remote's cloud holds and its values don't: removed
     for r, rcl in rclouds.items():
         lv = lvalues.get(r)
@@ -229,6 +231,8 @@ def _merge_into(local: Delta, index: _Index, remote: Delta) -> None:
             ident = (rec[1], rec[0], rec[2])
             if idents.get(ident) == c:
                 del idents[ident]
+        if not lv:
+            emptied.append(r)
     # a remote value the local side has neither nor saw removed: added, newest per presence
     for r, rv in rvalues.items():
         if not rv:
@@ -252,9 +256,12 @@ def _merge_into(local: Delta, index: _Index, remote: Delta) -> None:
                 del lv[seen]
                 lv[c] = rec
                 idents[ident] = c
-    for r in [r for r, vals in lvalues.items() if not vals]:
-        del lvalues[r]
-        index.pop(r, None)
+        if not lv:
+            emptied.append(r)
+    for r in emptied:  # a replica's values emptied by a remove (maybe refilled by an add)
+        if not lvalues.get(r, True):
+            del lvalues[r]
+            index.pop(r, None)
     for r, rcl in rclouds.items():
         if not rcl:
             continue

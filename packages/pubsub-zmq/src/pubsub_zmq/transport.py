@@ -187,13 +187,9 @@ class Transport:
             router.rcvhwm = self._recv_hwm
             router.maxmsgsize = self._maxmsgsize
             xpub = self._xpub = ctx.socket(zmq.XPUB)
-            xpub.linger = 0
-            xpub.sndhwm = self._send_hwm
-            xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
-            xpub.maxmsgsize = 65536
+            self._xpub_options(xpub)
             if self._curve is not None:
                 self._curve.server(router)
-                self._curve.server(xpub)
             for sock, endpoint in ((router, bind), (xpub, pub_bind)):
                 try:
                     sock.bind(endpoint)
@@ -213,6 +209,15 @@ class Transport:
         for p, (_ctx, _auth, extra, _shadow) in enumerate(self._extra, 1):
             self._tasks.spawn(self._read_xpub(extra, p))
 
+    def _xpub_options(self, xpub: zmq.asyncio.Socket) -> None:
+        """What every XPUB of the node gets: partition 0's and each other partition's."""
+        xpub.linger = 0
+        xpub.sndhwm = self._send_hwm
+        xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+        xpub.maxmsgsize = 65536
+        if self._curve is not None:
+            self._curve.server(xpub)
+
     def _open_partition(self, p: int, pub_bind: str) -> None:
         # inproc endpoints only reach sockets of the same context: those share the node's
         inproc = pub_bind.startswith("inproc://")
@@ -223,12 +228,7 @@ class Transport:
             auth = self._curve.authenticator(ctx)
         xpub = ctx.socket(zmq.XPUB)
         self._extra.append((ctx, auth, xpub, None))
-        xpub.linger = 0
-        xpub.sndhwm = self._send_hwm
-        xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
-        xpub.maxmsgsize = 65536
-        if self._curve is not None:
-            self._curve.server(xpub)
+        self._xpub_options(xpub)
         endpoint = (
             pub_endpoint_for(pub_bind) if pub_bind.startswith("tcp://") else f"{pub_bind}.{p}"
         )
